@@ -1,0 +1,82 @@
+//! The candidate set C in memory: blocks by id, feeds by author, and the canonical order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::block::{Block, BlockId};
+use crate::identity::PublicKey;
+use crate::slice::FeedLookup;
+
+/// The canonical fold order: (time, author, seq). Time never falls within a feed and a feed
+/// has one block per seq (a fork freezes it), so this is a total order that respects seq.
+pub(crate) type OrderKey = (u64, PublicKey, u64);
+
+pub(crate) fn key_of(block: &Block) -> OrderKey {
+    (block.time(), block.author(), block.seq())
+}
+
+/// One author's feed as the kernel holds it: a contiguous chain from genesis.
+#[derive(Default)]
+pub(crate) struct FeedIndex {
+    /// Ids by seq; always starts at genesis because a block enters C only after its parent.
+    pub ids: Vec<BlockId>,
+    /// A fork was proven at this seq; blocks at or above it are outside C for good.
+    pub frozen_at: Option<u64>,
+    /// The two blocks that prove the fork.
+    pub proof: Option<(Arc<Block>, Arc<Block>)>,
+}
+
+#[derive(Default)]
+pub(crate) struct Index {
+    pub blocks: HashMap<BlockId, Arc<Block>>,
+    pub feeds: BTreeMap<PublicKey, FeedIndex>,
+    pub order: BTreeMap<OrderKey, BlockId>,
+}
+
+impl Index {
+    pub(crate) fn insert(&mut self, block: Arc<Block>) {
+        let feed = self.feeds.entry(block.author()).or_default();
+        debug_assert_eq!(feed.ids.len() as u64, block.seq());
+        feed.ids.push(block.id());
+        self.order.insert(key_of(&block), block.id());
+        self.blocks.insert(block.id(), block);
+    }
+
+    /// Freezes `author`'s feed at `seq`: removes the blocks at and above it and returns them.
+    pub(crate) fn freeze(&mut self, author: &PublicKey, seq: u64) -> Vec<Arc<Block>> {
+        let Some(feed) = self.feeds.get_mut(author) else {
+            return Vec::new();
+        };
+        feed.frozen_at = Some(feed.frozen_at.map_or(seq, |f| f.min(seq)));
+        let cut = usize::try_from(seq).unwrap_or(usize::MAX).min(feed.ids.len());
+        let removed: Vec<BlockId> = feed.ids.drain(cut..).collect();
+        removed
+            .iter()
+            .filter_map(|id| {
+                let block = self.blocks.remove(id)?;
+                self.order.remove(&key_of(&block));
+                Some(block)
+            })
+            .collect()
+    }
+
+    /// Removes the newest block of a feed (used to undo a refused `create_block`).
+    pub(crate) fn pop(&mut self, id: &BlockId) -> Option<Arc<Block>> {
+        let block = self.blocks.remove(id)?;
+        self.order.remove(&key_of(&block));
+        if let Some(feed) = self.feeds.get_mut(&block.author()) {
+            if feed.ids.last() == Some(id) {
+                feed.ids.pop();
+            }
+        }
+        Some(block)
+    }
+}
+
+impl FeedLookup for Index {
+    fn block_at(&self, author: &PublicKey, seq: u64) -> Option<&Block> {
+        let feed = self.feeds.get(author)?;
+        let id = feed.ids.get(usize::try_from(seq).ok()?)?;
+        self.blocks.get(id).map(|b| &**b)
+    }
+}

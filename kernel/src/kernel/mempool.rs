@@ -1,0 +1,167 @@
+//! Blocks that cannot enter the candidate set yet: orphans (parent unknown) and blocks dated
+//! in the future. Bounded by count and bytes; the oldest arrival is evicted first.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use crate::block::{Block, BlockId};
+
+/// Rough per-block cost beyond the body, for the byte bound.
+const BLOCK_OVERHEAD: usize = 192;
+
+struct Pooled {
+    block: Block,
+    held_until: Option<u64>,
+}
+
+pub(crate) struct Mempool {
+    blocks: HashMap<BlockId, Pooled>,
+    children: HashMap<BlockId, Vec<BlockId>>,
+    due: BTreeSet<(u64, BlockId)>,
+    arrivals: VecDeque<BlockId>,
+    bytes: usize,
+    max_blocks: usize,
+    max_bytes: usize,
+    pub(crate) evicted: u64,
+}
+
+fn cost(block: &Block) -> usize {
+    block.header().body_len as usize + BLOCK_OVERHEAD
+}
+
+impl Mempool {
+    pub(crate) fn new(max_blocks: usize, max_bytes: usize) -> Self {
+        Self {
+            blocks: HashMap::new(),
+            children: HashMap::new(),
+            due: BTreeSet::new(),
+            arrivals: VecDeque::new(),
+            bytes: 0,
+            max_blocks,
+            max_bytes,
+            evicted: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub(crate) fn contains(&self, id: &BlockId) -> bool {
+        self.blocks.contains_key(id)
+    }
+
+    /// Adds a block whose parent is missing.
+    pub(crate) fn add_orphan(&mut self, block: Block) {
+        let parent = block.parent().expect("genesis is never an orphan");
+        self.children.entry(parent).or_default().push(block.id());
+        self.insert(block, None);
+    }
+
+    /// Adds a block dated after `until - skew`, to be released at `until`.
+    pub(crate) fn hold(&mut self, block: Block, until: u64) {
+        self.due.insert((until, block.id()));
+        self.insert(block, Some(until));
+    }
+
+    fn insert(&mut self, block: Block, held_until: Option<u64>) {
+        let id = block.id();
+        self.bytes += cost(&block);
+        self.blocks.insert(id, Pooled { block, held_until });
+        self.arrivals.push_back(id);
+        while self.blocks.len() > self.max_blocks || self.bytes > self.max_bytes {
+            let Some(oldest) = self.arrivals.pop_front() else {
+                break;
+            };
+            if self.remove(&oldest).is_some() {
+                self.evicted += 1;
+            }
+        }
+        // Ids taken out by stitching stay in `arrivals` until popped; keep it proportional.
+        if self.arrivals.len() > 2 * self.blocks.len() + 64 {
+            let blocks = &self.blocks;
+            self.arrivals.retain(|id| blocks.contains_key(id));
+        }
+    }
+
+    fn remove(&mut self, id: &BlockId) -> Option<Block> {
+        let pooled = self.blocks.remove(id)?;
+        self.bytes -= cost(&pooled.block);
+        match pooled.held_until {
+            Some(until) => {
+                self.due.remove(&(until, *id));
+            }
+            None => {
+                let parent = pooled.block.parent().expect("orphans have parents");
+                if let Some(siblings) = self.children.get_mut(&parent) {
+                    siblings.retain(|c| c != id);
+                    if siblings.is_empty() {
+                        self.children.remove(&parent);
+                    }
+                }
+            }
+        }
+        Some(pooled.block)
+    }
+
+    /// Takes the orphans waiting for `parent`.
+    pub(crate) fn take_children(&mut self, parent: &BlockId) -> Vec<Block> {
+        let Some(ids) = self.children.remove(parent) else {
+            return Vec::new();
+        };
+        ids.iter()
+            .filter_map(|id| {
+                let pooled = self.blocks.remove(id)?;
+                self.bytes -= cost(&pooled.block);
+                Some(pooled.block)
+            })
+            .collect()
+    }
+
+    /// Takes the held blocks whose release time is at or before `now`.
+    pub(crate) fn take_due(&mut self, now: u64) -> Vec<Block> {
+        let due: Vec<(u64, BlockId)> = self.due.range(..=(now, BlockId([0xff; 32]))).copied().collect();
+        due.iter().filter_map(|(_, id)| self.remove(id)).collect()
+    }
+
+    /// When the next held block is due.
+    pub(crate) fn next_due(&self) -> Option<u64> {
+        self.due.first().map(|(t, _)| *t)
+    }
+}
+
+/// Fingerprints of blocks found invalid, so a resend costs one lookup. Bounded, oldest first out.
+pub(crate) struct InvalidCache {
+    known: HashMap<[u8; 32], crate::block::BlockError>,
+    order: VecDeque<[u8; 32]>,
+    max: usize,
+}
+
+impl InvalidCache {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            known: HashMap::new(),
+            order: VecDeque::new(),
+            max,
+        }
+    }
+
+    pub(crate) fn get(&self, fingerprint: &[u8; 32]) -> Option<&crate::block::BlockError> {
+        self.known.get(fingerprint)
+    }
+
+    pub(crate) fn insert(&mut self, fingerprint: [u8; 32], error: crate::block::BlockError) {
+        if self.max == 0 || self.known.insert(fingerprint, error).is_some() {
+            return;
+        }
+        self.order.push_back(fingerprint);
+        while self.order.len() > self.max {
+            if let Some(old) = self.order.pop_front() {
+                self.known.remove(&old);
+            }
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! What a dispatch did, block by block.
+
+use std::sync::Arc;
+
+use crate::block::{Block, BlockError, BlockId};
+
+/// The fate of one block offered to [`crate::Kernel::dispatch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// New, valid, and counted: reduced into the slice states.
+    Accepted,
+    /// Already known (in the store or waiting in the mempool); cost a lookup, no reducer call.
+    Duplicate,
+    /// Valid, but no slice wants it. It is kept in the candidate set and judged again when
+    /// the set changes.
+    Ignored,
+    /// Valid, but a slice rejects it in the current state. Kept and judged again on the next
+    /// fold; not forwarded to peers as valid.
+    Rejected {
+        /// The rejecting slice.
+        slice: String,
+        /// The slice's reason.
+        reason: String,
+    },
+    /// Valid, but its parent does not count, so neither does it.
+    ParentNotCounted,
+    /// Its parent is unknown; it waits in the bounded mempool and is stitched in when the
+    /// parent arrives.
+    WaitingForParent,
+    /// Dated after now plus the allowed clock skew; held and applied when its time comes.
+    TimestampFromFuture {
+        /// The block's time.
+        time: u64,
+        /// The kernel's clock when it arrived.
+        now: u64,
+    },
+    /// Invalid in itself (signature, key, size, link to its parent). Dropped for good; the
+    /// sender is to blame.
+    Invalid(BlockError),
+    /// Its feed forked below or at this block's height and is frozen there.
+    Frozen {
+        /// The height at which the feed is frozen.
+        at: u64,
+    },
+    /// This block proves a fork: it and the block already held at its height are kept as
+    /// proof, and the feed is frozen at this height.
+    Fork {
+        /// The height of the fork.
+        seq: u64,
+    },
+}
+
+impl Outcome {
+    /// Whether the sender of this block is at fault (an intrinsic fault).
+    pub fn is_invalid(&self) -> bool {
+        matches!(self, Outcome::Invalid(_))
+    }
+}
+
+/// The result of a dispatch.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// One entry per block offered, in the order offered, plus blocks released from the
+    /// mempool during this dispatch (stitched orphans, held blocks whose time came).
+    pub outcomes: Vec<(BlockId, Outcome)>,
+    /// Blocks that became counted during this dispatch, in fold order: what a driver pushes
+    /// to its peers.
+    pub accepted: Vec<Arc<Block>>,
+    /// Fork proofs found during this dispatch, to spread so every peer freezes the same way.
+    pub proofs: Vec<Arc<Block>>,
+}
+
+impl Report {
+    /// The outcome for `id`, if it was part of this dispatch.
+    pub fn outcome(&self, id: &BlockId) -> Option<&Outcome> {
+        self.outcomes
+            .iter()
+            .rev()
+            .find(|(i, _)| i == id)
+            .map(|(_, o)| o)
+    }
+
+    /// How many blocks had an outcome matching `pred`.
+    pub fn count(&self, pred: impl Fn(&Outcome) -> bool) -> usize {
+        self.outcomes.iter().filter(|(_, o)| pred(o)).count()
+    }
+
+    /// Number of intrinsically invalid blocks.
+    pub fn invalid(&self) -> usize {
+        self.count(Outcome::is_invalid)
+    }
+}

@@ -1,0 +1,88 @@
+//! Where retained blocks live between runs.
+//!
+//! The kernel keeps its index (feeds, order, statuses) in memory and writes through to a
+//! [`BlockStore`]: every dispatch ends in one [`Batch`], committed atomically. [`MemoryStore`]
+//! serves tests and the simulator; the durable RocksDB backend implements the same trait.
+
+mod memory;
+
+use std::sync::Arc;
+
+pub use memory::MemoryStore;
+
+use crate::block::{Block, BlockId};
+
+/// The writes of one dispatch, applied all or nothing.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    /// Blocks to store (new members of the candidate set, and fork proofs).
+    pub put: Vec<Arc<Block>>,
+    /// Ids of blocks to delete.
+    pub delete: Vec<BlockId>,
+}
+
+impl Batch {
+    /// Whether the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.put.is_empty() && self.delete.is_empty()
+    }
+}
+
+/// A storage failure. The kernel's in-memory view is unchanged by a failed commit's caller
+/// only as far as documented on the calling method.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend failed (IO, corruption). The message comes from the backend.
+    #[error("store backend: {0}")]
+    Backend(String),
+    /// Bytes in the store do not decode.
+    #[error("corrupt record {key}: {reason}")]
+    Corrupt {
+        /// Which record.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A block store backend.
+pub trait BlockStore: Send + 'static {
+    /// Applies `batch` atomically.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the backend fails; nothing of the batch is then visible.
+    fn commit(&mut self, batch: Batch) -> Result<(), StoreError>;
+
+    /// Every stored block, in no particular order.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the backend fails or a record is corrupt.
+    fn blocks(&self) -> Result<Vec<Arc<Block>>, StoreError>;
+
+    /// One block by id.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the backend fails or the record is corrupt.
+    fn get(&self, id: &BlockId) -> Result<Option<Arc<Block>>, StoreError>;
+
+    /// The number of stored blocks.
+    fn len(&self) -> usize;
+
+    /// Whether no block is stored.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The stored identity's secret, if one was saved.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the backend fails.
+    fn identity(&self) -> Result<Option<[u8; 32]>, StoreError>;
+
+    /// Saves the identity's secret.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the backend fails.
+    fn set_identity(&mut self, secret: [u8; 32]) -> Result<(), StoreError>;
+}

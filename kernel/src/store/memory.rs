@@ -1,0 +1,55 @@
+//! An in-memory [`BlockStore`] for tests and the simulator. Blocks are shared (`Arc`), not
+//! copied, so many simulated peers holding the same block pay for it once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{Batch, BlockStore, StoreError};
+use crate::block::{Block, BlockId};
+
+/// Blocks in a hash map; nothing survives the process.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStore {
+    blocks: HashMap<BlockId, Arc<Block>>,
+    identity: Option<[u8; 32]>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl BlockStore for MemoryStore {
+    fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
+        for id in &batch.delete {
+            self.blocks.remove(id);
+        }
+        for block in batch.put {
+            self.blocks.insert(block.id(), block);
+        }
+        Ok(())
+    }
+
+    fn blocks(&self) -> Result<Vec<Arc<Block>>, StoreError> {
+        Ok(self.blocks.values().cloned().collect())
+    }
+
+    fn get(&self, id: &BlockId) -> Result<Option<Arc<Block>>, StoreError> {
+        Ok(self.blocks.get(id).cloned())
+    }
+
+    fn len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    fn identity(&self) -> Result<Option<[u8; 32]>, StoreError> {
+        Ok(self.identity)
+    }
+
+    fn set_identity(&mut self, secret: [u8; 32]) -> Result<(), StoreError> {
+        self.identity = Some(secret);
+        Ok(())
+    }
+}
