@@ -101,8 +101,14 @@ struct Peer {
     stats: PeerStats,
 }
 
+/// Most feeds remembered per peer: the map grows from the peer's own claims, so it is capped.
+const MAX_KNOWN_FEEDS: usize = 1 << 16;
+
 impl Peer {
     fn knows(&mut self, author: PublicKey, seq: u64) {
+        if self.known.len() >= MAX_KNOWN_FEEDS && !self.known.contains_key(&author) {
+            return;
+        }
         let known = self.known.entry(author).or_insert(seq);
         *known = (*known).max(seq);
     }
