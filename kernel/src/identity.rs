@@ -32,14 +32,29 @@ impl PublicKey {
     /// # Errors
     /// [`BlockError::BadKey`], [`BlockError::WeakKey`] or [`BlockError::BadSignature`].
     pub fn verify(&self, id: &BlockId, signature: &Signature) -> Result<(), BlockError> {
+        verify_with(&self.verifying_key()?, id, signature)
+    }
+
+    /// The decompressed key, refusing invalid points and weak (small-order) keys. Kernels cache
+    /// the result per author so a feed pays for decompression once.
+    pub(crate) fn verifying_key(&self) -> Result<VerifyingKey, BlockError> {
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| BlockError::BadKey)?;
         if key.is_weak() {
             return Err(BlockError::WeakKey);
         }
-        let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-        key.verify_strict(id.as_bytes(), &sig)
-            .map_err(|_| BlockError::BadSignature)
+        Ok(key)
     }
+}
+
+/// `verify_strict` of `signature` over `id` by an already checked key.
+pub(crate) fn verify_with(
+    key: &VerifyingKey,
+    id: &BlockId,
+    signature: &Signature,
+) -> Result<(), BlockError> {
+    let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
+    key.verify_strict(id.as_bytes(), &sig)
+        .map_err(|_| BlockError::BadSignature)
 }
 
 impl fmt::Debug for PublicKey {

@@ -12,7 +12,7 @@ mod index;
 mod mempool;
 mod report;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -25,9 +25,12 @@ use self::mempool::{InvalidCache, Mempool};
 use crate::block::{Block, BlockError, BlockId};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::identity::{Identity, PublicKey};
+use crate::identity::{self, Identity, PublicKey};
 use crate::slice::{AnySlice, Cell, Digest, Slice, Subscription};
 use crate::store::{Batch, BlockStore, MemoryStore, StoreError};
+
+/// Authors whose decompressed keys are cached; the cache is cleared when it grows past this.
+const MAX_CACHED_KEYS: usize = 1 << 14;
 
 /// What an application implements: which slices its kernel folds.
 ///
@@ -256,6 +259,7 @@ impl KernelBuilder {
             ),
             mempool: Mempool::new(config.mempool_max_blocks, config.mempool_max_bytes),
             invalid: InvalidCache::new(config.invalid_cache),
+            keys: HashMap::new(),
             stats: Stats::default(),
             config,
             store,
@@ -296,6 +300,7 @@ pub struct Kernel {
     fold: Fold,
     mempool: Mempool,
     invalid: InvalidCache,
+    keys: HashMap<PublicKey, Result<ed25519_dalek::VerifyingKey, BlockError>>,
     stats: Stats,
 }
 
@@ -443,12 +448,7 @@ impl Kernel {
                 None => candidates.push(block),
             }
         }
-        let verdicts: Vec<Result<(), BlockError>> =
-            if candidates.len() >= self.config.parallel_verify_threshold {
-                candidates.par_iter().map(Block::verify).collect()
-            } else {
-                candidates.iter().map(Block::verify).collect()
-            };
+        let verdicts = self.verify(&candidates);
         self.stats.verified += candidates.len() as u64;
         for (block, verdict) in candidates.into_iter().zip(verdicts) {
             match verdict {
@@ -458,6 +458,30 @@ impl Kernel {
         }
         self.fold_run(&mut run);
         self.commit_run(run)
+    }
+
+    /// Checks signatures with the strict rules, on all cores for larger batches. Authors' keys
+    /// are decompressed and checked for weakness once, then cached.
+    fn verify(&mut self, blocks: &[Block]) -> Vec<Result<(), BlockError>> {
+        if self.keys.len() > MAX_CACHED_KEYS {
+            self.keys.clear();
+        }
+        for block in blocks {
+            let author = block.author();
+            self.keys
+                .entry(author)
+                .or_insert_with(|| author.verifying_key());
+        }
+        let keys = &self.keys;
+        let check = |block: &Block| {
+            let key = keys[&block.author()].as_ref().map_err(Clone::clone)?;
+            identity::verify_with(key, &block.id(), block.signature())
+        };
+        if blocks.len() >= self.config.parallel_verify_threshold {
+            blocks.par_iter().map(check).collect()
+        } else {
+            blocks.iter().map(check).collect()
+        }
     }
 
     /// Releases held blocks whose time has come (see [`Kernel::next_wakeup`]).

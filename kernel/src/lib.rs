@@ -10,7 +10,7 @@
 //!
 //! ## Layout
 //! - [`identity`], [`block`], [`feed`]: the data model and its wire format.
-//! - [`slice`]: the [`Slice`] trait, verdicts, digests, subscriptions.
+//! - [`slice`](mod@slice): the [`Slice`] trait, verdicts, digests, subscriptions.
 //! - [`kernel`]: [`Kernel`], the engine; [`Application`] is what a user implements.
 //! - [`sync`]: the protocol state machine; [`wire`]: two kernels wired in one process.
 //! - [`store`], [`clock`], [`config`]: what the kernel is built from.
