@@ -10,7 +10,10 @@
 //!   256 (a sync message's worth), into a kernel with one slice on a `MemoryStore`;
 //! - `verify_strict_per_s`: ed25519-dalek `verify_strict` over the same blocks, one core;
 //! - `ratio`: the first over the second;
-//! - `feed_overhead_bytes_per_block`: encoded feed bytes per block minus the body, 10,000 blocks.
+//! - `feed_overhead_bytes_per_block`: encoded feed bytes per block minus the body, 10,000 blocks;
+//! - `append_blocks_per_s`, `feed_load_verify_blocks_per_s`: signing appends and decoding plus
+//!   verifying that feed on one core, the figures `../shared/bench/picofeed-baseline.mjs` prints
+//!   for the JS picofeed.
 
 use std::time::Instant;
 
@@ -116,15 +119,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(kernel.state::<Tally>().map(|s| s.0), Some(n as u64));
 
     // Feed encoding overhead, 10,000 blocks of 32 bytes.
+    // Also the figures the JS picofeed baseline prints: append (sign) and load (decode + verify).
     let identity = Identity::from_secret([42; 32]);
     let mut feed = Feed::new();
+    let t = Instant::now();
     for i in 0..10_000u64 {
         feed.append(&identity, vec![7; 32], start + i * 1000);
     }
-    let overhead = (feed.encode().len() - 10_000 * 32) as f64 / 10_000.0;
+    let append_per_s = 10_000.0 / t.elapsed().as_secs_f64();
+    let encoded = feed.encode();
+    let overhead = (encoded.len() - 10_000 * 32) as f64 / 10_000.0;
+    let t = Instant::now();
+    let loaded = Feed::decode(&encoded)?;
+    loaded.verify()?;
+    let load_per_s = 10_000.0 / t.elapsed().as_secs_f64();
 
     println!(
-        "{{\"blocks\":{n},\"authors\":{authors},\"threads\":{threads},\"ingest_blocks_per_s\":{ingest:.0},\"verify_strict_per_s\":{verify:.0},\"ratio\":{ratio:.2},\"feed_overhead_bytes_per_block\":{overhead:.1}}}",
+        "{{\"blocks\":{n},\"authors\":{authors},\"threads\":{threads},\"ingest_blocks_per_s\":{ingest:.0},\"verify_strict_per_s\":{verify:.0},\"ratio\":{ratio:.2},\"feed_overhead_bytes_per_block\":{overhead:.1},\"append_blocks_per_s\":{append_per_s:.0},\"feed_load_verify_blocks_per_s\":{load_per_s:.0}}}",
         threads = rayon::current_num_threads(),
         ingest = ingest_per_s,
         verify = verify_per_s,

@@ -15,6 +15,19 @@
 //! - [`sync`]: the protocol state machine; [`wire`]: two kernels wired in one process.
 //! - [`store`], [`clock`], [`config`]: what the kernel is built from.
 //!
+//! ## Decisions beyond DESIGN.md
+//! - Canonical fold order is (time, author, seq); one feed per author inside a kernel (a
+//!   parent by another author is [`BlockError::ForeignParent`]). Multi-author feeds exist at the
+//!   [`Feed`] level.
+//! - If every slice is [`Slice::commutative`], blocks are applied as they arrive; if any is not,
+//!   all slices fold canonically, because the accepted set is shared.
+//! - A block no slice accepts stays in the candidate set, uncounted, like a state-rejected one.
+//! - Filters get no `now`; blocks dated beyond `now + max_clock_skew_ms` are held
+//!   ([`Outcome::TimestampFromFuture`]) and applied by [`Kernel::poll`] when their time comes.
+//! - Invalid blocks are remembered by [`Block::fingerprint`] (blake3 of id and signature), never
+//!   by id alone.
+//! - [`Subscription`]s coalesce: a slow reader sees the latest state.
+//!
 //! ## Example
 //! ```
 //! use blockend_kernel::{Application, Context, Kernel, Registry, Slice, Verdict};
