@@ -386,8 +386,9 @@ impl<P: Ord + Clone> Protocol<P> {
     pub fn announce(&mut self, report: &Report, except: Option<&P>) -> Vec<Output<P>> {
         let mut out = self.push(&report.accepted, except);
         if !report.proofs.is_empty() {
-            // A proof must reach peers that hold a block at its height: that is its point.
-            let peers: Vec<P> = self.peers.keys().filter(|p| Some(*p) != except).cloned().collect();
+            // A proof must reach peers that hold a block at its height: that is its point. The
+            // sender too, which may hold only one half of it.
+            let peers: Vec<P> = self.peers.keys().cloned().collect();
             for peer in peers {
                 out.extend(self.blocks_to(&peer, report.proofs.clone()));
             }

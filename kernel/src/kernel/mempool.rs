@@ -165,3 +165,56 @@ impl InvalidCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    fn chain(n: usize) -> Vec<Block> {
+        let identity = Identity::from_secret([3; 32]);
+        let mut feed = crate::Feed::new();
+        for i in 0..n {
+            feed.append(&identity, vec![i as u8], 1000 + i as u64);
+        }
+        feed.into_blocks()
+    }
+
+    #[test]
+    fn evicts_oldest_arrival_when_over_count() {
+        let blocks = chain(6);
+        let mut pool = Mempool::new(3, usize::MAX);
+        for block in &blocks[1..] {
+            pool.add_orphan(block.clone());
+        }
+        assert_eq!(pool.len(), 3);
+        assert_eq!(pool.evicted, 2);
+        assert!(!pool.contains(&blocks[1].id()) && !pool.contains(&blocks[2].id()));
+        assert!(pool.contains(&blocks[5].id()));
+    }
+
+    #[test]
+    fn evicts_when_over_bytes() {
+        let blocks = chain(5);
+        let mut pool = Mempool::new(usize::MAX, 2 * (BLOCK_OVERHEAD + 1));
+        for block in &blocks[1..] {
+            pool.add_orphan(block.clone());
+        }
+        assert_eq!(pool.len(), 2);
+        assert!(pool.bytes() <= 2 * (BLOCK_OVERHEAD + 1));
+    }
+
+    #[test]
+    fn takes_children_and_due_blocks() {
+        let blocks = chain(3);
+        let mut pool = Mempool::new(16, usize::MAX);
+        pool.add_orphan(blocks[1].clone());
+        pool.hold(blocks[2].clone(), 5_000);
+        assert_eq!(pool.next_due(), Some(5_000));
+        let children = pool.take_children(&blocks[0].id());
+        assert_eq!(children, vec![blocks[1].clone()]);
+        assert!(pool.take_due(4_999).is_empty());
+        assert_eq!(pool.take_due(5_000), vec![blocks[2].clone()]);
+        assert_eq!((pool.len(), pool.bytes()), (0, 0));
+    }
+}

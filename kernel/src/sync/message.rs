@@ -145,3 +145,50 @@ impl Message {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    #[test]
+    fn limits_are_enforced_before_decoding() {
+        let limits = Limits {
+            max_blocks: 1,
+            ..Limits::default()
+        };
+        let identity = Identity::from_secret([5; 32]);
+        let a = Arc::new(Block::sign(&identity, None, 1, vec![1]));
+        let b = Arc::new(Block::sign(&identity, Some((a.id(), 0, 1)), 2, vec![2]));
+        let bytes = Message::Blocks(vec![a.clone(), b]).encode();
+        assert!(matches!(
+            Message::decode(&bytes, &limits),
+            Err(DecodeError::TooMany { what: "blocks", .. })
+        ));
+        let small = Limits {
+            max_message_bytes: 8,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            Message::decode(&bytes, &small),
+            Err(DecodeError::TooMany { what: "message bytes", .. })
+        ));
+        let one = Message::Blocks(vec![a]);
+        assert_eq!(Message::decode(&one.encode(), &limits), Ok(one));
+    }
+
+    #[test]
+    fn rejects_unknown_version_and_trailing_bytes() {
+        let mut bytes = Message::Want(Vec::new()).encode();
+        bytes.push(0);
+        assert_eq!(
+            Message::decode(&bytes, &Limits::default()),
+            Err(DecodeError::Trailing(1))
+        );
+        bytes[0] = 9;
+        assert_eq!(
+            Message::decode(&bytes, &Limits::default()),
+            Err(DecodeError::Version(9))
+        );
+    }
+}
