@@ -18,7 +18,8 @@
 use std::time::Instant;
 
 use blockend_kernel::{
-    Application, Block, Config, Context, Feed, Identity, Kernel, ManualClock, Registry, Slice, Verdict,
+    Application, Block, Config, Context, Feed, Identity, Kernel, ManualClock, Registry, Slice,
+    Verdict,
 };
 
 /// Counts blocks and sums their first body byte: a cheap, commutative slice.

@@ -128,6 +128,9 @@ pub enum BlockError {
         /// The parent's seq.
         parent_seq: u64,
     },
+    /// The body does not hash to the header's `body_hash` (or its length differs).
+    #[error("body does not match the header's hash")]
+    BodyMismatch,
     /// The parent was signed by someone else (the kernel keeps one feed per author).
     #[error("parent was signed by another author")]
     ForeignParent,
@@ -217,8 +220,31 @@ impl Block {
         }
     }
 
-    /// Assembles a block from parts without checking the signature (see [`Block::verify`]).
-    pub fn from_parts(header: Header, signature: Signature, body: Option<Vec<u8>>) -> Self {
+    /// Assembles a block from parts. The body, if given, must match the header's length and
+    /// hash; the signature is not checked here (see [`Block::verify`]).
+    ///
+    /// # Errors
+    /// [`BlockError::BodyMismatch`] if the body does not hash to the header's `body_hash`.
+    pub fn from_parts(
+        header: Header,
+        signature: Signature,
+        body: Option<Vec<u8>>,
+    ) -> Result<Self, BlockError> {
+        if let Some(bytes) = &body {
+            let len_matches = u32::try_from(bytes.len()) == Ok(header.body_len);
+            if !len_matches || *blake3::hash(bytes).as_bytes() != header.body_hash {
+                return Err(BlockError::BodyMismatch);
+            }
+        }
+        Ok(Self::from_checked_parts(header, signature, body))
+    }
+
+    /// Assembles a block whose body is known to match the header (decoders hash it themselves).
+    pub(crate) fn from_checked_parts(
+        header: Header,
+        signature: Signature,
+        body: Option<Vec<u8>>,
+    ) -> Self {
         let id = header.id();
         Self {
             header,
@@ -270,7 +296,8 @@ impl Block {
     }
 
     /// Checks the signature with the strict rules (see [`PublicKey::verify`]). The body needs
-    /// no check here: its hash is part of the signed header, recomputed on decode.
+    /// no check here: its hash is part of the signed header, and every constructor (decoding,
+    /// signing, [`Block::from_parts`]) makes sure the body matches it.
     ///
     /// # Errors
     /// [`BlockError::BadKey`], [`BlockError::WeakKey`] or [`BlockError::BadSignature`].

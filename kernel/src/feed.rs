@@ -93,6 +93,9 @@ pub enum FeedError {
         /// Heights the incoming feed covers.
         incoming: Range<u64>,
     },
+    /// The feeds start from different genesis blocks: different chains.
+    #[error("the feeds start from different genesis blocks")]
+    Unrelated,
     /// The bytes are not a feed.
     #[error("malformed feed: {0}")]
     Decode(#[from] DecodeError),
@@ -205,6 +208,10 @@ impl Feed {
         let (lo, hi) = (a.start.max(b.start), a.end.min(b.end));
         if lo < hi {
             if let Some(seq) = self.first_difference(other, lo, hi - 1) {
+                // Different genesis blocks: two chains that share nothing.
+                if seq == 0 {
+                    return Diff::Unrelated;
+                }
                 return Diff::Diverged { seq };
             }
             return match a.end.cmp(&b.end) {
@@ -236,7 +243,7 @@ impl Feed {
     /// local feed is unchanged.
     ///
     /// # Errors
-    /// [`FeedError::Fork`], [`FeedError::WrongParent`], [`FeedError::Gap`],
+    /// [`FeedError::Fork`], [`FeedError::Unrelated`], [`FeedError::WrongParent`], [`FeedError::Gap`],
     /// [`FeedError::Invalid`] or [`FeedError::BrokenChain`].
     pub fn merge(&mut self, other: &Feed) -> Result<Merged, FeedError> {
         if other.is_empty() {
@@ -250,8 +257,10 @@ impl Feed {
         let (a, b) = (self.seqs(), other.seqs());
         let (lo, hi) = (a.start.max(b.start), a.end.min(b.end));
         if lo < hi {
-            if let Some(seq) = self.first_difference(other, lo, hi - 1) {
-                return Err(FeedError::Fork { seq });
+            match self.first_difference(other, lo, hi - 1) {
+                Some(0) => return Err(FeedError::Unrelated),
+                Some(seq) => return Err(FeedError::Fork { seq }),
+                None => {}
             }
         } else if b.start == a.end {
             if !links(self.last(), other.first()) {

@@ -226,9 +226,7 @@ impl KernelBuilder {
                 });
             }
         }
-        let mut store = self
-            .store
-            .unwrap_or_else(|| Box::new(MemoryStore::new()));
+        let mut store = self.store.unwrap_or_else(|| Box::new(MemoryStore::new()));
         let identity = match (store.identity()?, self.identity) {
             (Some(secret), Some(given)) => {
                 let stored = Identity::from_secret(secret);
@@ -357,7 +355,8 @@ impl Kernel {
             }
             if (block.seq() as usize) < feed_len {
                 let seq = block.seq();
-                let existing = self.index.blocks[&self.index.feeds[&author].ids[seq as usize]].clone();
+                let existing =
+                    self.index.blocks[&self.index.feeds[&author].ids[seq as usize]].clone();
                 self.index.freeze(&author, seq);
                 let feed = self.index.feeds.get_mut(&author).expect("feed exists");
                 feed.proof = Some((existing, block));
@@ -498,9 +497,14 @@ impl Kernel {
     }
 
     /// The cheap checks: duplicate, cached invalid, size, frozen feed.
-    fn screen(&mut self, block: &Block, seen: &mut HashSet<BlockId>) -> Option<Outcome> {
+    fn screen(&mut self, block: &Block, seen: &mut HashSet<[u8; 32]>) -> Option<Outcome> {
         let id = block.id();
-        if self.index.blocks.contains_key(&id) || self.mempool.contains(&id) || !seen.insert(id) {
+        // Copies within one batch are told apart by fingerprint, not id: a forged copy offered
+        // next to the honest block must not shadow it. Verification sorts them out.
+        if self.index.blocks.contains_key(&id)
+            || self.mempool.contains(&id)
+            || !seen.insert(block.fingerprint())
+        {
             self.stats.duplicates += 1;
             return Some(Outcome::Duplicate);
         }
@@ -550,6 +554,12 @@ impl Kernel {
         let mut work = vec![block];
         while let Some(block) = work.pop() {
             let id = block.id();
+            if self.index.blocks.contains_key(&id) || self.mempool.contains(&id) {
+                // Another valid copy of the same block (same id) got here first.
+                self.stats.duplicates += 1;
+                run.outcome(id, Outcome::Duplicate);
+                continue;
+            }
             let author = block.author();
             let feed = self.index.feeds.get(&author);
             if let Some(at) = feed.and_then(|f| f.frozen_at) {
@@ -592,7 +602,9 @@ impl Kernel {
                 }
                 let feed = self.index.feeds.get_mut(&author).expect("feed exists");
                 feed.proof = Some((existing.clone(), proof.clone()));
-                run.proofs.push(proof.clone());
+                // Both halves are stored: the existing one may have been inserted by this very
+                // dispatch and so not be in the store yet.
+                run.proofs.extend([existing.clone(), proof.clone()]);
                 run.report.proofs.extend([existing, proof]);
                 self.stats.forks += 1;
                 run.outcome(id, Outcome::Fork { seq });

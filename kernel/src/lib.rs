@@ -84,6 +84,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::Config;
 pub use feed::{Diff, Feed, FeedError, Merged};
 pub use identity::{Identity, PublicKey};
-pub use kernel::{Application, Error, Head, Kernel, KernelBuilder, Outcome, Registry, Report, Stats};
+pub use kernel::{
+    Application, Error, Head, Kernel, KernelBuilder, Outcome, Registry, Report, Stats,
+};
 pub use slice::{Context, Digest, Slice, Subscription, Verdict};
 pub use store::{BlockStore, MemoryStore};

@@ -110,7 +110,14 @@ impl fmt::Debug for Context<'_> {
 pub trait Slice: Send + Sync + 'static {
     /// The derived state. Serialized with postcard for the state digest, so its serialization
     /// must be deterministic (use `BTreeMap`, not `HashMap`).
-    type State: Clone + PartialEq + fmt::Debug + Serialize + DeserializeOwned + Send + Sync + 'static;
+    type State: Clone
+        + PartialEq
+        + fmt::Debug
+        + Serialize
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static;
 
     /// The slice's name, unique within a kernel.
     fn name(&self) -> &str;
@@ -139,7 +146,9 @@ pub trait Slice: Send + Sync + 'static {
 }
 
 /// A 32-byte blake3 digest (of a slice state, or of a set of block ids).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Digest(pub [u8; 32]);
 
 impl Digest {

@@ -175,10 +175,7 @@ impl<P: Ord + Clone> Protocol<P> {
     /// Anti-entropy: re-sends the local heads to every peer.
     pub fn tick(&mut self, kernel: &Kernel) -> Vec<Output<P>> {
         let peers: Vec<P> = self.peers.keys().cloned().collect();
-        peers
-            .iter()
-            .flat_map(|p| self.heads(kernel, p))
-            .collect()
+        peers.iter().flat_map(|p| self.heads(kernel, p)).collect()
     }
 
     /// The local heads, paged, addressed to `peer` (what `connect` and `tick` send).
@@ -260,7 +257,12 @@ impl<P: Ord + Clone> Protocol<P> {
         })
     }
 
-    fn on_heads(&mut self, kernel: &Kernel, from: &P, heads: Vec<crate::kernel::Head>) -> Vec<Output<P>> {
+    fn on_heads(
+        &mut self,
+        kernel: &Kernel,
+        from: &P,
+        heads: Vec<crate::kernel::Head>,
+    ) -> Vec<Output<P>> {
         let peer = self.peers.get_mut(from).expect("checked by handle");
         let mut wants = Vec::new();
         let mut proofs = Vec::new();
@@ -328,7 +330,10 @@ impl<P: Ord + Clone> Protocol<P> {
                 max_blocks - blocks.len(),
                 budget,
             );
-            let bytes: usize = batch.iter().map(|b| b.header().body_len as usize + 160).sum();
+            let bytes: usize = batch
+                .iter()
+                .map(|b| b.header().body_len as usize + 160)
+                .sum();
             budget = budget.saturating_sub(bytes);
             blocks.extend(batch);
         }
@@ -408,11 +413,7 @@ impl<P: Ord + Clone> Protocol<P> {
         for peer in peers {
             let fresh: Vec<Arc<Block>> = {
                 let state = &self.peers[&peer];
-                blocks
-                    .iter()
-                    .filter(|b| !state.has(b))
-                    .cloned()
-                    .collect()
+                blocks.iter().filter(|b| !state.has(b)).cloned().collect()
             };
             if !fresh.is_empty() {
                 out.extend(self.blocks_to(&peer, fresh));

@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use blockend_kernel::sync::{DisconnectReason, Message, Output, Protocol};
 use blockend_kernel::{
-    Application, Block, Context, Identity, Kernel, ManualClock, Registry, Signature, Slice,
-    Verdict,
+    Application, Block, Context, Identity, Kernel, ManualClock, Registry, Signature, Slice, Verdict,
 };
 
 struct Sum;
@@ -94,11 +93,14 @@ impl Net {
     fn disconnect(&mut self, a: usize, b: usize) {
         self.sync[a].disconnect(&b);
         self.sync[b].disconnect(&a);
-        self.queue.retain(|(f, t, _)| !((*f == a && *t == b) || (*f == b && *t == a)));
+        self.queue
+            .retain(|(f, t, _)| !((*f == a && *t == b) || (*f == b && *t == a)));
     }
 
     fn create(&mut self, at: usize, body: &[u8]) -> Arc<Block> {
-        let block = self.kernels[at].create_block(body.to_vec()).expect("accepted");
+        let block = self.kernels[at]
+            .create_block(body.to_vec())
+            .expect("accepted");
         let out = self.sync[at].push(std::slice::from_ref(&block), None);
         self.route(at, out);
         block
@@ -184,7 +186,11 @@ fn new_blocks_are_pushed_along_a_line() {
     net.run();
     assert!(net.converged());
     assert_eq!(net.kernels[3].stats().blocks, 40);
-    assert_eq!(net.kernels[3].stats().duplicates, 0, "pushes skip peers known to hold a block");
+    assert_eq!(
+        net.kernels[3].stats().duplicates,
+        0,
+        "pushes skip peers known to hold a block"
+    );
 }
 
 #[test]
@@ -226,7 +232,12 @@ fn a_peer_sending_invalid_blocks_is_disconnected() {
     let mut disconnected = false;
     for i in 0..=budget + 1 {
         let honest = Block::sign(&forger, None, 1_000 + u64::from(i), vec![i as u8]);
-        let forged = Block::from_parts(honest.header().clone(), Signature([7; 64]), Some(vec![i as u8]));
+        let forged = Block::from_parts(
+            honest.header().clone(),
+            Signature([7; 64]),
+            Some(vec![i as u8]),
+        )
+        .expect("the body matches the header");
         let bytes = Message::Blocks(vec![Arc::new(forged)]).encode();
         let (out, report) = net.sync[1]
             .handle_bytes(&mut net.kernels[1], &0, &bytes)
@@ -235,14 +246,24 @@ fn a_peer_sending_invalid_blocks_is_disconnected() {
             assert_eq!(report.invalid(), 1);
         }
         if out.iter().any(|o| {
-            matches!(o, Output::Disconnect { peer: 0, reason: DisconnectReason::TooManyInvalid })
+            matches!(
+                o,
+                Output::Disconnect {
+                    peer: 0,
+                    reason: DisconnectReason::TooManyInvalid
+                }
+            )
         }) {
             disconnected = true;
             break;
         }
     }
     assert!(disconnected, "the forger was never dropped");
-    assert_eq!(net.kernels[1].stats().blocks, 0, "nothing forged was stored");
+    assert_eq!(
+        net.kernels[1].stats().blocks,
+        0,
+        "nothing forged was stored"
+    );
     assert_eq!(net.sync[1].peers().count(), 0);
 }
 
@@ -278,7 +299,9 @@ fn fork_proofs_spread_so_every_peer_freezes_alike() {
     net.kernels[0]
         .dispatch([genesis.clone(), a1, a2])
         .expect("memory store");
-    net.kernels[2].dispatch([genesis, b1]).expect("memory store");
+    net.kernels[2]
+        .dispatch([genesis, b1])
+        .expect("memory store");
     net.connect(0, 1);
     net.connect(1, 2);
     net.run();

@@ -49,6 +49,9 @@ pub(crate) enum BodyRepr<'a> {
     Pruned { len: u32, hash: [u8; 32] },
 }
 
+/// A body as decoded: the bytes if inline, with its length and hash either way.
+pub(crate) type Resolved = (Option<Vec<u8>>, u32, [u8; 32]);
+
 impl<'a> BodyRepr<'a> {
     pub(crate) fn of(body: Option<&'a [u8]>, header: &Header) -> Self {
         match body {
@@ -61,11 +64,12 @@ impl<'a> BodyRepr<'a> {
     }
 
     /// `(body, body_len, body_hash)`, hashing an inline body.
-    pub(crate) fn resolve(self) -> Result<(Option<Vec<u8>>, u32, [u8; 32]), DecodeError> {
+    pub(crate) fn resolve(self) -> Result<Resolved, DecodeError> {
         match self {
             BodyRepr::Inline(bytes) => {
-                let len = u32::try_from(bytes.len())
-                    .map_err(|_| DecodeError::Malformed { what: "body length" })?;
+                let len = u32::try_from(bytes.len()).map_err(|_| DecodeError::Malformed {
+                    what: "body length",
+                })?;
                 Ok((Some(bytes.to_vec()), len, *blake3::hash(bytes).as_bytes()))
             }
             BodyRepr::Pruned { len, hash } => Ok((None, len, hash)),
@@ -148,7 +152,7 @@ pub(crate) fn read_block(bytes: &[u8]) -> Result<(Block, &[u8]), DecodeError> {
         body_hash,
     };
     Ok((
-        Block::from_parts(header, join_signature(repr.signature), body),
+        Block::from_checked_parts(header, join_signature(repr.signature), body),
         rest,
     ))
 }

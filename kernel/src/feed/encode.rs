@@ -32,7 +32,12 @@ struct EntryRepr<'a> {
 }
 
 pub(super) fn write_feed(feed: &Feed) -> Vec<u8> {
-    let body_bytes: usize = feed.blocks.iter().filter_map(Block::body).map(<[u8]>::len).sum();
+    let body_bytes: usize = feed
+        .blocks
+        .iter()
+        .filter_map(Block::body)
+        .map(<[u8]>::len)
+        .sum();
     let mut out = Vec::with_capacity(16 + body_bytes + 72 * feed.len() + 100);
     out.push(FORMAT_VERSION);
     append(&(feed.len() as u64), &mut out);
@@ -65,11 +70,10 @@ pub(super) fn read_feed(bytes: &[u8]) -> Result<Feed, DecodeError> {
     if version != FORMAT_VERSION {
         return Err(DecodeError::Version(version));
     }
-    let (count, mut rest): (u64, _) = postcard::take_from_bytes(rest).map_err(|_| {
-        DecodeError::Malformed {
+    let (count, mut rest): (u64, _) =
+        postcard::take_from_bytes(rest).map_err(|_| DecodeError::Malformed {
             what: "feed length",
-        }
-    })?;
+        })?;
     if count == 0 {
         return if rest.is_empty() {
             Ok(Feed::new())
@@ -80,7 +84,9 @@ pub(super) fn read_feed(bytes: &[u8]) -> Result<Feed, DecodeError> {
     // Never trust the count for allocation: each entry takes at least MIN_ENTRY_BYTES.
     let possible = rest.len() / MIN_ENTRY_BYTES + 1;
     if count > possible as u64 {
-        return Err(DecodeError::Malformed { what: "feed length" });
+        return Err(DecodeError::Malformed {
+            what: "feed length",
+        });
     }
     let mut blocks = Vec::with_capacity(count as usize);
     let (first, after) = read_block(rest)?;
@@ -106,7 +112,7 @@ pub(super) fn read_feed(bytes: &[u8]) -> Result<Feed, DecodeError> {
             body_len,
             body_hash,
         };
-        blocks.push(Block::from_parts(
+        blocks.push(Block::from_checked_parts(
             header,
             join_signature(entry.signature),
             body,

@@ -48,7 +48,9 @@ impl Index {
             return Vec::new();
         };
         feed.frozen_at = Some(feed.frozen_at.map_or(seq, |f| f.min(seq)));
-        let cut = usize::try_from(seq).unwrap_or(usize::MAX).min(feed.ids.len());
+        let cut = usize::try_from(seq)
+            .unwrap_or(usize::MAX)
+            .min(feed.ids.len());
         let removed: Vec<BlockId> = feed.ids.drain(cut..).collect();
         removed
             .iter()

@@ -123,7 +123,11 @@ impl Mempool {
 
     /// Takes the held blocks whose release time is at or before `now`.
     pub(crate) fn take_due(&mut self, now: u64) -> Vec<Block> {
-        let due: Vec<(u64, BlockId)> = self.due.range(..=(now, BlockId([0xff; 32]))).copied().collect();
+        let due: Vec<(u64, BlockId)> = self
+            .due
+            .range(..=(now, BlockId([0xff; 32])))
+            .copied()
+            .collect();
         due.iter().filter_map(|(_, id)| self.remove(id)).collect()
     }
 

@@ -61,8 +61,11 @@ impl Outcome {
 /// The result of a dispatch.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
-    /// One entry per block offered, in the order offered, plus blocks released from the
-    /// mempool during this dispatch (stitched orphans, held blocks whose time came).
+    /// One entry per block offered, plus blocks released from the mempool during this dispatch
+    /// (stitched orphans, held blocks whose time came). Held blocks released by the clock come
+    /// first, then blocks refused by the cheap checks (duplicate, cached invalid, size, frozen
+    /// feed), then the rest in the order offered, each followed by the orphans it stitched in.
+    /// Look a block up with [`Report::outcome`].
     pub outcomes: Vec<(BlockId, Outcome)>,
     /// Blocks that became counted during this dispatch, in fold order: what a driver pushes
     /// to its peers.

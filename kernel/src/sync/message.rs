@@ -171,7 +171,10 @@ mod tests {
         };
         assert!(matches!(
             Message::decode(&bytes, &small),
-            Err(DecodeError::TooMany { what: "message bytes", .. })
+            Err(DecodeError::TooMany {
+                what: "message bytes",
+                ..
+            })
         ));
         let one = Message::Blocks(vec![a]);
         assert_eq!(Message::decode(&one.encode(), &limits), Ok(one));
