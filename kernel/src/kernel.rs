@@ -12,7 +12,7 @@ mod index;
 mod mempool;
 mod report;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -175,6 +175,16 @@ pub struct Stats {
     pub evaluations: u64,
     /// Reducer passes, replays included (cumulative).
     pub reductions: u64,
+    /// Blocks whose bodies garbage collection dropped (cumulative).
+    pub collected: u64,
+}
+
+/// What a garbage collection did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GcReport {
+    /// Blocks whose bodies were dropped (their headers stay, so the chains have no gap).
+    pub collected: usize,
 }
 
 /// Builds a [`Kernel`]; see [`Kernel::builder`].
@@ -195,6 +205,11 @@ impl KernelBuilder {
     /// The store (default: a fresh [`MemoryStore`]).
     pub fn with_store(mut self, store: impl BlockStore) -> Self {
         self.store = Some(Box::new(store));
+        self
+    }
+    /// A store already boxed, e.g. one taken back with [`Kernel::close`].
+    pub fn with_boxed_store(mut self, store: Box<dyn BlockStore>) -> Self {
+        self.store = Some(store);
         self
     }
     /// The clock (default: [`SystemClock`]).
@@ -258,6 +273,8 @@ impl KernelBuilder {
             mempool: Mempool::new(config.mempool_max_blocks, config.mempool_max_bytes),
             invalid: InvalidCache::new(config.invalid_cache),
             keys: HashMap::new(),
+            expiry: BTreeSet::new(),
+            gc_time: 0,
             stats: Stats::default(),
             config,
             store,
@@ -274,6 +291,11 @@ struct Run {
     earliest: Option<OrderKey>,
     removed: Vec<Arc<Block>>,
     proofs: Vec<Arc<Block>>,
+    /// Blocks whose bodies were dropped by this run's garbage collection.
+    pruned: Vec<Arc<Block>>,
+    timers: Vec<(u64, BlockId)>,
+    timers_done: Vec<(u64, BlockId)>,
+    gc_time: Option<u64>,
     /// Positions in `report.outcomes` to fill in once the fold has run, with the author.
     pending: Vec<(usize, PublicKey)>,
     report: Report,
@@ -299,6 +321,10 @@ pub struct Kernel {
     mempool: Mempool,
     invalid: InvalidCache,
     keys: HashMap<PublicKey, Result<ed25519_dalek::VerifyingKey, BlockError>>,
+    /// When each block with an expiry dies: (time, block).
+    expiry: BTreeSet<(u64, BlockId)>,
+    /// The time of the last garbage collection: digests are defined as of it.
+    gc_time: u64,
     stats: Stats,
 }
 
@@ -343,6 +369,8 @@ impl Kernel {
     }
 
     fn restore(&mut self) -> Result<(), Error> {
+        self.gc_time = self.store.gc_time()?;
+        self.expiry = self.store.timers()?.into_iter().collect();
         let mut blocks = self.store.blocks()?;
         // Parents before children; the store only ever holds blocks that were verified.
         blocks.sort_by_key(|b| (b.author(), b.seq(), b.id()));
@@ -610,7 +638,7 @@ impl Kernel {
                 run.outcome(id, Outcome::Fork { seq });
                 continue;
             }
-            let block = Arc::new(block);
+            let block = self.schedule(block, run);
             run.touch(key_of(&block));
             self.index.insert(block);
             run.inserted.push(id);
@@ -620,13 +648,103 @@ impl Kernel {
         }
     }
 
+    /// Computes a block's expiry (the earliest any slice gives) and sets its timer; a block
+    /// that expired before the last garbage collection enters already collected, so digests
+    /// stay defined as of that collection.
+    fn schedule(&mut self, block: Block, run: &mut Run) -> Arc<Block> {
+        if block.body().is_none() {
+            return Arc::new(block);
+        }
+        let parent = block.parent().and_then(|p| self.index.blocks.get(&p));
+        let ctx = crate::slice::Context::new(&block, parent.map(|p| &**p), &self.index);
+        let expiry = self
+            .fold
+            .slices
+            .iter()
+            .filter_map(|s| s.expires_at(&ctx))
+            .min();
+        match expiry {
+            Some(time) if time <= self.gc_time => {
+                self.stats.collected += 1;
+                Arc::new(block.pruned())
+            }
+            Some(time) => {
+                self.expiry.insert((time, block.id()));
+                run.timers.push((time, block.id()));
+                Arc::new(block)
+            }
+            None => Arc::new(block),
+        }
+    }
+
+    /// Garbage collection at `now`: every block whose expiry is at or before `now` loses its
+    /// body and its contribution; its header stays, so its feed has no gap and stays
+    /// verifiable. The state is re-folded as DESIGN.md rule 7 says, and everything is committed
+    /// in one batch: what was collected stays collected after a reopen. Returns once done, so a
+    /// caller (or a test) waits for it by calling it.
+    ///
+    /// # Errors
+    /// Only [`Error::Store`].
+    pub fn gc(&mut self, now: u64) -> Result<GcReport, Error> {
+        let mut run = Run::default();
+        let due: Vec<(u64, BlockId)> = self
+            .expiry
+            .range(..=(now, BlockId([0xff; 32])))
+            .copied()
+            .collect();
+        for timer in due {
+            self.expiry.remove(&timer);
+            run.timers_done.push(timer);
+            let Some(block) = self.index.blocks.get(&timer.1) else {
+                continue;
+            };
+            if block.body().is_none() {
+                continue;
+            }
+            let pruned = Arc::new(block.pruned());
+            run.touch(key_of(&pruned));
+            self.index.blocks.insert(timer.1, pruned.clone());
+            run.pruned.push(pruned);
+        }
+        if now > self.gc_time {
+            self.gc_time = now;
+            run.gc_time = Some(now);
+        }
+        let collected = run.pruned.len();
+        self.stats.collected += collected as u64;
+        self.fold_run(&mut run);
+        self.commit_run(run)?;
+        Ok(GcReport { collected })
+    }
+
+    /// When the next block expires, for drivers that schedule [`Kernel::gc`].
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.expiry.first().map(|(t, _)| *t)
+    }
+
+    /// The time of the last garbage collection (0 if none ran).
+    pub fn gc_time(&self) -> u64 {
+        self.gc_time
+    }
+
     fn fold_run(&mut self, run: &mut Run) {
         self.fold.newly_counted.clear();
+        let removed: HashSet<BlockId> = run.removed.iter().map(|b| b.id()).collect();
+        if !removed.is_empty() {
+            let expiry = &mut self.expiry;
+            expiry.retain(|timer| {
+                let gone = removed.contains(&timer.1);
+                if gone {
+                    run.timers_done.push(*timer);
+                }
+                !gone
+            });
+        }
         self.fold.update(
             &self.index,
             &run.inserted,
             run.earliest,
-            !run.removed.is_empty() || !run.proofs.is_empty(),
+            !run.removed.is_empty() || !run.proofs.is_empty() || !run.pruned.is_empty(),
         );
         // Later runs must not see this one's bookkeeping.
         run.earliest = None;
@@ -649,6 +767,7 @@ impl Kernel {
                     }
                 }
                 Some(Status::ParentNotCounted) => Outcome::ParentNotCounted,
+                Some(Status::Collected) => Outcome::Collected,
                 // Inserted, then cut off by a fork found later in the same dispatch.
                 None => Outcome::Frozen {
                     at: self
@@ -674,7 +793,11 @@ impl Kernel {
                 .filter_map(|id| self.index.blocks.get(id).cloned()),
         );
         batch.put.extend(run.proofs);
+        batch.put.extend(run.pruned);
         batch.delete.extend(run.removed.iter().map(|b| b.id()));
+        batch.timers = run.timers;
+        batch.timers_done = run.timers_done;
+        batch.gc_time = run.gc_time;
         if !batch.is_empty() {
             self.store.commit(batch)?;
         }
@@ -751,12 +874,13 @@ impl Kernel {
         Digest(*hasher.finalize().as_bytes())
     }
 
-    /// Number of counted blocks at the start of a feed (counted blocks form a prefix).
+    /// Number of blocks at the start of a feed that count or were collected (they form a
+    /// prefix: a block counts only if its parent counts or was collected).
     fn counted_len(&self, ids: &[BlockId]) -> usize {
-        ids.partition_point(|id| self.fold.counts(id))
+        ids.partition_point(|id| self.fold.links(id))
     }
 
-    /// The newest counted block of every feed, ordered by author.
+    /// The newest counted (or collected) block of every feed, ordered by author.
     pub fn heads(&self) -> Vec<Head> {
         self.index
             .feeds
@@ -868,6 +992,12 @@ impl Kernel {
     /// The store, for inspection.
     pub fn store(&self) -> &dyn BlockStore {
         self.store.as_ref()
+    }
+
+    /// Closes the kernel and hands back its store (every dispatch is already committed), so
+    /// it can be reopened with [`KernelBuilder::with_boxed_store`].
+    pub fn close(self) -> Box<dyn BlockStore> {
+        self.store
     }
 }
 

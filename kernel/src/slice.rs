@@ -202,6 +202,7 @@ pub(crate) trait AnySlice: Send + Sync {
     fn commutative(&self) -> bool;
     fn filter(&self, ctx: &Context<'_>) -> Verdict;
     fn reduce(&mut self, ctx: &Context<'_>);
+    fn expires_at(&self, ctx: &Context<'_>) -> Option<u64>;
     fn snapshot(&self) -> Box<dyn Any + Send + Sync>;
     fn restore(&mut self, snapshot: &(dyn Any + Send + Sync));
     fn reset(&mut self);
@@ -265,6 +266,9 @@ impl<S: Slice> AnySlice for Cell<S> {
     fn reduce(&mut self, ctx: &Context<'_>) {
         self.slice.reduce(ctx, &mut self.state);
         self.dirty = true;
+    }
+    fn expires_at(&self, ctx: &Context<'_>) -> Option<u64> {
+        self.slice.expires_at(ctx)
     }
     fn snapshot(&self) -> Box<dyn Any + Send + Sync> {
         Box::new(self.state.clone())

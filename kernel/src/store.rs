@@ -19,12 +19,22 @@ pub struct Batch {
     pub put: Vec<Arc<Block>>,
     /// Ids of blocks to delete.
     pub delete: Vec<BlockId>,
+    /// Expiry timers to set: (time, block).
+    pub timers: Vec<(u64, BlockId)>,
+    /// Expiry timers that fired or whose block left.
+    pub timers_done: Vec<(u64, BlockId)>,
+    /// The time of the last garbage collection, when it moved.
+    pub gc_time: Option<u64>,
 }
 
 impl Batch {
     /// Whether the batch writes nothing.
     pub fn is_empty(&self) -> bool {
-        self.put.is_empty() && self.delete.is_empty()
+        self.put.is_empty()
+            && self.delete.is_empty()
+            && self.timers.is_empty()
+            && self.timers_done.is_empty()
+            && self.gc_time.is_none()
     }
 }
 
@@ -73,6 +83,18 @@ pub trait BlockStore: Send + 'static {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Every pending expiry timer: (time, block).
+    ///
+    /// # Errors
+    /// [`StoreError`] if the backend fails or a record is corrupt.
+    fn timers(&self) -> Result<Vec<(u64, BlockId)>, StoreError>;
+
+    /// The time of the last garbage collection (0 if none ran).
+    ///
+    /// # Errors
+    /// [`StoreError`] if the backend fails or the record is corrupt.
+    fn gc_time(&self) -> Result<u64, StoreError>;
 
     /// The stored identity's secret, if one was saved.
     ///

@@ -22,7 +22,7 @@ use crate::sync::{Output, Protocol};
 
 /// Messages buffered per direction before the wire drops them.
 const CHANNEL_CAPACITY: usize = 1024;
-/// How often each end re-sends its heads and releases held blocks.
+/// How often each end re-sends its heads, releases held blocks and collects expired ones.
 const TICK: Duration = Duration::from_millis(200);
 
 struct Inner {
@@ -176,6 +176,10 @@ impl Peer {
         if inner.kernel.next_wakeup().is_some() {
             let report = inner.kernel.poll()?;
             inner.announce(&report, None);
+        }
+        let now = inner.kernel.now();
+        if inner.kernel.next_expiry().is_some_and(|t| t <= now) {
+            inner.kernel.gc(now)?;
         }
         let Inner { kernel, sync, .. } = &mut *inner;
         let outputs = sync.heads(kernel, &link);

@@ -374,7 +374,7 @@ fn a_kernel_reopened_on_its_store_has_the_same_identity_and_state() {
     blockend_kernel::BlockStore::set_identity(&mut copy, secret).expect("memory");
     let batch = blockend_kernel::store::Batch {
         put: kernel.store().blocks().expect("memory"),
-        delete: Vec::new(),
+        ..Default::default()
     };
     blockend_kernel::BlockStore::commit(&mut copy, batch).expect("memory");
     let reopened = Kernel::builder(&app)

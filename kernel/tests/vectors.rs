@@ -66,7 +66,7 @@ fn reopen(kernel: &Kernel) -> Kernel {
     store
         .commit(Batch {
             put,
-            delete: Vec::new(),
+            ..Batch::default()
         })
         .expect("a memory store does not fail");
     kernel_on(store)

@@ -26,6 +26,9 @@ pub(crate) enum Status {
     Rejected { slice: usize, reason: Arc<str> },
     /// Its parent does not count, so neither does it.
     ParentNotCounted,
+    /// Garbage-collected: the body is gone and it contributes nothing, but the chain runs
+    /// through it, so its children may count.
+    Collected,
 }
 
 struct Checkpoint {
@@ -74,14 +77,26 @@ impl Fold {
         matches!(self.status.get(id), Some(Status::Counted))
     }
 
+    /// Whether a child of this block may count: the block counts or was collected.
+    pub(crate) fn links(&self, id: &BlockId) -> bool {
+        matches!(
+            self.status.get(id),
+            Some(Status::Counted | Status::Collected)
+        )
+    }
+
     /// Judges one block against the current states and reduces it if it counts.
     pub(crate) fn evaluate(&mut self, index: &Index, id: &BlockId) {
         let Some(block) = index.blocks.get(id) else {
             return;
         };
         self.evaluations += 1;
-        let parent_counts = block.parent().is_none_or(|p| self.counts(&p));
-        let status = if parent_counts {
+        let parent_counts = block.parent().is_none_or(|p| self.links(&p));
+        let status = if !parent_counts {
+            Status::ParentNotCounted
+        } else if block.body().is_none() {
+            Status::Collected
+        } else {
             let parent = block.parent().and_then(|p| index.blocks.get(&p));
             let ctx = Context::new(block, parent.map(|p| &**p), index);
             self.accepts.clear();
@@ -110,8 +125,6 @@ impl Fold {
                     Status::Counted
                 }
             }
-        } else {
-            Status::ParentNotCounted
         };
         let counted = status == Status::Counted;
         let before = self.status.insert(*id, status);

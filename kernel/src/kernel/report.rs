@@ -25,6 +25,9 @@ pub enum Outcome {
     },
     /// Valid, but its parent does not count, so neither does it.
     ParentNotCounted,
+    /// Valid, and arrived without its body (collected by garbage collection elsewhere) or
+    /// already expired: kept as a header so the chain has no gap, contributing nothing.
+    Collected,
     /// Its parent is unknown; it waits in the bounded mempool and is stitched in when the
     /// parent arrives.
     WaitingForParent,

@@ -1,7 +1,7 @@
 //! An in-memory [`BlockStore`] for tests and the simulator. Blocks are shared (`Arc`), not
 //! copied, so many simulated peers holding the same block pay for it once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::{Batch, BlockStore, StoreError};
@@ -11,6 +11,8 @@ use crate::block::{Block, BlockId};
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
     blocks: HashMap<BlockId, Arc<Block>>,
+    timers: BTreeSet<(u64, BlockId)>,
+    gc_time: u64,
     identity: Option<[u8; 32]>,
 }
 
@@ -29,7 +31,22 @@ impl BlockStore for MemoryStore {
         for block in batch.put {
             self.blocks.insert(block.id(), block);
         }
+        for timer in &batch.timers_done {
+            self.timers.remove(timer);
+        }
+        self.timers.extend(batch.timers);
+        if let Some(time) = batch.gc_time {
+            self.gc_time = time;
+        }
         Ok(())
+    }
+
+    fn timers(&self) -> Result<Vec<(u64, BlockId)>, StoreError> {
+        Ok(self.timers.iter().copied().collect())
+    }
+
+    fn gc_time(&self) -> Result<u64, StoreError> {
+        Ok(self.gc_time)
     }
 
     fn blocks(&self) -> Result<Vec<Arc<Block>>, StoreError> {
