@@ -1,5 +1,7 @@
 //! picostack's clock kernel, in Rust: two peers wired in one process, Alice creates a tick,
-//! and both observers print the new clock state.
+//! and both observers print the new clock state. Each peer keeps its blocks in an embedded
+//! RocksDB store under `$BLOCKEND_CLOCK_DIR` (default: the system's temp dir), so a second run
+//! starts from the last tick.
 //!
 //! ```text
 //! cargo run --example clock
@@ -8,6 +10,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use blockend::kernel::store::RocksStore;
 use blockend::kernel::wire::Peer;
 use blockend::kernel::{Application, BlockId, Context, Kernel, Registry, Slice, Verdict};
 use futures::StreamExt;
@@ -96,9 +99,20 @@ async fn observe(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // Spawn two peers (in-memory stores).
-    let alice = Peer::new(Kernel::builder(&ClockKernel).open()?);
-    let bob = Peer::new(Kernel::builder(&ClockKernel).open()?);
+    // Spawn two peers, each on its own embedded RocksDB store (kept between runs).
+    let dir = std::env::var_os("BLOCKEND_CLOCK_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("blockend-clock"));
+    let open = |name: &str| -> anyhow::Result<Peer> {
+        let path = dir.join(name);
+        let store = RocksStore::open(&path).with_context(|| format!("opening {name}'s store"))?;
+        eprintln!("{name}'s store: {}", path.display());
+        Ok(Peer::new(
+            Kernel::builder(&ClockKernel).with_store(store).open()?,
+        ))
+    };
+    let alice = open("alice")?;
+    let bob = open("bob")?;
 
     // Wire them up.
     let _wire = alice.connect(&bob);

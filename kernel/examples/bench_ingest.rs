@@ -10,6 +10,9 @@
 //!   256 (a sync message's worth), into a kernel with one slice on a `MemoryStore`;
 //! - `verify_strict_per_s`: ed25519-dalek `verify_strict` over the same blocks, one core;
 //! - `ratio`: the first over the second;
+//! - `rocks_ingest_blocks_per_s`, `rocks_ratio`: the same ingest on a `RocksStore` (WAL on,
+//!   default sync), and its ratio to `verify_strict`;
+//! - `gc_blocks_per_s`: garbage collection of all of them from that store, blocks per second;
 //! - `feed_overhead_bytes_per_block`: encoded feed bytes per block minus the body, 10,000 blocks;
 //! - `append_blocks_per_s`, `feed_load_verify_blocks_per_s`: signing appends and decoding plus
 //!   verifying that feed on one core, the figures `../shared/bench/picofeed-baseline.mjs` prints
@@ -17,6 +20,7 @@
 
 use std::time::Instant;
 
+use blockend_kernel::store::{MemoryStore, RocksStore};
 use blockend_kernel::{
     Application, Block, Config, Context, Feed, Identity, Kernel, ManualClock, Registry, Slice,
     Verdict,
@@ -50,6 +54,64 @@ impl Application for App {
     fn register(&self, slices: &mut Registry) {
         slices.add(Tally);
     }
+}
+
+/// Tally, with every block expiring one second after its time: for the GC figure.
+struct Expiring;
+impl Slice for Expiring {
+    type State = (u64, u64);
+    fn name(&self) -> &str {
+        "expiring"
+    }
+    fn initial(&self) -> (u64, u64) {
+        (0, 0)
+    }
+    fn filter(&self, ctx: &Context<'_>, state: &(u64, u64)) -> Verdict {
+        Tally.filter(ctx, state)
+    }
+    fn reduce(&self, ctx: &Context<'_>, state: &mut (u64, u64)) {
+        Tally.reduce(ctx, state)
+    }
+    fn expires_at(&self, ctx: &Context<'_>) -> Option<u64> {
+        Some(ctx.time() + 1_000)
+    }
+    fn commutative(&self) -> bool {
+        true
+    }
+}
+
+struct GcApp;
+impl Application for GcApp {
+    fn register(&self, slices: &mut Registry) {
+        slices.add(Expiring);
+    }
+}
+
+/// Dispatches `blocks` in batches of 256 into a fresh kernel for `app` on `store`; blocks/s.
+fn ingest(
+    app: &impl Application,
+    store: impl blockend_kernel::BlockStore,
+    config: Config,
+    now: u64,
+    blocks: &[Block],
+) -> Result<(Kernel, f64), Box<dyn std::error::Error>> {
+    let mut kernel = Kernel::builder(app)
+        .with_store(store)
+        .with_clock(ManualClock::new(now))
+        .with_config(config)
+        .open()?;
+    let batches: Vec<Vec<Block>> = blocks.chunks(256).map(<[Block]>::to_vec).collect();
+    let t = Instant::now();
+    for batch in batches {
+        kernel.dispatch(batch)?;
+    }
+    let per_s = blocks.len() as f64 / t.elapsed().as_secs_f64();
+    assert_eq!(
+        kernel.stats().blocks,
+        blocks.len(),
+        "every block must be accepted"
+    );
+    Ok((kernel, per_s))
 }
 
 fn arg(name: &str, default: usize) -> usize {
@@ -100,24 +162,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let verify_per_s = n as f64 / t.elapsed().as_secs_f64();
 
     // Ingest: fresh kernel, one slice, MemoryStore, batches of 256.
-    let clock = ManualClock::new(start + per_author as u64 + 1);
+    let now = start + per_author as u64 + 1;
     let mut config = Config::default();
     if std::env::args().any(|a| a == "--one-core") {
         config = config.with_parallel_verify_threshold(usize::MAX);
     }
-    let mut kernel = Kernel::builder(&App)
-        .with_clock(clock)
-        .with_config(config)
-        .open()?;
-    let batches: Vec<Vec<Block>> = blocks.chunks(256).map(<[Block]>::to_vec).collect();
-    let t = Instant::now();
-    for batch in batches {
-        kernel.dispatch(batch)?;
-    }
-    let ingest_per_s = n as f64 / t.elapsed().as_secs_f64();
-    let stats = kernel.stats();
-    assert_eq!(stats.blocks, n, "every block must be accepted");
+    let (kernel, ingest_per_s) = ingest(&App, MemoryStore::new(), config.clone(), now, &blocks)?;
     assert_eq!(kernel.state::<Tally>().map(|s| s.0), Some(n as u64));
+    drop(kernel);
+
+    // The same on a RocksStore (WAL on, default sync), then garbage collection of it all.
+    let dir = tempfile::tempdir()?;
+    let store = RocksStore::open(dir.path().join("ingest"))?;
+    let (kernel, rocks_per_s) = ingest(&App, store, config.clone(), now, &blocks)?;
+    drop(kernel);
+    let store = RocksStore::open(dir.path().join("gc"))?;
+    let (mut kernel, _) = ingest(&GcApp, store, config, now, &blocks)?;
+    let t = Instant::now();
+    let collected = kernel.gc(now + 1_000_000)?.collected;
+    let gc_per_s = collected as f64 / t.elapsed().as_secs_f64();
+    assert_eq!(collected, n, "every block expires");
 
     // Feed encoding overhead, 10,000 blocks of 32 bytes.
     // Also the figures the JS picofeed baseline prints: append (sign) and load (decode + verify).
@@ -136,11 +200,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let load_per_s = 10_000.0 / t.elapsed().as_secs_f64();
 
     println!(
-        "{{\"blocks\":{n},\"authors\":{authors},\"threads\":{threads},\"ingest_blocks_per_s\":{ingest:.0},\"verify_strict_per_s\":{verify:.0},\"ratio\":{ratio:.2},\"feed_overhead_bytes_per_block\":{overhead:.1},\"append_blocks_per_s\":{append_per_s:.0},\"feed_load_verify_blocks_per_s\":{load_per_s:.0}}}",
+        "{{\"blocks\":{n},\"authors\":{authors},\"threads\":{threads},\"ingest_blocks_per_s\":{ingest:.0},\"verify_strict_per_s\":{verify:.0},\"ratio\":{ratio:.2},\"rocks_ingest_blocks_per_s\":{rocks_per_s:.0},\"rocks_ratio\":{rocks_ratio:.2},\"gc_blocks_per_s\":{gc_per_s:.0},\"feed_overhead_bytes_per_block\":{overhead:.1},\"append_blocks_per_s\":{append_per_s:.0},\"feed_load_verify_blocks_per_s\":{load_per_s:.0}}}",
         threads = rayon::current_num_threads(),
         ingest = ingest_per_s,
         verify = verify_per_s,
         ratio = ingest_per_s / verify_per_s,
+        rocks_ratio = rocks_per_s / verify_per_s,
     );
     Ok(())
 }

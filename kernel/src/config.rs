@@ -24,6 +24,13 @@ pub struct Config {
     pub max_checkpoints: usize,
     /// Batches at least this large are verified on all cores. Default 8.
     pub parallel_verify_threshold: usize,
+    /// Byte budget for other authors' feeds (own feeds are never evicted and not counted);
+    /// `None` keeps everything. Default `None`.
+    pub capacity_bytes: Option<u64>,
+    /// How long an evicted feed is refused (ms). Default one hour.
+    pub tombstone_ttl_ms: u64,
+    /// Most tombstones kept; the one expiring first goes when full. Default 4096.
+    pub max_tombstones: usize,
 }
 
 impl Default for Config {
@@ -37,6 +44,9 @@ impl Default for Config {
             checkpoint_interval: 512,
             max_checkpoints: 32,
             parallel_verify_threshold: 8,
+            capacity_bytes: None,
+            tombstone_ttl_ms: 60 * 60 * 1000,
+            max_tombstones: 4096,
         }
     }
 }
@@ -62,6 +72,17 @@ impl Config {
     pub fn with_checkpoints(mut self, interval: usize, max: usize) -> Self {
         self.checkpoint_interval = interval.max(1);
         self.max_checkpoints = max.max(1);
+        self
+    }
+    /// Sets the byte budget for other authors' feeds ([`Config::capacity_bytes`]).
+    pub fn with_capacity_bytes(mut self, bytes: u64) -> Self {
+        self.capacity_bytes = Some(bytes);
+        self
+    }
+    /// Sets how long evicted feeds are refused, and how many tombstones are kept.
+    pub fn with_tombstones(mut self, ttl_ms: u64, max: usize) -> Self {
+        self.tombstone_ttl_ms = ttl_ms;
+        self.max_tombstones = max;
         self
     }
     /// Sets [`Config::parallel_verify_threshold`] (`usize::MAX` verifies on one core).

@@ -7,16 +7,20 @@
 //! The kernel keeps its index in memory and writes each dispatch through to the
 //! [`BlockStore`] as one atomic [`Batch`].
 
+mod capacity;
 mod fold;
+mod gc;
 mod index;
 mod mempool;
+mod query;
 mod report;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use rayon::prelude::*;
 
+pub use gc::GcReport;
 pub use report::{Outcome, Report};
 
 use self::fold::{Fold, Status};
@@ -26,7 +30,8 @@ use crate::block::{Block, BlockError, BlockId};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::identity::{self, Identity, PublicKey};
-use crate::slice::{AnySlice, Cell, Digest, Slice, Subscription};
+use crate::retention::{OldestLongest, Retention};
+use crate::slice::{AnySlice, Cell, Slice};
 use crate::store::{Batch, BlockStore, MemoryStore, StoreError};
 
 /// Authors whose decompressed keys are cached; the cache is cleared when it grows past this.
@@ -177,14 +182,16 @@ pub struct Stats {
     pub reductions: u64,
     /// Blocks whose bodies garbage collection dropped (cumulative).
     pub collected: u64,
-}
-
-/// What a garbage collection did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct GcReport {
-    /// Blocks whose bodies were dropped (their headers stay, so the chains have no gap).
-    pub collected: usize,
+    /// Feeds evicted for capacity (cumulative).
+    pub evicted_feeds: u64,
+    /// Blocks evicted with their feeds (cumulative).
+    pub evicted_blocks: u64,
+    /// Blocks refused because their feed is tombstoned (cumulative).
+    pub tombstoned: u64,
+    /// Bytes of own feeds held now (as counted for retention).
+    pub own_bytes: u64,
+    /// Bytes of other authors' feeds held now: what the capacity budget bounds.
+    pub other_bytes: u64,
 }
 
 /// Builds a [`Kernel`]; see [`Kernel::builder`].
@@ -194,9 +201,15 @@ pub struct KernelBuilder {
     clock: Option<Arc<dyn Clock>>,
     identity: Option<Identity>,
     config: Config,
+    retention: Option<Box<dyn Retention>>,
 }
 
 impl KernelBuilder {
+    /// The ranking that decides which feeds go when over capacity (default: [`OldestLongest`]).
+    pub fn with_retention(mut self, retention: impl Retention) -> Self {
+        self.retention = Some(Box::new(retention));
+        self
+    }
     /// Registers one more slice, beside the application's.
     pub fn with_slice<S: Slice>(mut self, slice: S) -> Self {
         self.registry.add(slice);
@@ -273,6 +286,8 @@ impl KernelBuilder {
             mempool: Mempool::new(config.mempool_max_blocks, config.mempool_max_bytes),
             invalid: InvalidCache::new(config.invalid_cache),
             keys: HashMap::new(),
+            retention: self.retention.unwrap_or_else(|| Box::new(OldestLongest)),
+            tombstones: BTreeMap::new(),
             expiry: BTreeSet::new(),
             gc_time: 0,
             stats: Stats::default(),
@@ -296,6 +311,7 @@ struct Run {
     timers: Vec<(u64, BlockId)>,
     timers_done: Vec<(u64, BlockId)>,
     gc_time: Option<u64>,
+    tombstones: Vec<(PublicKey, Option<u64>)>,
     /// Positions in `report.outcomes` to fill in once the fold has run, with the author.
     pending: Vec<(usize, PublicKey)>,
     report: Report,
@@ -321,6 +337,9 @@ pub struct Kernel {
     mempool: Mempool,
     invalid: InvalidCache,
     keys: HashMap<PublicKey, Result<ed25519_dalek::VerifyingKey, BlockError>>,
+    retention: Box<dyn Retention>,
+    /// Evicted feeds, refused until the given time.
+    tombstones: BTreeMap<PublicKey, u64>,
     /// When each block with an expiry dies: (time, block).
     expiry: BTreeSet<(u64, BlockId)>,
     /// The time of the last garbage collection: digests are defined as of it.
@@ -348,6 +367,7 @@ impl Kernel {
             clock: None,
             identity: None,
             config: Config::default(),
+            retention: None,
         }
     }
 
@@ -371,6 +391,7 @@ impl Kernel {
     fn restore(&mut self) -> Result<(), Error> {
         self.gc_time = self.store.gc_time()?;
         self.expiry = self.store.timers()?.into_iter().collect();
+        self.tombstones = self.store.tombstones()?.into_iter().collect();
         let mut blocks = self.store.blocks()?;
         // Parents before children; the store only ever holds blocks that were verified.
         blocks.sort_by_key(|b| (b.author(), b.seq(), b.id()));
@@ -470,7 +491,7 @@ impl Kernel {
         let mut seen = HashSet::new();
         let mut candidates = Vec::new();
         for block in blocks {
-            match self.screen(&block, &mut seen) {
+            match self.screen(&block, now, &mut seen) {
                 Some(outcome) => run.outcome(block.id(), outcome),
                 None => candidates.push(block),
             }
@@ -525,7 +546,7 @@ impl Kernel {
     }
 
     /// The cheap checks: duplicate, cached invalid, size, frozen feed.
-    fn screen(&mut self, block: &Block, seen: &mut HashSet<[u8; 32]>) -> Option<Outcome> {
+    fn screen(&mut self, block: &Block, now: u64, seen: &mut HashSet<[u8; 32]>) -> Option<Outcome> {
         let id = block.id();
         // Copies within one batch are told apart by fingerprint, not id: a forged copy offered
         // next to the honest block must not shadow it. Verification sorts them out.
@@ -541,6 +562,12 @@ impl Kernel {
             if a.id() == id || b.id() == id {
                 self.stats.duplicates += 1;
                 return Some(Outcome::Duplicate);
+            }
+        }
+        if let Some(&until) = self.tombstones.get(&block.author()) {
+            if until > now {
+                self.stats.tombstoned += 1;
+                return Some(Outcome::Tombstoned { until });
             }
         }
         if let Some(error) = self.invalid.get(&block.fingerprint()) {
@@ -648,87 +675,9 @@ impl Kernel {
         }
     }
 
-    /// Computes a block's expiry (the earliest any slice gives) and sets its timer; a block
-    /// that expired before the last garbage collection enters already collected, so digests
-    /// stay defined as of that collection.
-    fn schedule(&mut self, block: Block, run: &mut Run) -> Arc<Block> {
-        if block.body().is_none() {
-            return Arc::new(block);
-        }
-        let parent = block.parent().and_then(|p| self.index.blocks.get(&p));
-        let ctx = crate::slice::Context::new(&block, parent.map(|p| &**p), &self.index);
-        let expiry = self
-            .fold
-            .slices
-            .iter()
-            .filter_map(|s| s.expires_at(&ctx))
-            .min();
-        match expiry {
-            Some(time) if time <= self.gc_time => {
-                self.stats.collected += 1;
-                Arc::new(block.pruned())
-            }
-            Some(time) => {
-                self.expiry.insert((time, block.id()));
-                run.timers.push((time, block.id()));
-                Arc::new(block)
-            }
-            None => Arc::new(block),
-        }
-    }
-
-    /// Garbage collection at `now`: every block whose expiry is at or before `now` loses its
-    /// body and its contribution; its header stays, so its feed has no gap and stays
-    /// verifiable. The state is re-folded as DESIGN.md rule 7 says, and everything is committed
-    /// in one batch: what was collected stays collected after a reopen. Returns once done, so a
-    /// caller (or a test) waits for it by calling it.
-    ///
-    /// # Errors
-    /// Only [`Error::Store`].
-    pub fn gc(&mut self, now: u64) -> Result<GcReport, Error> {
-        let mut run = Run::default();
-        let due: Vec<(u64, BlockId)> = self
-            .expiry
-            .range(..=(now, BlockId([0xff; 32])))
-            .copied()
-            .collect();
-        for timer in due {
-            self.expiry.remove(&timer);
-            run.timers_done.push(timer);
-            let Some(block) = self.index.blocks.get(&timer.1) else {
-                continue;
-            };
-            if block.body().is_none() {
-                continue;
-            }
-            let pruned = Arc::new(block.pruned());
-            run.touch(key_of(&pruned));
-            self.index.blocks.insert(timer.1, pruned.clone());
-            run.pruned.push(pruned);
-        }
-        if now > self.gc_time {
-            self.gc_time = now;
-            run.gc_time = Some(now);
-        }
-        let collected = run.pruned.len();
-        self.stats.collected += collected as u64;
-        self.fold_run(&mut run);
-        self.commit_run(run)?;
-        Ok(GcReport { collected })
-    }
-
-    /// When the next block expires, for drivers that schedule [`Kernel::gc`].
-    pub fn next_expiry(&self) -> Option<u64> {
-        self.expiry.first().map(|(t, _)| *t)
-    }
-
-    /// The time of the last garbage collection (0 if none ran).
-    pub fn gc_time(&self) -> u64 {
-        self.gc_time
-    }
-
     fn fold_run(&mut self, run: &mut Run) {
         self.fold.newly_counted.clear();
+        self.enforce_capacity(run);
         let removed: HashSet<BlockId> = run.removed.iter().map(|b| b.id()).collect();
         if !removed.is_empty() {
             let expiry = &mut self.expiry;
@@ -768,6 +717,8 @@ impl Kernel {
                 }
                 Some(Status::ParentNotCounted) => Outcome::ParentNotCounted,
                 Some(Status::Collected) => Outcome::Collected,
+                // Inserted, then evicted for capacity in the same dispatch.
+                None if self.tombstones.contains_key(&author) => Outcome::Evicted,
                 // Inserted, then cut off by a fork found later in the same dispatch.
                 None => Outcome::Frozen {
                     at: self
@@ -798,6 +749,25 @@ impl Kernel {
         batch.timers = run.timers;
         batch.timers_done = run.timers_done;
         batch.gc_time = run.gc_time;
+        batch.tombstones = run.tombstones;
+        let mut touched: Vec<PublicKey> = batch
+            .put
+            .iter()
+            .chain(&run.removed)
+            .map(|b| b.author())
+            .collect();
+        touched.sort_unstable();
+        touched.dedup();
+        batch.heads = touched
+            .into_iter()
+            .map(|author| {
+                let head = self.index.feeds.get(&author).and_then(|f| {
+                    let id = f.ids.last()?;
+                    Some((f.ids.len() as u64 - 1, *id))
+                });
+                (author, head)
+            })
+            .collect();
         if !batch.is_empty() {
             self.store.commit(batch)?;
         }
@@ -809,195 +779,6 @@ impl Kernel {
         for slice in &mut self.fold.slices {
             slice.publish();
         }
-    }
-
-    fn cell<S: Slice>(&self) -> Option<&Cell<S>> {
-        self.fold
-            .slices
-            .iter()
-            .find_map(|s| s.as_any().downcast_ref::<Cell<S>>())
-    }
-
-    /// The current state of slice `S`, or `None` if `S` is not registered.
-    pub fn state<S: Slice>(&self) -> Option<&S::State> {
-        self.cell::<S>().map(Cell::state)
-    }
-
-    /// A stream of slice `S`'s state: the current state at once, then the state after each
-    /// change (see [`Subscription`]).
-    ///
-    /// # Errors
-    /// [`Error::UnknownSlice`] if `S` is not registered.
-    pub fn subscribe<S: Slice>(&mut self) -> Result<Subscription<S::State>, Error> {
-        self.fold
-            .slices
-            .iter_mut()
-            .find_map(|s| s.as_any_mut().downcast_mut::<Cell<S>>())
-            .map(Cell::subscribe)
-            .ok_or_else(|| Error::UnknownSlice {
-                name: std::any::type_name::<S>().to_owned(),
-            })
-    }
-
-    /// The digest of slice `S`'s state, or `None` if `S` is not registered.
-    pub fn digest<S: Slice>(&self) -> Option<Digest> {
-        self.cell::<S>().map(|c| c.digest())
-    }
-
-    /// The digest of the named slice's state.
-    pub fn digest_of(&self, name: &str) -> Option<Digest> {
-        self.fold
-            .slices
-            .iter()
-            .find(|s| s.name() == name)
-            .map(|s| s.digest())
-    }
-
-    /// Every slice's name and state digest, in registration order.
-    pub fn digests(&self) -> Vec<(String, Digest)> {
-        self.fold
-            .slices
-            .iter()
-            .map(|s| (s.name().to_owned(), s.digest()))
-            .collect()
-    }
-
-    /// blake3 over the sorted ids of the candidate set: peers holding the same blocks have the
-    /// same `set_hash`, and then the same digests.
-    pub fn set_hash(&self) -> Digest {
-        let mut ids: Vec<&BlockId> = self.index.blocks.keys().collect();
-        ids.sort_unstable();
-        let mut hasher = blake3::Hasher::new();
-        for id in ids {
-            hasher.update(&id.0);
-        }
-        Digest(*hasher.finalize().as_bytes())
-    }
-
-    /// Number of blocks at the start of a feed that count or were collected (they form a
-    /// prefix: a block counts only if its parent counts or was collected).
-    fn counted_len(&self, ids: &[BlockId]) -> usize {
-        ids.partition_point(|id| self.fold.links(id))
-    }
-
-    /// The newest counted (or collected) block of every feed, ordered by author.
-    pub fn heads(&self) -> Vec<Head> {
-        self.index
-            .feeds
-            .keys()
-            .filter_map(|author| self.head(author))
-            .collect()
-    }
-
-    /// The newest counted block of `author`'s feed.
-    pub fn head(&self, author: &PublicKey) -> Option<Head> {
-        let feed = self.index.feeds.get(author)?;
-        let len = self.counted_len(&feed.ids);
-        let id = *feed.ids.get(len.checked_sub(1)?)?;
-        Some(Head {
-            author: *author,
-            seq: len as u64 - 1,
-            id,
-        })
-    }
-
-    /// Counted blocks of `author`'s feed from `from_seq` on, at most `max_blocks` of them and
-    /// about `max_bytes` (at least one block is returned if any is available).
-    pub fn blocks_from(
-        &self,
-        author: &PublicKey,
-        from_seq: u64,
-        max_blocks: usize,
-        max_bytes: usize,
-    ) -> Vec<Arc<Block>> {
-        let Some(feed) = self.index.feeds.get(author) else {
-            return Vec::new();
-        };
-        let len = self.counted_len(&feed.ids);
-        let start = usize::try_from(from_seq).unwrap_or(usize::MAX).min(len);
-        let mut bytes = 0;
-        let mut out = Vec::new();
-        for id in &feed.ids[start..len] {
-            let block = &self.index.blocks[id];
-            let size = block.header().body_len as usize + 160;
-            if out.len() >= max_blocks || (!out.is_empty() && bytes + size > max_bytes) {
-                break;
-            }
-            bytes += size;
-            out.push(block.clone());
-        }
-        out
-    }
-
-    /// The two blocks proving a fork in `author`'s feed, if it is frozen.
-    pub fn fork_proof(&self, author: &PublicKey) -> Option<(Arc<Block>, Arc<Block>)> {
-        self.index.feeds.get(author)?.proof.clone()
-    }
-
-    /// Authors whose feeds are frozen by a fork, with the height of the fork.
-    pub fn frozen_feeds(&self) -> Vec<(PublicKey, u64)> {
-        self.index
-            .feeds
-            .iter()
-            .filter_map(|(a, f)| f.frozen_at.map(|at| (*a, at)))
-            .collect()
-    }
-
-    /// A block of the candidate set by id.
-    pub fn block(&self, id: &BlockId) -> Option<Arc<Block>> {
-        self.index.blocks.get(id).cloned()
-    }
-
-    /// Whether the block is in the candidate set.
-    pub fn contains(&self, id: &BlockId) -> bool {
-        self.index.blocks.contains_key(id)
-    }
-
-    /// Whether the block counts (is reduced into the state).
-    pub fn counts(&self, id: &BlockId) -> bool {
-        self.fold.counts(id)
-    }
-
-    /// `author`'s feed as held (counted or not), as a [`crate::Feed`].
-    pub fn feed(&self, author: &PublicKey) -> crate::Feed {
-        let blocks = self
-            .index
-            .feeds
-            .get(author)
-            .map(|f| {
-                f.ids
-                    .iter()
-                    .map(|id| (*self.index.blocks[id]).clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        crate::Feed::from_blocks(blocks).expect("the kernel only links valid chains")
-    }
-
-    /// Counters.
-    pub fn stats(&self) -> Stats {
-        Stats {
-            blocks: self.index.blocks.len(),
-            feeds: self.index.feeds.len(),
-            mempool_blocks: self.mempool.len(),
-            mempool_bytes: self.mempool.bytes(),
-            mempool_evicted: self.mempool.evicted,
-            full_refolds: self.fold.full_refolds,
-            evaluations: self.fold.evaluations,
-            reductions: self.fold.reductions,
-            ..self.stats.clone()
-        }
-    }
-
-    /// The store, for inspection.
-    pub fn store(&self) -> &dyn BlockStore {
-        self.store.as_ref()
-    }
-
-    /// Closes the kernel and hands back its store (every dispatch is already committed), so
-    /// it can be reopened with [`KernelBuilder::with_boxed_store`].
-    pub fn close(self) -> Box<dyn BlockStore> {
-        self.store
     }
 }
 

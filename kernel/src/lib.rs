@@ -5,15 +5,16 @@
 //! no runtime: drivers (the in-memory [`wire`], the libp2p node, the simulator) move bytes and
 //! call in.
 //!
-//! What it is not: a network stack or a database. The [`store`] trait is where blocks persist;
-//! [`MemoryStore`] serves tests and the simulator.
+//! What it is not: a network stack or a database. The [`store`] trait is where blocks persist:
+//! `RocksStore` (feature `rocksdb`, on by default) for nodes, [`MemoryStore`] for tests and the
+//! simulator.
 //!
 //! ## Layout
 //! - [`identity`], [`block`], [`feed`]: the data model and its wire format.
 //! - [`slice`](mod@slice): the [`Slice`] trait, verdicts, digests, subscriptions.
 //! - [`kernel`]: [`Kernel`], the engine; [`Application`] is what a user implements.
 //! - [`sync`]: the protocol state machine; [`wire`]: two kernels wired in one process.
-//! - [`store`], [`clock`], [`config`]: what the kernel is built from.
+//! - [`store`], [`clock`], [`config`], [`retention`]: what the kernel is built from.
 //!
 //! ## Decisions beyond DESIGN.md
 //! - Canonical fold order is (time, author, seq); one feed per author inside a kernel (a
@@ -27,6 +28,13 @@
 //! - Invalid blocks are remembered by [`Block::fingerprint`] (blake3 of id and signature), never
 //!   by id alone.
 //! - [`Subscription`]s coalesce: a slow reader sees the latest state.
+//! - Garbage collection ([`Kernel::gc`]): a collected block keeps its header and still links
+//!   its feed; a block arriving without its body, or already expired as of the last `gc(t)`,
+//!   enters collected ([`Outcome::Collected`]).
+//! - Retention ranks feeds with [`OldestLongest`] by default (age and length before recency,
+//!   so fresh identities cannot push out established feeds); see [`retention`].
+//! - A reopen replays every stored block without re-checking signatures; slice-state
+//!   checkpoints are not persisted yet.
 //!
 //! ## Example
 //! ```
@@ -74,6 +82,7 @@ pub mod config;
 pub mod feed;
 pub mod identity;
 pub mod kernel;
+pub mod retention;
 pub mod slice;
 pub mod store;
 pub mod sync;
@@ -87,5 +96,6 @@ pub use identity::{Identity, PublicKey};
 pub use kernel::{
     Application, Error, Head, Kernel, KernelBuilder, Outcome, Registry, Report, Stats,
 };
+pub use retention::{FeedSummary, OldestLongest, Retention};
 pub use slice::{Context, Digest, Slice, Subscription, Verdict};
 pub use store::{BlockStore, MemoryStore};

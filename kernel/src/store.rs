@@ -5,12 +5,18 @@
 //! serves tests and the simulator; the durable RocksDB backend implements the same trait.
 
 mod memory;
+#[cfg(feature = "rocksdb")]
+mod rocks;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "rocksdb")]
+pub use rocks::{RocksConfig, RocksStore};
 
 use crate::block::{Block, BlockId};
+use crate::identity::PublicKey;
 
 /// The writes of one dispatch, applied all or nothing.
 #[derive(Clone, Debug, Default)]
@@ -25,6 +31,10 @@ pub struct Batch {
     pub timers_done: Vec<(u64, BlockId)>,
     /// The time of the last garbage collection, when it moved.
     pub gc_time: Option<u64>,
+    /// The newest block of each feed this batch changed (`None`: the feed is gone).
+    pub heads: Vec<(PublicKey, Option<(u64, BlockId)>)>,
+    /// Tombstones of evicted feeds: refused until the given time (`None`: lifted).
+    pub tombstones: Vec<(PublicKey, Option<u64>)>,
 }
 
 impl Batch {
@@ -35,6 +45,8 @@ impl Batch {
             && self.timers.is_empty()
             && self.timers_done.is_empty()
             && self.gc_time.is_none()
+            && self.heads.is_empty()
+            && self.tombstones.is_empty()
     }
 }
 
@@ -46,6 +58,26 @@ pub enum StoreError {
     /// The backend failed (IO, corruption). The message comes from the backend.
     #[error("store backend: {0}")]
     Backend(String),
+    /// The directory holds something other than a blockend store; nothing was written.
+    #[error("{}: not a blockend store (the directory is not empty and has no blockend.store marker)", path.display())]
+    Foreign {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// Another process has the store open (a running node owns its store).
+    #[error("{}: the store is locked by another process", path.display())]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A file operation failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
     /// Bytes in the store do not decode.
     #[error("corrupt record {key}: {reason}")]
     Corrupt {
@@ -95,6 +127,12 @@ pub trait BlockStore: Send + 'static {
     /// # Errors
     /// [`StoreError`] if the backend fails or the record is corrupt.
     fn gc_time(&self) -> Result<u64, StoreError>;
+
+    /// Every tombstone: (author, refused until).
+    ///
+    /// # Errors
+    /// [`StoreError`] if the backend fails or a record is corrupt.
+    fn tombstones(&self) -> Result<Vec<(PublicKey, u64)>, StoreError>;
 
     /// The stored identity's secret, if one was saved.
     ///

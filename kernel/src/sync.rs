@@ -276,6 +276,9 @@ impl<P: Ord + Clone> Protocol<P> {
                 continue;
             }
             let ours = kernel.head(&head.author);
+            if kernel.is_tombstoned(&head.author) {
+                continue;
+            }
             if ours.is_none_or(|h| h.seq < head.seq) {
                 wants.push(Want {
                     author: head.author,

@@ -6,7 +6,10 @@
 //! socket) and spawns one tokio task per direction. A full channel drops the message and counts
 //! it; the periodic heads exchange repairs the loss. Dropping the [`Wire`] disconnects.
 //!
-//! Needs a tokio runtime with the time driver.
+//! Needs a tokio runtime with the time driver. Message handling runs on tokio's blocking pool,
+//! because the kernel may commit to a blocking store (RocksDB); [`Peer::create_block`] and
+//! [`Peer::dispatch`] block the caller likewise, so async callers should wrap them in
+//! `spawn_blocking` when the store is durable.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -215,13 +218,24 @@ async fn run(peer: Peer, link: u64, mut rx: mpsc::Receiver<Vec<u8>>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
-        let result = tokio::select! {
+        // Handling runs the kernel, which may write to a blocking store (RocksDB): keep it
+        // off the async reactor.
+        let handled = tokio::select! {
             biased;
             bytes = rx.recv() => match bytes {
-                Some(bytes) => peer.on_bytes(link, &bytes),
+                Some(bytes) => {
+                    let peer = peer.clone();
+                    tokio::task::spawn_blocking(move || peer.on_bytes(link, &bytes)).await
+                }
                 None => break,
             },
-            _ = tick.tick() => peer.on_tick(link),
+            _ = tick.tick() => {
+                let peer = peer.clone();
+                tokio::task::spawn_blocking(move || peer.on_tick(link)).await
+            }
+        };
+        let Ok(result) = handled else {
+            break; // the runtime is shutting down
         };
         if result.is_err() {
             peer.lock().errors += 1;

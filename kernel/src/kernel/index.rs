@@ -24,7 +24,18 @@ pub(crate) struct FeedIndex {
     pub frozen_at: Option<u64>,
     /// The two blocks that prove the fork.
     pub proof: Option<(Arc<Block>, Arc<Block>)>,
+    /// Bytes held, as counted for retention (see [`cost`]).
+    pub bytes: u64,
 }
+
+/// A block's weight for the retention budget: its body plus a fixed overhead for the header,
+/// signature and indexes.
+pub(crate) fn cost(block: &Block) -> u64 {
+    BLOCK_OVERHEAD + block.body().map_or(0, |b| b.len() as u64)
+}
+
+/// The per-block part of [`cost`].
+pub(crate) const BLOCK_OVERHEAD: u64 = 160;
 
 #[derive(Default)]
 pub(crate) struct Index {
@@ -38,6 +49,7 @@ impl Index {
         let feed = self.feeds.entry(block.author()).or_default();
         debug_assert_eq!(feed.ids.len() as u64, block.seq());
         feed.ids.push(block.id());
+        feed.bytes += cost(&block);
         self.order.insert(key_of(&block), block.id());
         self.blocks.insert(block.id(), block);
     }
@@ -52,14 +64,48 @@ impl Index {
             .unwrap_or(usize::MAX)
             .min(feed.ids.len());
         let removed: Vec<BlockId> = feed.ids.drain(cut..).collect();
-        removed
+        let removed: Vec<Arc<Block>> = removed
             .iter()
             .filter_map(|id| {
                 let block = self.blocks.remove(id)?;
                 self.order.remove(&key_of(&block));
                 Some(block)
             })
-            .collect()
+            .collect();
+        let freed: u64 = removed.iter().map(|b| cost(b)).sum();
+        if let Some(feed) = self.feeds.get_mut(author) {
+            feed.bytes = feed.bytes.saturating_sub(freed);
+        }
+        removed
+    }
+
+    /// Removes `author`'s feed whole (retention); returns its blocks and fork proof.
+    pub(crate) fn evict(&mut self, author: &PublicKey) -> Vec<Arc<Block>> {
+        let Some(feed) = self.feeds.remove(author) else {
+            return Vec::new();
+        };
+        let mut removed: Vec<Arc<Block>> = feed
+            .ids
+            .iter()
+            .filter_map(|id| {
+                let block = self.blocks.remove(id)?;
+                self.order.remove(&key_of(&block));
+                Some(block)
+            })
+            .collect();
+        if let Some((a, b)) = feed.proof {
+            removed.extend([a, b]);
+        }
+        removed
+    }
+
+    /// Replaces a block by its pruned form (garbage collection).
+    pub(crate) fn prune(&mut self, pruned: Arc<Block>) {
+        let freed = pruned.header().body_len as u64;
+        if let Some(feed) = self.feeds.get_mut(&pruned.author()) {
+            feed.bytes = feed.bytes.saturating_sub(freed);
+        }
+        self.blocks.insert(pruned.id(), pruned);
     }
 
     /// Removes the newest block of a feed (used to undo a refused `create_block`).
@@ -69,6 +115,7 @@ impl Index {
         if let Some(feed) = self.feeds.get_mut(&block.author()) {
             if feed.ids.last() == Some(id) {
                 feed.ids.pop();
+                feed.bytes = feed.bytes.saturating_sub(cost(&block));
             }
         }
         Some(block)

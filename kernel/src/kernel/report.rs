@@ -46,6 +46,14 @@ pub enum Outcome {
         /// The height at which the feed is frozen.
         at: u64,
     },
+    /// Accepted, then evicted with its whole feed because the store is over its byte budget
+    /// and the feed ranks lowest.
+    Evicted,
+    /// Its feed was evicted for capacity a short while ago and is refused until `until`.
+    Tombstoned {
+        /// When the tombstone expires (ms since the Unix epoch).
+        until: u64,
+    },
     /// This block proves a fork: it and the block already held at its height are kept as
     /// proof, and the feed is frozen at this height.
     Fork {

@@ -1,11 +1,12 @@
 //! An in-memory [`BlockStore`] for tests and the simulator. Blocks are shared (`Arc`), not
 //! copied, so many simulated peers holding the same block pay for it once.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::{Batch, BlockStore, StoreError};
 use crate::block::{Block, BlockId};
+use crate::identity::PublicKey;
 
 /// Blocks in a hash map; nothing survives the process.
 #[derive(Debug, Default, Clone)]
@@ -13,6 +14,7 @@ pub struct MemoryStore {
     blocks: HashMap<BlockId, Arc<Block>>,
     timers: BTreeSet<(u64, BlockId)>,
     gc_time: u64,
+    tombstones: BTreeMap<PublicKey, u64>,
     identity: Option<[u8; 32]>,
 }
 
@@ -38,7 +40,17 @@ impl BlockStore for MemoryStore {
         if let Some(time) = batch.gc_time {
             self.gc_time = time;
         }
+        for (author, until) in batch.tombstones {
+            match until {
+                Some(until) => self.tombstones.insert(author, until),
+                None => self.tombstones.remove(&author),
+            };
+        }
         Ok(())
+    }
+
+    fn tombstones(&self) -> Result<Vec<(PublicKey, u64)>, StoreError> {
+        Ok(self.tombstones.iter().map(|(a, t)| (*a, *t)).collect())
     }
 
     fn timers(&self) -> Result<Vec<(u64, BlockId)>, StoreError> {

@@ -1,0 +1,384 @@
+//! The durable store: RocksDB, embedded, one directory per store.
+//!
+//! ```text
+//! DIR/blockend.store   marker: this directory is a blockend store (format version)
+//! DIR/identity         the identity's secret, hex, mode 0600
+//! DIR/db/              RocksDB, column families:
+//!   blocks       id -> encoded block (a pruned block once garbage-collected)
+//!   heads        author -> seq (8 bytes, big-endian) | id: the newest block of each feed
+//!   timers       time (8 bytes, big-endian) | id -> (): pending expiry timers
+//!   meta         "gc_time" -> u64 big-endian
+//!   checkpoints  reserved for persisted slice-state checkpoints
+//!   tombstones   author -> refused-until (8 bytes, big-endian): evicted feeds
+//! ```
+//!
+//! Every [`Batch`] is one RocksDB `WriteBatch`: a crash leaves the store at a dispatch
+//! boundary. **Acknowledged means written to the write-ahead log**: with the default
+//! [`RocksConfig::sync`] `false`, a commit that returned survives a crash of the process (the
+//! WAL is in the operating system's page cache) but not a power loss; set `sync` to `true` to
+//! fsync the WAL on every commit, which survives power loss at the cost of a disk flush per
+//! dispatch.
+//!
+//! Opening refuses, without writing anything, a directory that is not a blockend store
+//! ([`StoreError::Foreign`]) and a store another process holds open ([`StoreError::Locked`]).
+//! RocksDB calls block; async drivers call the kernel from a blocking thread.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+
+use super::{Batch, BlockStore, StoreError};
+use crate::block::{Block, BlockId};
+use crate::identity::PublicKey;
+
+const MARKER: &str = "blockend.store";
+const MARKER_CONTENT: &str = "blockend store, format 1\n";
+const IDENTITY: &str = "identity";
+const CF_BLOCKS: &str = "blocks";
+const CF_HEADS: &str = "heads";
+const CF_TIMERS: &str = "timers";
+const CF_META: &str = "meta";
+const CF_CHECKPOINTS: &str = "checkpoints";
+const CF_TOMBSTONES: &str = "tombstones";
+const FAMILIES: [&str; 6] = [
+    CF_BLOCKS,
+    CF_HEADS,
+    CF_TIMERS,
+    CF_META,
+    CF_CHECKPOINTS,
+    CF_TOMBSTONES,
+];
+const GC_TIME: &[u8] = b"gc_time";
+
+/// How a [`RocksStore`] writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RocksConfig {
+    /// fsync the write-ahead log on every commit, so acknowledged dispatches survive power
+    /// loss, not only a process crash. Default `false`.
+    pub sync: bool,
+}
+
+impl RocksConfig {
+    /// Sets [`RocksConfig::sync`].
+    pub fn with_sync(mut self, sync: bool) -> Self {
+        self.sync = sync;
+        self
+    }
+}
+
+/// A [`BlockStore`] in a RocksDB database inside a directory.
+pub struct RocksStore {
+    dir: PathBuf,
+    db: DB,
+    write: WriteOptions,
+    len: usize,
+}
+
+impl std::fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksStore")
+            .field("dir", &self.dir)
+            .field("blocks", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl RocksStore {
+    /// Opens the store in `dir`, creating it if `dir` is missing or empty.
+    ///
+    /// # Errors
+    /// [`StoreError::Foreign`] if `dir` holds something else, [`StoreError::Locked`] if another
+    /// process has the store open, [`StoreError::Corrupt`] or [`StoreError::Io`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(dir, RocksConfig::default())
+    }
+
+    /// Opens the store in `dir` with `config` (see [`RocksStore::open`]).
+    ///
+    /// # Errors
+    /// As [`RocksStore::open`].
+    pub fn open_with(dir: impl AsRef<Path>, config: RocksConfig) -> Result<Self, StoreError> {
+        let dir = dir.as_ref().to_owned();
+        let marker = dir.join(MARKER);
+        let fresh = match fs::read_to_string(&marker) {
+            Ok(content) if content == MARKER_CONTENT => false,
+            Ok(_) => return Err(StoreError::Foreign { path: dir }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match fs::read_dir(&dir) {
+                    Ok(mut entries) => {
+                        if entries.next().is_some() {
+                            return Err(StoreError::Foreign { path: dir });
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+                    }
+                    Err(e) => return Err(io(&dir, e)),
+                }
+                true
+            }
+            Err(e) => return Err(io(&marker, e)),
+        };
+        let db_dir = dir.join("db");
+        let mut options = Options::default();
+        options.create_if_missing(fresh);
+        options.create_missing_column_families(true);
+        options.set_max_open_files(256);
+        let families = FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&options, &db_dir, families).map_err(|e| {
+            let message = e.to_string();
+            if message.contains("lock") || message.contains("LOCK") {
+                StoreError::Locked { path: dir.clone() }
+            } else {
+                StoreError::Corrupt {
+                    key: db_dir.display().to_string(),
+                    reason: message,
+                }
+            }
+        })?;
+        if fresh {
+            // The marker goes last: a crash before it leaves a directory that opens as fresh.
+            fs::write(&marker, MARKER_CONTENT).map_err(|e| io(&marker, e))?;
+        }
+        let mut write = WriteOptions::default();
+        write.set_sync(config.sync);
+        let mut store = Self {
+            dir,
+            db,
+            write,
+            len: 0,
+        };
+        store.len = store
+            .db
+            .iterator_cf(store.cf(CF_BLOCKS), IteratorMode::Start)
+            .count();
+        Ok(store)
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("every column family is opened with the database")
+    }
+
+    fn backend(&self, error: rocksdb::Error) -> StoreError {
+        StoreError::Backend(format!("{}: {error}", self.dir.display()))
+    }
+}
+
+fn timer_key(time: u64, id: &BlockId) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..8].copy_from_slice(&time.to_be_bytes());
+    key[8..].copy_from_slice(&id.0);
+    key
+}
+
+impl BlockStore for RocksStore {
+    fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
+        let mut write = WriteBatch::default();
+        let (blocks, heads, timers, meta) = (
+            self.cf(CF_BLOCKS),
+            self.cf(CF_HEADS),
+            self.cf(CF_TIMERS),
+            self.cf(CF_META),
+        );
+        let mut added = 0usize;
+        let mut removed = 0usize;
+        for id in &batch.delete {
+            if self
+                .db
+                .get_pinned_cf(blocks, id.0)
+                .map_err(|e| self.backend(e))?
+                .is_some()
+            {
+                removed += 1;
+            }
+            write.delete_cf(blocks, id.0);
+        }
+        for block in &batch.put {
+            if self
+                .db
+                .get_pinned_cf(blocks, block.id().0)
+                .map_err(|e| self.backend(e))?
+                .is_none()
+            {
+                added += 1;
+            }
+            write.put_cf(blocks, block.id().0, block.encode());
+        }
+        for (author, head) in &batch.heads {
+            match head {
+                Some((seq, id)) => {
+                    let mut value = [0u8; 40];
+                    value[..8].copy_from_slice(&seq.to_be_bytes());
+                    value[8..].copy_from_slice(&id.0);
+                    write.put_cf(heads, author.0, value);
+                }
+                None => write.delete_cf(heads, author.0),
+            }
+        }
+        for (time, id) in &batch.timers_done {
+            write.delete_cf(timers, timer_key(*time, id));
+        }
+        for (time, id) in &batch.timers {
+            write.put_cf(timers, timer_key(*time, id), []);
+        }
+        if let Some(time) = batch.gc_time {
+            write.put_cf(meta, GC_TIME, time.to_be_bytes());
+        }
+        let tombstones = self.cf(CF_TOMBSTONES);
+        for (author, until) in &batch.tombstones {
+            match until {
+                Some(until) => write.put_cf(tombstones, author.0, until.to_be_bytes()),
+                None => write.delete_cf(tombstones, author.0),
+            }
+        }
+        self.db
+            .write_opt(write, &self.write)
+            .map_err(|e| self.backend(e))?;
+        self.len = self.len + added - removed.min(self.len + added);
+        Ok(())
+    }
+
+    fn blocks(&self) -> Result<Vec<Arc<Block>>, StoreError> {
+        let mut out = Vec::with_capacity(self.len);
+        for item in self.db.iterator_cf(self.cf(CF_BLOCKS), IteratorMode::Start) {
+            let (key, value) = item.map_err(|e| self.backend(e))?;
+            let block = Block::decode(&value).map_err(|e| StoreError::Corrupt {
+                key: format!("{}: block {}", self.dir.display(), hex::encode(&key)),
+                reason: e.to_string(),
+            })?;
+            if block.id().0[..] != key[..] {
+                return Err(StoreError::Corrupt {
+                    key: format!("{}: block {}", self.dir.display(), hex::encode(&key)),
+                    reason: "the block's id differs from its key".into(),
+                });
+            }
+            out.push(Arc::new(block));
+        }
+        Ok(out)
+    }
+
+    fn get(&self, id: &BlockId) -> Result<Option<Arc<Block>>, StoreError> {
+        let Some(value) = self
+            .db
+            .get_pinned_cf(self.cf(CF_BLOCKS), id.0)
+            .map_err(|e| self.backend(e))?
+        else {
+            return Ok(None);
+        };
+        let block = Block::decode(&value).map_err(|e| StoreError::Corrupt {
+            key: format!("{}: block {id}", self.dir.display()),
+            reason: e.to_string(),
+        })?;
+        Ok(Some(Arc::new(block)))
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn timers(&self) -> Result<Vec<(u64, BlockId)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_TIMERS), IteratorMode::Start) {
+            let (key, _) = item.map_err(|e| self.backend(e))?;
+            let key: [u8; 40] = key[..].try_into().map_err(|_| StoreError::Corrupt {
+                key: format!("{}: timer {}", self.dir.display(), hex::encode(&key)),
+                reason: "a timer key is 40 bytes".into(),
+            })?;
+            let mut time = [0u8; 8];
+            time.copy_from_slice(&key[..8]);
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&key[8..]);
+            out.push((u64::from_be_bytes(time), BlockId(id)));
+        }
+        Ok(out)
+    }
+
+    fn gc_time(&self) -> Result<u64, StoreError> {
+        let value = self
+            .db
+            .get_pinned_cf(self.cf(CF_META), GC_TIME)
+            .map_err(|e| self.backend(e))?;
+        match value {
+            None => Ok(0),
+            Some(bytes) => {
+                let bytes: [u8; 8] = bytes[..].try_into().map_err(|_| StoreError::Corrupt {
+                    key: format!("{}: meta gc_time", self.dir.display()),
+                    reason: "gc_time is 8 bytes".into(),
+                })?;
+                Ok(u64::from_be_bytes(bytes))
+            }
+        }
+    }
+
+    fn tombstones(&self) -> Result<Vec<(PublicKey, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_TOMBSTONES), IteratorMode::Start)
+        {
+            let (key, value) = item.map_err(|e| self.backend(e))?;
+            let corrupt = || StoreError::Corrupt {
+                key: format!("{}: tombstone {}", self.dir.display(), hex::encode(&key)),
+                reason: "a tombstone is a 32-byte key and an 8-byte time".into(),
+            };
+            let author: [u8; 32] = key[..].try_into().map_err(|_| corrupt())?;
+            let until: [u8; 8] = value[..].try_into().map_err(|_| corrupt())?;
+            out.push((PublicKey(author), u64::from_be_bytes(until)));
+        }
+        Ok(out)
+    }
+
+    fn identity(&self) -> Result<Option<[u8; 32]>, StoreError> {
+        let path = self.dir.join(IDENTITY);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path, e)),
+        };
+        let mut secret = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut secret).map_err(|e| StoreError::Corrupt {
+            key: path.display().to_string(),
+            reason: format!("not a 32-byte hex secret: {e}"),
+        })?;
+        Ok(Some(secret))
+    }
+
+    fn set_identity(&mut self, secret: [u8; 32]) -> Result<(), StoreError> {
+        let path = self.dir.join(IDENTITY);
+        let tmp = self.dir.join("identity.tmp");
+        // Created 0600 from the start (never world-readable, even briefly), then renamed.
+        let _ = fs::remove_file(&tmp);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io(&tmp, e))?;
+        file.write_all(format!("{}\n", hex::encode(secret)).as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| io(&tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+        Ok(())
+    }
+}
