@@ -64,14 +64,7 @@ impl Index {
             .unwrap_or(usize::MAX)
             .min(feed.ids.len());
         let removed: Vec<BlockId> = feed.ids.drain(cut..).collect();
-        let removed: Vec<Arc<Block>> = removed
-            .iter()
-            .filter_map(|id| {
-                let block = self.blocks.remove(id)?;
-                self.order.remove(&key_of(&block));
-                Some(block)
-            })
-            .collect();
+        let removed = self.remove_all(&removed);
         let freed: u64 = removed.iter().map(|b| cost(b)).sum();
         if let Some(feed) = self.feeds.get_mut(author) {
             feed.bytes = feed.bytes.saturating_sub(freed);
@@ -84,19 +77,22 @@ impl Index {
         let Some(feed) = self.feeds.remove(author) else {
             return Vec::new();
         };
-        let mut removed: Vec<Arc<Block>> = feed
-            .ids
-            .iter()
+        let mut removed = self.remove_all(&feed.ids);
+        if let Some((a, b)) = feed.proof {
+            removed.extend([a, b]);
+        }
+        removed
+    }
+
+    /// Takes blocks out of the id map and the order (not out of their feed's id list).
+    fn remove_all(&mut self, ids: &[BlockId]) -> Vec<Arc<Block>> {
+        ids.iter()
             .filter_map(|id| {
                 let block = self.blocks.remove(id)?;
                 self.order.remove(&key_of(&block));
                 Some(block)
             })
-            .collect();
-        if let Some((a, b)) = feed.proof {
-            removed.extend([a, b]);
-        }
-        removed
+            .collect()
     }
 
     /// Replaces a block by its pruned form (garbage collection).
