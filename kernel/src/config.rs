@@ -31,6 +31,9 @@ pub struct Config {
     pub tombstone_ttl_ms: u64,
     /// Most tombstones kept; the one expiring first goes when full. Default 4096.
     pub max_tombstones: usize,
+    /// Changes (blocks added, removed or collected) between two persisted state snapshots.
+    /// Default 10,000.
+    pub snapshot_interval: usize,
 }
 
 impl Default for Config {
@@ -47,6 +50,7 @@ impl Default for Config {
             capacity_bytes: None,
             tombstone_ttl_ms: 60 * 60 * 1000,
             max_tombstones: 4096,
+            snapshot_interval: 10_000,
         }
     }
 }
@@ -83,6 +87,11 @@ impl Config {
     pub fn with_tombstones(mut self, ttl_ms: u64, max: usize) -> Self {
         self.tombstone_ttl_ms = ttl_ms;
         self.max_tombstones = max;
+        self
+    }
+    /// Sets [`Config::snapshot_interval`] (at least 1).
+    pub fn with_snapshot_interval(mut self, changes: usize) -> Self {
+        self.snapshot_interval = changes.max(1);
         self
     }
     /// Sets [`Config::parallel_verify_threshold`] (`usize::MAX` verifies on one core).

@@ -14,6 +14,7 @@ mod index;
 mod mempool;
 mod query;
 mod report;
+mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -192,6 +193,8 @@ pub struct Stats {
     pub own_bytes: u64,
     /// Bytes of other authors' feeds held now: what the capacity budget bounds.
     pub other_bytes: u64,
+    /// Whether the last open restored a persisted snapshot (else it replayed every block).
+    pub restored_from_snapshot: bool,
 }
 
 /// Builds a [`Kernel`]; see [`Kernel::builder`].
@@ -289,6 +292,7 @@ impl KernelBuilder {
             retention: self.retention.unwrap_or_else(|| Box::new(OldestLongest)),
             tombstones: BTreeMap::new(),
             expiry: BTreeSet::new(),
+            since_snapshot: 0,
             gc_time: 0,
             stats: Stats::default(),
             config,
@@ -340,6 +344,8 @@ pub struct Kernel {
     retention: Box<dyn Retention>,
     /// Evicted feeds, refused until the given time.
     tombstones: BTreeMap<PublicKey, u64>,
+    /// Changes since the last persisted snapshot.
+    since_snapshot: usize,
     /// When each block with an expiry dies: (time, block).
     expiry: BTreeSet<(u64, BlockId)>,
     /// The time of the last garbage collection: digests are defined as of it.
@@ -419,8 +425,15 @@ impl Kernel {
                 self.index.insert(block);
             }
         }
-        self.fold.refold_all(&self.index);
-        self.fold.full_refolds = 0;
+        let restored = match self.store.snapshot()? {
+            Some(bytes) => self.restore_snapshot(&bytes),
+            None => false,
+        };
+        if !restored {
+            self.fold.refold_all(&self.index);
+            self.fold.full_refolds = 0;
+        }
+        self.stats.restored_from_snapshot = restored;
         self.fold.newly_counted.clear();
         self.publish();
         Ok(())
@@ -744,12 +757,17 @@ impl Kernel {
                 .filter_map(|id| self.index.blocks.get(id).cloned()),
         );
         batch.put.extend(run.proofs);
+        self.since_snapshot += run.inserted.len() + run.removed.len() + run.pruned.len();
         batch.put.extend(run.pruned);
         batch.delete.extend(run.removed.iter().map(|b| b.id()));
         batch.timers = run.timers;
         batch.timers_done = run.timers_done;
         batch.gc_time = run.gc_time;
         batch.tombstones = run.tombstones;
+        if self.since_snapshot >= self.config.snapshot_interval {
+            batch.snapshot = Some(self.encode_snapshot());
+            self.since_snapshot = 0;
+        }
         let mut touched: Vec<PublicKey> = batch
             .put
             .iter()

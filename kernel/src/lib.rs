@@ -33,8 +33,10 @@
 //!   enters collected ([`Outcome::Collected`]).
 //! - Retention ranks feeds with [`OldestLongest`] by default (age and length before recency,
 //!   so fresh identities cannot push out established feeds); see [`retention`].
-//! - A reopen replays every stored block without re-checking signatures; slice-state
-//!   checkpoints are not persisted yet.
+//! - A reopen restores the persisted state snapshot when it describes exactly the stored
+//!   blocks, and otherwise replays every block (without re-checking signatures); see
+//!   `kernel/snapshot.rs`. Snapshots are written every `Config::snapshot_interval` changes, in
+//!   the same batch as the blocks, and on [`Kernel::close`].
 //!
 //! ## Example
 //! ```

@@ -204,6 +204,10 @@ pub(crate) trait AnySlice: Send + Sync {
     fn reduce(&mut self, ctx: &Context<'_>);
     fn expires_at(&self, ctx: &Context<'_>) -> Option<u64>;
     fn snapshot(&self) -> Box<dyn Any + Send + Sync>;
+    /// The state, postcard-encoded, for persisted snapshots.
+    fn state_bytes(&self) -> Vec<u8>;
+    /// Decodes a state written by `state_bytes` into a snapshot `restore` takes.
+    fn decode_state(&self, bytes: &[u8]) -> Option<Box<dyn Any + Send + Sync>>;
     fn restore(&mut self, snapshot: &(dyn Any + Send + Sync));
     fn reset(&mut self);
     fn digest(&self) -> Digest;
@@ -272,6 +276,13 @@ impl<S: Slice> AnySlice for Cell<S> {
     }
     fn snapshot(&self) -> Box<dyn Any + Send + Sync> {
         Box::new(self.state.clone())
+    }
+    fn state_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(&self.state).expect("serializing a state to a Vec cannot fail")
+    }
+    fn decode_state(&self, bytes: &[u8]) -> Option<Box<dyn Any + Send + Sync>> {
+        let state: S::State = postcard::from_bytes(bytes).ok()?;
+        Some(Box::new(state))
     }
     fn restore(&mut self, snapshot: &(dyn Any + Send + Sync)) {
         self.state = snapshot

@@ -35,6 +35,8 @@ pub struct Batch {
     pub heads: Vec<(PublicKey, Option<(u64, BlockId)>)>,
     /// Tombstones of evicted feeds: refused until the given time (`None`: lifted).
     pub tombstones: Vec<(PublicKey, Option<u64>)>,
+    /// A new state snapshot, replacing the previous one.
+    pub snapshot: Option<Vec<u8>>,
 }
 
 impl Batch {
@@ -47,6 +49,7 @@ impl Batch {
             && self.gc_time.is_none()
             && self.heads.is_empty()
             && self.tombstones.is_empty()
+            && self.snapshot.is_none()
     }
 }
 
@@ -133,6 +136,12 @@ pub trait BlockStore: Send + 'static {
     /// # Errors
     /// [`StoreError`] if the backend fails or a record is corrupt.
     fn tombstones(&self) -> Result<Vec<(PublicKey, u64)>, StoreError>;
+
+    /// The latest state snapshot, if one was written.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the backend fails.
+    fn snapshot(&self) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// The stored identity's secret, if one was saved.
     ///

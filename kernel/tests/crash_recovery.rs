@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use blockend_kernel::store::{BlockStore, RocksStore};
 use blockend_kernel::{
-    Application, Block, BlockId, Context, Feed, Identity, Kernel, Registry, Slice, Verdict,
+    Application, Block, BlockId, Config, Context, Feed, Identity, Kernel, Registry, Slice, Verdict,
 };
 
 const CHILD: &str = "BLOCKEND_CRASH_CHILD_DIR";
@@ -64,8 +64,11 @@ fn crash_child() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     let store = RocksStore::open(&dir).expect("child opens the store");
+    // Frequent snapshots, so reopening exercises both paths: a snapshot that matches the
+    // blocks, and one that is older than the last commits.
     let mut kernel = Kernel::builder(&App)
         .with_store(store)
+        .with_config(Config::default().with_snapshot_interval(7))
         .open()
         .expect("child opens the kernel");
     let peers: Vec<Identity> = (0..3)
@@ -107,6 +110,7 @@ fn killed_writers_leave_a_consistent_store() {
     let mut rng = Rng(0x5eed_b10c_e4d0_0001);
     let mut committed: HashSet<BlockId> = HashSet::new();
     let mut author = None;
+    let mut restored = 0;
     for run in 0..RUNS {
         let kill_after = 1 + rng.next() % 40;
         let mut child = Command::new(&exe)
@@ -182,9 +186,11 @@ fn killed_writers_leave_a_consistent_store() {
         assert_eq!(replay.digests(), kernel.digests(), "run {run}");
         assert_eq!(replay.set_hash(), kernel.set_hash(), "run {run}");
         assert_eq!(kernel.stats().blocks, held.len(), "run {run}");
+        restored += usize::from(kernel.stats().restored_from_snapshot);
     }
     assert!(
         committed.len() > RUNS as usize,
         "the children wrote too little"
     );
+    assert!(restored > 0, "no reopen used a snapshot");
 }

@@ -157,6 +157,16 @@ impl Fold {
         }
     }
 
+    /// Continues from restored states and statuses (a persisted snapshot) as if everything in
+    /// `index` had been folded.
+    pub(crate) fn resume(&mut self, index: &Index, status: HashMap<BlockId, Status>) {
+        self.status = status;
+        self.checkpoints.clear();
+        self.since_checkpoint = 0;
+        self.folded = index.order.keys().next_back().copied();
+        self.newly_counted.clear();
+    }
+
     /// Re-folds everything from scratch, in canonical order.
     pub(crate) fn refold_all(&mut self, index: &Index) {
         self.full_refolds += 1;

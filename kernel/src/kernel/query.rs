@@ -202,7 +202,10 @@ impl Kernel {
 
     /// Closes the kernel and hands back its store (every dispatch is already committed), so
     /// it can be reopened with [`KernelBuilder::with_boxed_store`](crate::KernelBuilder::with_boxed_store).
-    pub fn close(self) -> Box<dyn BlockStore> {
+    /// A snapshot of the state is written first so the next open need not replay; if that
+    /// write fails, the next open replays every block instead (same state, slower).
+    pub fn close(mut self) -> Box<dyn BlockStore> {
+        let _ = self.checkpoint();
         self.store
     }
 }

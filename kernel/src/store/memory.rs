@@ -15,6 +15,7 @@ pub struct MemoryStore {
     timers: BTreeSet<(u64, BlockId)>,
     gc_time: u64,
     tombstones: BTreeMap<PublicKey, u64>,
+    snapshot: Option<Vec<u8>>,
     identity: Option<[u8; 32]>,
 }
 
@@ -40,6 +41,9 @@ impl BlockStore for MemoryStore {
         if let Some(time) = batch.gc_time {
             self.gc_time = time;
         }
+        if let Some(snapshot) = batch.snapshot {
+            self.snapshot = Some(snapshot);
+        }
         for (author, until) in batch.tombstones {
             match until {
                 Some(until) => self.tombstones.insert(author, until),
@@ -47,6 +51,10 @@ impl BlockStore for MemoryStore {
             };
         }
         Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.snapshot.clone())
     }
 
     fn tombstones(&self) -> Result<Vec<(PublicKey, u64)>, StoreError> {

@@ -8,7 +8,7 @@
 //!   heads        author -> seq (8 bytes, big-endian) | id: the newest block of each feed
 //!   timers       time (8 bytes, big-endian) | id -> (): pending expiry timers
 //!   meta         "gc_time" -> u64 big-endian
-//!   checkpoints  reserved for persisted slice-state checkpoints
+//!   checkpoints  "snapshot" -> the latest state snapshot (see the kernel's snapshot module)
 //!   tombstones   author -> refused-until (8 bytes, big-endian): evicted feeds
 //! ```
 //!
@@ -53,6 +53,7 @@ const FAMILIES: [&str; 6] = [
     CF_TOMBSTONES,
 ];
 const GC_TIME: &[u8] = b"gc_time";
+const SNAPSHOT: &[u8] = b"snapshot";
 
 /// How a [`RocksStore`] writes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -245,6 +246,9 @@ impl BlockStore for RocksStore {
         if let Some(time) = batch.gc_time {
             write.put_cf(meta, GC_TIME, time.to_be_bytes());
         }
+        if let Some(snapshot) = &batch.snapshot {
+            write.put_cf(self.cf(CF_CHECKPOINTS), SNAPSHOT, snapshot);
+        }
         let tombstones = self.cf(CF_TOMBSTONES);
         for (author, until) in &batch.tombstones {
             match until {
@@ -329,6 +333,12 @@ impl BlockStore for RocksStore {
                 Ok(u64::from_be_bytes(bytes))
             }
         }
+    }
+
+    fn snapshot(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db
+            .get_cf(self.cf(CF_CHECKPOINTS), SNAPSHOT)
+            .map_err(|e| self.backend(e))
     }
 
     fn tombstones(&self) -> Result<Vec<(PublicKey, u64)>, StoreError> {
