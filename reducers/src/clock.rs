@@ -1,0 +1,49 @@
+//! `clock`: picostack's clock. Bodies are `{"tick": <ms>}`; the state is the latest tick.
+//!
+//! Consistency: commutative. The state is the largest tick among accepted blocks, whatever
+//! the order. A tick later than its own block's time is rejected (`TimestampFromFuture`); blocks
+//! dated in the future are held by the kernel until their time comes.
+
+use blockend_kernel::{Context, Slice, Verdict};
+use serde::{Deserialize, Serialize};
+
+/// A tick block's body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tick {
+    /// The tick time, ms since the Unix epoch.
+    pub tick: u64,
+}
+
+/// The clock slice.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Clock;
+
+impl Slice for Clock {
+    type State = u64;
+
+    fn name(&self) -> &str {
+        "clock"
+    }
+
+    fn initial(&self) -> u64 {
+        0
+    }
+
+    fn filter(&self, ctx: &Context<'_>, _: &u64) -> Verdict {
+        match serde_json::from_slice::<Tick>(ctx.body()) {
+            Err(_) => Verdict::Ignore,
+            Ok(Tick { tick }) if tick > ctx.time() => Verdict::Reject("TimestampFromFuture".into()),
+            Ok(_) => Verdict::Accept,
+        }
+    }
+
+    fn reduce(&self, ctx: &Context<'_>, state: &mut u64) {
+        if let Ok(Tick { tick }) = serde_json::from_slice::<Tick>(ctx.body()) {
+            *state = (*state).max(tick);
+        }
+    }
+
+    fn commutative(&self) -> bool {
+        true
+    }
+}
