@@ -5,6 +5,24 @@
 //!
 //! Consistency: commutative. Messages are kept sorted by their canonical key, so any arrival
 //! order gives the same state; expiry is a pure function of the block.
+//!
+//! ```
+//! use blockend_kernel::{Application, Kernel, ManualClock, Registry};
+//! use blockend_reducers::Chat;
+//!
+//! struct App;
+//! impl Application for App {
+//!     fn register(&self, slices: &mut Registry) { slices.add(Chat); }
+//! }
+//!
+//! let clock = ManualClock::new(1_000);
+//! let mut kernel = Kernel::builder(&App).with_clock(clock.clone()).open()?;
+//! kernel.create_block(br#"{"room": "lobby", "text": "hello", "ttl_ms": 500}"#.to_vec())?;
+//! assert_eq!(kernel.state::<Chat>().unwrap().rooms["lobby"][0].text, "hello");
+//! kernel.gc(1_500)?; // the message expires at 1,500
+//! assert!(kernel.state::<Chat>().unwrap().rooms.is_empty());
+//! # Ok::<(), blockend_kernel::Error>(())
+//! ```
 
 use std::collections::BTreeMap;
 

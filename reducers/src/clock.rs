@@ -3,6 +3,23 @@
 //! Consistency: commutative. The state is the largest tick among accepted blocks, whatever
 //! the order. A tick later than its own block's time is rejected (`TimestampFromFuture`); blocks
 //! dated in the future are held by the kernel until their time comes.
+//!
+//! ```
+//! use blockend_kernel::{Application, Kernel, ManualClock, Registry};
+//! use blockend_reducers::Clock;
+//!
+//! struct App;
+//! impl Application for App {
+//!     fn register(&self, slices: &mut Registry) { slices.add(Clock); }
+//! }
+//!
+//! let mut kernel = Kernel::builder(&App).with_clock(ManualClock::new(5_000)).open()?;
+//! kernel.create_block(br#"{"tick": 4000}"#.to_vec())?;
+//! assert!(kernel.create_block(br#"{"tick": 9000}"#.to_vec()).is_err()); // from the future
+//! assert!(kernel.create_block(br#"{"other": 1}"#.to_vec()).is_err()); // not a tick: ignored
+//! assert_eq!(kernel.state::<Clock>(), Some(&4000));
+//! # Ok::<(), blockend_kernel::Error>(())
+//! ```
 
 use blockend_kernel::{Context, Slice, Verdict};
 use serde::{Deserialize, Serialize};

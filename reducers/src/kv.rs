@@ -3,6 +3,25 @@
 //!
 //! Consistency: commutative, last writer wins by (time, block id). A delete leaves a tombstone
 //! with its (time, id), so a set that arrives late but was written earlier cannot undo it.
+//!
+//! ```
+//! use blockend_kernel::{Application, Kernel, ManualClock, Registry};
+//! use blockend_reducers::Kv;
+//!
+//! struct App;
+//! impl Application for App {
+//!     fn register(&self, slices: &mut Registry) { slices.add(Kv); }
+//! }
+//!
+//! let clock = ManualClock::new(1_000);
+//! let mut kernel = Kernel::builder(&App).with_clock(clock.clone()).open()?;
+//! kernel.create_block(br#"{"set": {"key": "color", "value": "blue"}}"#.to_vec())?;
+//! assert_eq!(kernel.state::<Kv>().unwrap().get("color"), Some("\"blue\""));
+//! clock.advance(1);
+//! kernel.create_block(br#"{"delete": "color"}"#.to_vec())?;
+//! assert_eq!(kernel.state::<Kv>().unwrap().get("color"), None);
+//! # Ok::<(), blockend_kernel::Error>(())
+//! ```
 
 use std::collections::BTreeMap;
 
