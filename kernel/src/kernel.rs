@@ -310,7 +310,8 @@ struct Run {
     earliest: Option<OrderKey>,
     removed: Vec<Arc<Block>>,
     proofs: Vec<Arc<Block>>,
-    /// Blocks whose bodies were dropped by this run's garbage collection.
+    /// Blocks rewritten in place by this run: bodies dropped by garbage collection, or
+    /// restored from a full copy (see `Kernel::restore_body`).
     pruned: Vec<Arc<Block>>,
     timers: Vec<(u64, BlockId)>,
     timers_done: Vec<(u64, BlockId)>,
@@ -563,7 +564,7 @@ impl Kernel {
         let id = block.id();
         // Copies within one batch are told apart by fingerprint, not id: a forged copy offered
         // next to the honest block must not shadow it. Verification sorts them out.
-        if self.index.blocks.contains_key(&id)
+        if (self.index.blocks.contains_key(&id) && !self.restores_body(block))
             || self.mempool.contains(&id)
             || !seen.insert(block.fingerprint())
         {
@@ -622,6 +623,10 @@ impl Kernel {
         let mut work = vec![block];
         while let Some(block) = work.pop() {
             let id = block.id();
+            if self.restores_body(&block) {
+                self.restore_body(block, run);
+                continue;
+            }
             if self.index.blocks.contains_key(&id) || self.mempool.contains(&id) {
                 // Another valid copy of the same block (same id) got here first.
                 self.stats.duplicates += 1;

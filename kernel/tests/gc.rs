@@ -150,3 +150,29 @@ fn collecting_before_or_after_arrival_gives_the_same_digests() {
         assert_eq!(other.state::<Notes>(), Some(&vec![5, 9]));
     }
 }
+
+#[test]
+fn a_header_sent_alone_does_not_suppress_a_live_block() {
+    // A peer sends only the header of a block that has not expired here (it collected it
+    // early, or it wants the content gone). The block enters collected; the full copy, when it
+    // comes, brings the content back.
+    let clock = ManualClock::new(T0 + 5_000);
+    let blocks = blocks();
+    let mut honest = open(&clock);
+    honest.dispatch(blocks.clone()).expect("store");
+
+    let mut kernel = open(&clock);
+    let headers: Vec<Block> = blocks.iter().map(Block::pruned).collect();
+    kernel.dispatch(headers).expect("store");
+    assert_eq!(kernel.state::<Notes>(), Some(&vec![]));
+    let report = kernel.dispatch(blocks.clone()).expect("store");
+    assert!(report.outcomes.iter().all(|(_, o)| *o == Outcome::Accepted));
+    assert_eq!(kernel.state::<Notes>(), Some(&vec![5, 7, 9]));
+    assert_eq!(kernel.digests(), honest.digests());
+    assert_eq!(kernel.set_hash(), honest.set_hash());
+    // And the restored block still expires on time.
+    kernel.gc(T0 + 1_000 + TTL).expect("store");
+    honest.gc(T0 + 1_000 + TTL).expect("store");
+    assert_eq!(kernel.digests(), honest.digests());
+    assert_eq!(kernel.state::<Notes>(), Some(&vec![5, 9]));
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::index::key_of;
-use super::{Error, Kernel, Run};
+use super::{Error, Kernel, Outcome, Run};
 use crate::block::{Block, BlockId};
 
 /// What a garbage collection did.
@@ -23,15 +23,7 @@ impl Kernel {
         if block.body().is_none() {
             return Arc::new(block);
         }
-        let parent = block.parent().and_then(|p| self.index.blocks.get(&p));
-        let ctx = crate::slice::Context::new(&block, parent.map(|p| &**p), &self.index);
-        let expiry = self
-            .fold
-            .slices
-            .iter()
-            .filter_map(|s| s.expires_at(&ctx))
-            .min();
-        match expiry {
+        match self.expiry_of(&block) {
             Some(time) if time <= self.gc_time => {
                 self.stats.collected += 1;
                 Arc::new(block.pruned())
@@ -83,6 +75,47 @@ impl Kernel {
         self.fold_run(&mut run);
         self.commit_run(run)?;
         Ok(GcReport { collected })
+    }
+
+    /// Whether `block` is a full copy of a block held only as a header that has not expired
+    /// here: a peer may have sent the header alone (it collected the block, or it is lying),
+    /// and the full copy brings the content back. A block this kernel collected itself expired
+    /// by `gc_time`, so it stays collected.
+    pub(super) fn restores_body(&self, block: &Block) -> bool {
+        let Some(held) = self.index.blocks.get(&block.id()) else {
+            return false;
+        };
+        if held.body().is_some() || block.body().is_none() {
+            return false;
+        }
+        self.expiry_of(block).is_none_or(|t| t > self.gc_time)
+    }
+
+    /// Puts the body of `block` back into the held header and re-folds from it.
+    pub(super) fn restore_body(&mut self, block: Block, run: &mut Run) {
+        let id = block.id();
+        let author = block.author();
+        let full = Arc::new(block);
+        if let Some(time) = self.expiry_of(&full) {
+            self.expiry.insert((time, id));
+            run.timers.push((time, id));
+        }
+        self.index.restore_body(full.clone());
+        run.touch(key_of(&full));
+        run.pruned.push(full);
+        run.pending.push((run.report.outcomes.len(), author));
+        run.outcome(id, Outcome::Accepted);
+    }
+
+    /// The earliest expiry any slice gives the block.
+    fn expiry_of(&self, block: &Block) -> Option<u64> {
+        let parent = block.parent().and_then(|p| self.index.blocks.get(&p));
+        let ctx = crate::slice::Context::new(block, parent.map(|p| &**p), &self.index);
+        self.fold
+            .slices
+            .iter()
+            .filter_map(|s| s.expires_at(&ctx))
+            .min()
     }
 
     /// When the next block expires, for drivers that schedule [`Kernel::gc`].

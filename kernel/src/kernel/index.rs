@@ -95,6 +95,15 @@ impl Index {
             .collect()
     }
 
+    /// Replaces a header-only block by its full copy.
+    pub(crate) fn restore_body(&mut self, full: Arc<Block>) {
+        let added = full.header().body_len as u64;
+        if let Some(feed) = self.feeds.get_mut(&full.author()) {
+            feed.bytes += added;
+        }
+        self.blocks.insert(full.id(), full);
+    }
+
     /// Replaces a block by its pruned form (garbage collection).
     pub(crate) fn prune(&mut self, pruned: Arc<Block>) {
         let freed = pruned.header().body_len as u64;
