@@ -77,7 +77,9 @@ fn snapshot(
 /// Polls every 10 ms until all peers hold `blocks` blocks with equal digests and set hashes.
 async fn converge(peers: &[&Peer], blocks: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
+    let mut poll = tokio::time::interval(Duration::from_millis(10));
     loop {
+        poll.tick().await;
         let states: Vec<_> = peers.iter().map(|p| snapshot(p)).collect();
         if states[0].0 == blocks && states.iter().all(|s| *s == states[0]) {
             return;
@@ -87,7 +89,6 @@ async fn converge(peers: &[&Peer], blocks: usize) {
             "no convergence within 20 s: {:?}",
             states.iter().map(|s| s.0).collect::<Vec<_>>()
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
