@@ -40,6 +40,24 @@ pub struct Config {
     pub max_invalid: u32,
     /// Most peers at once. Default 128.
     pub max_peers: usize,
+    /// Whether newly accepted blocks are pushed to every peer ([`Protocol::push`]). Default
+    /// on. Drivers with their own dissemination turn it off: the libp2p node pushes with
+    /// gossipsub, the simulator along its mesh model. Fork proofs are sent either way.
+    pub push: bool,
+}
+
+impl Config {
+    /// Turns flooding push on or off (see [`Config::push`]).
+    pub fn with_push(mut self, push: bool) -> Self {
+        self.push = push;
+        self
+    }
+
+    /// Sets the peer table size.
+    pub fn with_max_peers(mut self, max_peers: usize) -> Self {
+        self.max_peers = max_peers;
+        self
+    }
 }
 
 impl Default for Config {
@@ -49,6 +67,7 @@ impl Default for Config {
             batch_bytes: 1024 * 1024,
             max_invalid: 16,
             max_peers: 128,
+            push: true,
         }
     }
 }
@@ -392,7 +411,11 @@ impl<P: Ord + Clone> Protocol<P> {
     /// Pushes what a dispatch newly accepted (and any fork proofs it found) to every peer but
     /// `except` that is not known to hold it.
     pub fn announce(&mut self, report: &Report, except: Option<&P>) -> Vec<Output<P>> {
-        let mut out = self.push(&report.accepted, except);
+        let mut out = if self.config.push {
+            self.push(&report.accepted, except)
+        } else {
+            Vec::new()
+        };
         if !report.proofs.is_empty() {
             // A proof must reach peers that hold a block at its height: that is its point. The
             // sender too, which may hold only one half of it.
