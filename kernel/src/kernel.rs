@@ -15,6 +15,7 @@ mod mempool;
 mod query;
 mod report;
 mod snapshot;
+mod verdicts;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use rayon::prelude::*;
 
 pub use gc::GcReport;
 pub use report::{Outcome, Report};
+pub use verdicts::{VerdictCache, DEFAULT_VERDICTS};
 
 use self::fold::{Fold, Status};
 use self::index::{key_of, Index, OrderKey};
@@ -166,6 +168,8 @@ pub struct Stats {
     pub rejected: u64,
     /// Signatures checked (cumulative).
     pub verified: u64,
+    /// Signature verdicts taken from a shared [`VerdictCache`] instead of checked (cumulative).
+    pub cached_verdicts: u64,
     /// Blocks waiting in the mempool now.
     pub mempool_blocks: usize,
     /// Bytes waiting in the mempool now.
@@ -205,9 +209,17 @@ pub struct KernelBuilder {
     identity: Option<Identity>,
     config: Config,
     retention: Option<Box<dyn Retention>>,
+    verdicts: Option<VerdictCache>,
 }
 
 impl KernelBuilder {
+    /// Shares signature verdicts with other kernels through `cache` (default: none). Meant for
+    /// many kernels in one process, like the simulator's peers: a verdict depends only on the
+    /// block's id and signature, so it is the same everywhere. See [`VerdictCache`].
+    pub fn with_verdict_cache(mut self, cache: VerdictCache) -> Self {
+        self.verdicts = Some(cache);
+        self
+    }
     /// The ranking that decides which feeds go when over capacity (default: [`OldestLongest`]).
     pub fn with_retention(mut self, retention: impl Retention) -> Self {
         self.retention = Some(Box::new(retention));
@@ -295,6 +307,7 @@ impl KernelBuilder {
             since_snapshot: 0,
             gc_time: 0,
             stats: Stats::default(),
+            verdicts: self.verdicts,
             config,
             store,
         };
@@ -352,6 +365,7 @@ pub struct Kernel {
     /// The time of the last garbage collection: digests are defined as of it.
     gc_time: u64,
     stats: Stats,
+    verdicts: Option<VerdictCache>,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -375,6 +389,7 @@ impl Kernel {
             identity: None,
             config: Config::default(),
             retention: None,
+            verdicts: None,
         }
     }
 
@@ -464,7 +479,7 @@ impl Kernel {
             .map(|id| &self.index.blocks[id])
             .map(|b| (b.id(), b.seq(), b.time()));
         let now = self.clock.now();
-        let block = Block::sign(&self.identity, parent, now, body);
+        let block = Arc::new(Block::sign(&self.identity, parent, now, body));
         let id = block.id();
         let mut run = Run::default();
         self.release_due(now, &mut run);
@@ -499,6 +514,19 @@ impl Kernel {
     /// # Errors
     /// Only [`Error::Store`]; everything about the blocks themselves is in the [`Report`].
     pub fn dispatch(&mut self, blocks: impl IntoIterator<Item = Block>) -> Result<Report, Error> {
+        self.dispatch_shared(blocks.into_iter().map(Arc::new))
+    }
+
+    /// [`Kernel::dispatch`] for blocks that are already shared: the kernel keeps the `Arc`s
+    /// it is given, so many kernels in one process (the simulator's peers) hold one copy of a
+    /// block. Same checks, same report.
+    ///
+    /// # Errors
+    /// Only [`Error::Store`]; everything about the blocks themselves is in the [`Report`].
+    pub fn dispatch_shared(
+        &mut self,
+        blocks: impl IntoIterator<Item = Arc<Block>>,
+    ) -> Result<Report, Error> {
         let now = self.clock.now();
         let mut run = Run::default();
         self.release_due(now, &mut run);
@@ -511,7 +539,6 @@ impl Kernel {
             }
         }
         let verdicts = self.verify(&candidates);
-        self.stats.verified += candidates.len() as u64;
         for (block, verdict) in candidates.into_iter().zip(verdicts) {
             match verdict {
                 Ok(()) => self.admit(block, now, &mut run),
@@ -522,9 +549,37 @@ impl Kernel {
         self.commit_run(run)
     }
 
+    /// Checks signatures with the strict rules, taking what a shared [`VerdictCache`] already
+    /// knows and adding what it learns.
+    fn verify(&mut self, blocks: &[Arc<Block>]) -> Vec<Result<(), BlockError>> {
+        let Some(cache) = self.verdicts.clone() else {
+            self.stats.verified += blocks.len() as u64;
+            return self.verify_all(blocks);
+        };
+        let mut verdicts = cache.get_all(blocks);
+        let missing: Vec<Arc<Block>> = blocks
+            .iter()
+            .zip(&verdicts)
+            .filter(|(_, v)| v.is_none())
+            .map(|(b, _)| b.clone())
+            .collect();
+        self.stats.verified += missing.len() as u64;
+        self.stats.cached_verdicts += (blocks.len() - missing.len()) as u64;
+        let checked = self.verify_all(&missing);
+        cache.insert_all(missing.iter().zip(&checked));
+        let mut checked = checked.into_iter();
+        verdicts
+            .iter_mut()
+            .map(|v| match v.take() {
+                Some(verdict) => verdict,
+                None => checked.next().expect("one check per missing verdict"),
+            })
+            .collect()
+    }
+
     /// Checks signatures with the strict rules, on all cores for larger batches. Authors' keys
     /// are decompressed and checked for weakness once, then cached.
-    fn verify(&mut self, blocks: &[Block]) -> Vec<Result<(), BlockError>> {
+    fn verify_all(&mut self, blocks: &[Arc<Block>]) -> Vec<Result<(), BlockError>> {
         if self.keys.len() > MAX_CACHED_KEYS {
             self.keys.clear();
         }
@@ -535,7 +590,7 @@ impl Kernel {
                 .or_insert_with(|| author.verifying_key());
         }
         let keys = &self.keys;
-        let check = |block: &Block| {
+        let check = |block: &Arc<Block>| {
             let key = keys[&block.author()].as_ref().map_err(Clone::clone)?;
             identity::verify_with(key, &block.id(), block.signature())
         };
@@ -551,7 +606,7 @@ impl Kernel {
     /// # Errors
     /// Only [`Error::Store`].
     pub fn poll(&mut self) -> Result<Report, Error> {
-        self.dispatch(std::iter::empty())
+        self.dispatch_shared(std::iter::empty())
     }
 
     /// When the next held block's time comes, if any block is held.
@@ -619,7 +674,7 @@ impl Kernel {
 
     /// Places a verified block: held, orphaned, refused for its link, a fork proof, or into C
     /// (and then stitches in the orphans that waited for it).
-    fn admit(&mut self, block: Block, now: u64, run: &mut Run) {
+    fn admit(&mut self, block: Arc<Block>, now: u64, run: &mut Run) {
         let mut work = vec![block];
         while let Some(block) = work.pop() {
             let id = block.id();
@@ -665,7 +720,7 @@ impl Kernel {
             if (seq as usize) < feed_len {
                 let feed = &self.index.feeds[&author];
                 let existing = self.index.blocks[&feed.ids[seq as usize]].clone();
-                let proof = Arc::new(block);
+                let proof = block;
                 for removed in self.index.freeze(&author, seq) {
                     self.fold.status.remove(&removed.id());
                     run.touch(key_of(&removed));

@@ -117,11 +117,19 @@ pub struct PeerStats {
 struct Peer {
     /// Highest seq per feed the peer is known to hold (from its heads, or what we exchanged).
     known: BTreeMap<PublicKey, u64>,
+    /// The want in flight per feed: (from_seq asked, tick when asked). A heads message does not
+    /// ask again for what is already asked, so a periodic heads exchange during a long
+    /// catch-up does not start a second transfer of the same blocks. A want unanswered for
+    /// [`WANT_TICKS`] ticks counts as lost and may be asked again.
+    pending: BTreeMap<PublicKey, (u64, u64)>,
     stats: PeerStats,
 }
 
 /// Most feeds remembered per peer: the map grows from the peer's own claims, so it is capped.
 const MAX_KNOWN_FEEDS: usize = 1 << 16;
+
+/// Ticks after which an unanswered want counts as lost.
+const WANT_TICKS: u64 = 2;
 
 impl Peer {
     fn knows(&mut self, author: PublicKey, seq: u64) {
@@ -142,6 +150,8 @@ impl Peer {
 pub struct Protocol<P> {
     config: Config,
     peers: BTreeMap<P, Peer>,
+    /// Calls to [`Protocol::tick`]: the machine's only notion of time.
+    ticks: u64,
 }
 
 impl<P: Ord + Clone> Default for Protocol<P> {
@@ -156,6 +166,7 @@ impl<P: Ord + Clone> Protocol<P> {
         Self {
             config,
             peers: BTreeMap::new(),
+            ticks: 0,
         }
     }
 
@@ -193,6 +204,7 @@ impl<P: Ord + Clone> Protocol<P> {
 
     /// Anti-entropy: re-sends the local heads to every peer.
     pub fn tick(&mut self, kernel: &Kernel) -> Vec<Output<P>> {
+        self.ticks += 1;
         let peers: Vec<P> = self.peers.keys().cloned().collect();
         peers.iter().flat_map(|p| self.heads(kernel, p)).collect()
     }
@@ -298,10 +310,14 @@ impl<P: Ord + Clone> Protocol<P> {
             if kernel.is_tombstoned(&head.author) {
                 continue;
             }
-            if ours.is_none_or(|h| h.seq < head.seq) {
+            let from_seq = ours.map_or(0, |h| h.seq + 1);
+            let asked = peer.pending.get(&head.author).is_some_and(|&(seq, tick)| {
+                seq == from_seq && self.ticks.saturating_sub(tick) < WANT_TICKS
+            });
+            if ours.is_none_or(|h| h.seq < head.seq) && !asked {
                 wants.push(Want {
                     author: head.author,
-                    from_seq: ours.map_or(0, |h| h.seq + 1),
+                    from_seq,
                 });
             }
         }
@@ -312,7 +328,15 @@ impl<P: Ord + Clone> Protocol<P> {
         out
     }
 
-    fn wants_to(&self, to: &P, wants: Vec<Want>) -> Vec<Output<P>> {
+    fn wants_to(&mut self, to: &P, wants: Vec<Want>) -> Vec<Output<P>> {
+        if let Some(peer) = self.peers.get_mut(to) {
+            for want in &wants {
+                if peer.pending.len() < MAX_KNOWN_FEEDS || peer.pending.contains_key(&want.author) {
+                    peer.pending
+                        .insert(want.author, (want.from_seq, self.ticks));
+                }
+            }
+        }
         wants
             .chunks(self.config.limits.max_wants.max(1))
             .map(|page| Output::Send {
@@ -382,11 +406,7 @@ impl<P: Ord + Clone> Protocol<P> {
             .keys()
             .map(|a| (*a, kernel.head(a).map(|h| h.seq)))
             .collect();
-        let report = kernel.dispatch(
-            blocks
-                .into_iter()
-                .map(|b| Arc::try_unwrap(b).unwrap_or_else(|shared| (*shared).clone())),
-        )?;
+        let report = kernel.dispatch_shared(blocks)?;
         let mut out = self.penalise(from, report.invalid() as u32);
         if out.is_empty() {
             // Still behind this peer on a feed this batch advanced? Ask for the next batch.

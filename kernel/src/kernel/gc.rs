@@ -19,9 +19,9 @@ impl Kernel {
     /// Computes a block's expiry (the earliest any slice gives) and sets its timer; a block
     /// that expired before the last garbage collection enters already collected, so digests
     /// stay defined as of that collection.
-    pub(super) fn schedule(&mut self, block: Block, run: &mut Run) -> Arc<Block> {
+    pub(super) fn schedule(&mut self, block: Arc<Block>, run: &mut Run) -> Arc<Block> {
         if block.body().is_none() {
-            return Arc::new(block);
+            return block;
         }
         match self.expiry_of(&block) {
             Some(time) if time <= self.gc_time => {
@@ -31,9 +31,9 @@ impl Kernel {
             Some(time) => {
                 self.expiry.insert((time, block.id()));
                 run.timers.push((time, block.id()));
-                Arc::new(block)
+                block
             }
-            None => Arc::new(block),
+            None => block,
         }
     }
 
@@ -92,10 +92,9 @@ impl Kernel {
     }
 
     /// Puts the body of `block` back into the held header and re-folds from it.
-    pub(super) fn restore_body(&mut self, block: Block, run: &mut Run) {
-        let id = block.id();
-        let author = block.author();
-        let full = Arc::new(block);
+    pub(super) fn restore_body(&mut self, full: Arc<Block>, run: &mut Run) {
+        let id = full.id();
+        let author = full.author();
         if let Some(time) = self.expiry_of(&full) {
             self.expiry.insert((time, id));
             run.timers.push((time, id));

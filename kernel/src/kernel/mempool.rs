@@ -2,6 +2,7 @@
 //! in the future. Bounded by count and bytes; the oldest arrival is evicted first.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 
 use crate::block::{Block, BlockId};
 
@@ -9,7 +10,7 @@ use crate::block::{Block, BlockId};
 const BLOCK_OVERHEAD: usize = 192;
 
 struct Pooled {
-    block: Block,
+    block: Arc<Block>,
     held_until: Option<u64>,
 }
 
@@ -55,19 +56,19 @@ impl Mempool {
     }
 
     /// Adds a block whose parent is missing.
-    pub(crate) fn add_orphan(&mut self, block: Block) {
+    pub(crate) fn add_orphan(&mut self, block: Arc<Block>) {
         let parent = block.parent().expect("genesis is never an orphan");
         self.children.entry(parent).or_default().push(block.id());
         self.insert(block, None);
     }
 
     /// Adds a block dated after `until - skew`, to be released at `until`.
-    pub(crate) fn hold(&mut self, block: Block, until: u64) {
+    pub(crate) fn hold(&mut self, block: Arc<Block>, until: u64) {
         self.due.insert((until, block.id()));
         self.insert(block, Some(until));
     }
 
-    fn insert(&mut self, block: Block, held_until: Option<u64>) {
+    fn insert(&mut self, block: Arc<Block>, held_until: Option<u64>) {
         let id = block.id();
         self.bytes += cost(&block);
         self.blocks.insert(id, Pooled { block, held_until });
@@ -87,7 +88,7 @@ impl Mempool {
         }
     }
 
-    fn remove(&mut self, id: &BlockId) -> Option<Block> {
+    fn remove(&mut self, id: &BlockId) -> Option<Arc<Block>> {
         let pooled = self.blocks.remove(id)?;
         self.bytes -= cost(&pooled.block);
         match pooled.held_until {
@@ -108,7 +109,7 @@ impl Mempool {
     }
 
     /// Takes the orphans waiting for `parent`.
-    pub(crate) fn take_children(&mut self, parent: &BlockId) -> Vec<Block> {
+    pub(crate) fn take_children(&mut self, parent: &BlockId) -> Vec<Arc<Block>> {
         let Some(ids) = self.children.remove(parent) else {
             return Vec::new();
         };
@@ -122,7 +123,7 @@ impl Mempool {
     }
 
     /// Takes the held blocks whose release time is at or before `now`.
-    pub(crate) fn take_due(&mut self, now: u64) -> Vec<Block> {
+    pub(crate) fn take_due(&mut self, now: u64) -> Vec<Arc<Block>> {
         let due: Vec<(u64, BlockId)> = self
             .due
             .range(..=(now, BlockId([0xff; 32])))
@@ -175,13 +176,13 @@ mod tests {
     use super::*;
     use crate::identity::Identity;
 
-    fn chain(n: usize) -> Vec<Block> {
+    fn chain(n: usize) -> Vec<Arc<Block>> {
         let identity = Identity::from_secret([3; 32]);
         let mut feed = crate::Feed::new();
         for i in 0..n {
             feed.append(&identity, vec![i as u8], 1000 + i as u64);
         }
-        feed.into_blocks()
+        feed.into_blocks().into_iter().map(Arc::new).collect()
     }
 
     #[test]
