@@ -1,0 +1,158 @@
+//! After quiescence: garbage collection at one common time, the invariant checks, and the
+//! report.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use blockend_kernel::Digest;
+
+use super::{Role, Simulation, EPOCH_MS};
+use crate::error::Error;
+use crate::report::{peak_memory_bytes, PerPeer, Percentiles, Report};
+
+impl Simulation {
+    pub(crate) fn finish(mut self, started: Instant) -> Result<Report, Error> {
+        // Digests are defined as of the last gc(t): collect everywhere at the same time.
+        let now = EPOCH_MS + self.now_ms();
+        for peer in &mut self.peers {
+            if let Some(kernel) = peer.kernel.as_mut().filter(|_| peer.online) {
+                kernel.gc(now)?;
+            }
+        }
+        let mut violations: Vec<String> = self.counters.create_failures.clone();
+        let honest: Vec<usize> = (0..self.peers.len())
+            .filter(|&p| self.peers[p].role == Role::Honest && self.peers[p].online)
+            .collect();
+        // Equal set_hash => equal digests; without capacity pressure, one set_hash.
+        let mut by_set: BTreeMap<Digest, (usize, Vec<(String, Digest)>)> = BTreeMap::new();
+        for &p in &honest {
+            let Some(kernel) = self.peers[p].kernel.as_ref() else {
+                continue;
+            };
+            let set = kernel.set_hash();
+            let digests = kernel.digests();
+            self.trace.bytes(&set.0);
+            match by_set.get(&set) {
+                Some((first, seen)) if *seen != digests => violations.push(format!(
+                    "peers {first} and {p} hold the same blocks (set_hash {}) but their digests differ",
+                    set.to_hex()
+                )),
+                Some(_) => {}
+                None => {
+                    by_set.insert(set, (p, digests));
+                }
+            }
+        }
+        let pressure = self.scenario.capacity_bytes.is_some();
+        if !pressure && by_set.len() > 1 {
+            let firsts: Vec<String> = by_set.values().map(|(p, _)| p.to_string()).collect();
+            violations.push(format!(
+                "honest peers ended with {} different block sets (e.g. peers {})",
+                by_set.len(),
+                firsts
+                    .iter()
+                    .take(4)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        // No honest block lost while capacity allows; who converged, and when.
+        let first = self.tracked.first_created.unwrap_or(0);
+        let mut times = Vec::new();
+        let mut missing_peers = 0;
+        let mut example = None;
+        for &p in &honest {
+            let Some(kernel) = self.peers[p].kernel.as_ref() else {
+                continue;
+            };
+            let missing = self
+                .tracked
+                .blocks
+                .iter()
+                .filter(|b| !kernel.contains(&b.id()))
+                .count();
+            if missing == 0 {
+                times.push(self.peers[p].last_gain.saturating_sub(first) / 1_000);
+            } else {
+                missing_peers += 1;
+                example.get_or_insert((p, missing));
+            }
+        }
+        if let Some((p, missing)) = example.filter(|_| !pressure) {
+            violations.push(format!(
+                "{missing_peers} honest peers lack honest blocks (peer {p} lacks {missing} of {})",
+                self.tracked.blocks.len()
+            ));
+        }
+        let mut curve: Vec<(u64, f64)> = Vec::new();
+        {
+            let mut sorted = times.clone();
+            sorted.sort_unstable();
+            let total = honest.len().max(1) as f64;
+            for (i, t) in sorted.iter().enumerate() {
+                let fraction = (i + 1) as f64 / total;
+                match curve.last_mut() {
+                    Some(last) if last.0 == *t => last.1 = fraction,
+                    _ => curve.push((*t, fraction)),
+                }
+            }
+        }
+        let n = self.peers.len();
+        let blocks = self.tracked.blocks.len();
+        let rmr = if blocks == 0 || n < 2 {
+            0.0
+        } else {
+            self.tracked.deliveries as f64 / (blocks as f64 * (n - 1) as f64) - 1.0
+        };
+        let last_delivery_hop = self
+            .tracked
+            .hops
+            .iter()
+            .copied()
+            .filter(|h| *h != super::NO_HOP)
+            .max()
+            .unwrap_or(0);
+        let storage = PerPeer::of(honest.iter().filter_map(|&p| {
+            let stats = self.peers[p].kernel.as_ref()?.stats();
+            Some(stats.own_bytes + stats.other_bytes)
+        }));
+        let converged_peers = times.len();
+        let summary = format!(
+            "{converged_peers} of {} honest peers converged; virtual {} ms; {} violations",
+            honest.len(),
+            self.now_ms(),
+            violations.len()
+        );
+        let report = Report {
+            scenario: self.scenario.name.clone(),
+            seed: self.scenario.seed,
+            peers: n,
+            honest_peers: honest.len(),
+            blocks,
+            quiescent: self.quiescent,
+            converged_peers,
+            convergence_ms: Percentiles::of(&mut times),
+            writing_ms: self.tracked.last_created.saturating_sub(first) / 1_000,
+            virtual_ms: self.now_ms(),
+            messages_per_peer: PerPeer::of(self.peers.iter().map(|p| p.sent_messages)),
+            bytes_per_peer: PerPeer::of(self.peers.iter().map(|p| p.sent_bytes)),
+            deliveries: self.tracked.deliveries,
+            rmr,
+            last_delivery_hop,
+            storage_bytes_per_peer: storage,
+            rejections: self.counters.rejections.clone(),
+            lost_messages: self.counters.lost,
+            partitioned_messages: self.counters.dropped_partition,
+            events: self.trace.events(),
+            trace_hash: self.trace.finish(),
+            violations,
+            reproduce: self.command(),
+            curve,
+            wall_ms: started.elapsed().as_millis() as u64,
+            peak_memory_bytes: peak_memory_bytes(),
+        };
+        self.progress.end(&summary);
+        Ok(report)
+    }
+}

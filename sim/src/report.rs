@@ -1,0 +1,282 @@
+//! What a run measured: the JSON report and the convergence plot.
+
+use serde::Serialize;
+
+/// Counters the engine keeps while it runs.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub rejections: Rejections,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub dropped_partition: u64,
+    pub dropped_offline: u64,
+    /// Blocks newly counted anywhere, honest blocks created, scripted changes: for quiescence.
+    pub activity: u64,
+    pub wants: u64,
+    pub create_failures: Vec<String>,
+}
+
+impl Counters {
+    pub(crate) fn new(_peers: usize) -> Self {
+        Self::default()
+    }
+}
+
+/// What honest peers refused, summed over them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Rejections {
+    /// Blocks with a bad signature or key (forged).
+    pub invalid_signature: u64,
+    /// Blocks over the body size limit.
+    pub too_large: u64,
+    /// Other intrinsically invalid blocks (bad link to the parent, time before parent).
+    pub invalid_other: u64,
+    /// Messages that did not decode (malformed or over the message size limit).
+    pub malformed_messages: u64,
+    /// Fork proofs found (one per peer that found one).
+    pub forks: u64,
+    /// Blocks refused because their feed is frozen by a fork.
+    pub frozen: u64,
+    /// Blocks a slice rejected in the current state.
+    pub state_rejected: u64,
+    /// Connections dropped because a peer sent too many invalid blocks or messages.
+    pub disconnects: u64,
+    /// Duplicate arrivals (cost a lookup each; floods show here).
+    pub duplicates: u64,
+}
+
+/// Three points of a distribution.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles of `values` (sorted here).
+    pub fn of(values: &mut [u64]) -> Self {
+        values.sort_unstable();
+        let at = |q: f64| -> u64 {
+            if values.is_empty() {
+                return 0;
+            }
+            let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+            values[rank - 1]
+        };
+        Self {
+            p50: at(0.50),
+            p99: at(0.99),
+            max: values.last().copied().unwrap_or(0),
+        }
+    }
+}
+
+/// Mean and largest value over peers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct PerPeer {
+    /// Mean over peers.
+    pub mean: f64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl PerPeer {
+    /// Summarises `values`.
+    pub fn of(values: impl IntoIterator<Item = u64>) -> Self {
+        let (mut sum, mut count, mut max) = (0u128, 0u64, 0u64);
+        for v in values {
+            sum += u128::from(v);
+            count += 1;
+            max = max.max(v);
+        }
+        Self {
+            mean: if count == 0 {
+                0.0
+            } else {
+                sum as f64 / count as f64
+            },
+            max,
+        }
+    }
+}
+
+/// The result of a run, printed as one JSON line.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Report {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The seed.
+    pub seed: u64,
+    /// Peers simulated.
+    pub peers: usize,
+    /// Honest peers online at the end (the ones checked).
+    pub honest_peers: usize,
+    /// Honest blocks written.
+    pub blocks: usize,
+    /// Whether the swarm went quiet before `max_time_ms`.
+    pub quiescent: bool,
+    /// Honest peers holding every honest block at the end.
+    pub converged_peers: usize,
+    /// Virtual ms from the first honest block until each converged peer held every honest
+    /// block.
+    pub convergence_ms: Percentiles,
+    /// Virtual ms from the first to the last honest block written.
+    pub writing_ms: u64,
+    /// Virtual time at the end of the run, ms.
+    pub virtual_ms: u64,
+    /// Messages sent per peer.
+    pub messages_per_peer: PerPeer,
+    /// Bytes sent per peer (framing included).
+    pub bytes_per_peer: PerPeer,
+    /// Arrivals of honest blocks at peers, duplicates included.
+    pub deliveries: u64,
+    /// Relative message redundancy: deliveries / (blocks x (peers - 1)) - 1. Zero is a
+    /// perfect tree; plain flooding over k connections is about k - 1.
+    pub rmr: f64,
+    /// Largest hop count at which a peer first counted an honest block.
+    pub last_delivery_hop: u16,
+    /// Bytes each honest peer's kernel holds (as counted for retention).
+    pub storage_bytes_per_peer: PerPeer,
+    /// What honest peers refused.
+    pub rejections: Rejections,
+    /// Messages lost by the loss model.
+    pub lost_messages: u64,
+    /// Messages dropped by a partition.
+    pub partitioned_messages: u64,
+    /// Events the engine ran.
+    pub events: u64,
+    /// blake3 over every event, in order: equal for equal scenario and seed.
+    pub trace_hash: String,
+    /// Invariants broken after quiescence (empty when the run passed).
+    pub violations: Vec<String>,
+    /// The command line that reproduces the run.
+    pub reproduce: String,
+    /// Fraction of converged honest peers over virtual time: (ms, fraction), for the plot.
+    #[serde(skip)]
+    pub curve: Vec<(u64, f64)>,
+    /// Wall-clock time of the run, ms (not deterministic).
+    pub wall_ms: u64,
+    /// Peak resident memory of the process (VmHWM), bytes; 0 where unknown.
+    pub peak_memory_bytes: u64,
+}
+
+impl Report {
+    /// The report without its wall-clock measurements: what two runs with the same seed must
+    /// agree on.
+    pub fn deterministic(&self) -> Self {
+        Self {
+            wall_ms: 0,
+            peak_memory_bytes: 0,
+            ..self.clone()
+        }
+    }
+
+    /// The report as one JSON line.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a report serialises")
+    }
+
+    /// An SVG plot of the fraction of converged honest peers over virtual time.
+    pub fn svg(&self) -> String {
+        let (w, h, left, bottom, top, right) = (640.0, 360.0, 60.0, 40.0, 30.0, 20.0);
+        let end = self
+            .curve
+            .last()
+            .map_or(1, |(t, _)| *t)
+            .max(self.convergence_ms.max)
+            .max(1) as f64;
+        let x = |t: u64| left + (t as f64 / end) * (w - left - right);
+        let y = |f: f64| top + (1.0 - f) * (h - top - bottom);
+        let mut points = format!("{:.1},{:.1}", x(0), y(0.0));
+        let mut last = 0.0;
+        for &(t, f) in &self.curve {
+            points.push_str(&format!(
+                " {:.1},{:.1} {:.1},{:.1}",
+                x(t),
+                y(last),
+                x(t),
+                y(f)
+            ));
+            last = f;
+        }
+        points.push_str(&format!(" {:.1},{:.1}", x(end as u64), y(last)));
+        format!(
+            r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="{w}" height="{h}" fill="white"/>
+<text x="{left}" y="18">{name}: {conv} of {honest} honest peers converged (seed {seed}, {peers} peers)</text>
+<line x1="{left}" y1="{y0}" x2="{xr}" y2="{y0}" stroke="black"/>
+<line x1="{left}" y1="{y0}" x2="{left}" y2="{y1}" stroke="black"/>
+<text x="{xl}" y="{y1t}" text-anchor="end">100%</text>
+<text x="{xl}" y="{y0t}" text-anchor="end">0%</text>
+<text x="{left}" y="{yb}">0 ms</text>
+<text x="{xr}" y="{yb}" text-anchor="end">{end} ms (virtual, from the first block)</text>
+<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{points}"/>
+</svg>
+"##,
+            name = xml(&self.scenario),
+            conv = self.converged_peers,
+            honest = self.honest_peers,
+            seed = self.seed,
+            peers = self.peers,
+            y0 = y(0.0),
+            y1 = y(1.0),
+            xr = w - right,
+            xl = left - 6.0,
+            y1t = y(1.0) + 4.0,
+            y0t = y(0.0) + 4.0,
+            yb = h - 12.0,
+            end = end as u64,
+        )
+    }
+}
+
+fn xml(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Peak resident memory of this process (VmHWM in /proc/self/status), in bytes; 0 where the
+/// file does not exist.
+pub fn peak_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|line| {
+                let kb = line.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?;
+                kb.trim().parse::<u64>().ok()
+            })
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let mut values: Vec<u64> = (1..=100).rev().collect();
+        assert_eq!(
+            Percentiles::of(&mut values),
+            Percentiles {
+                p50: 50,
+                p99: 99,
+                max: 100
+            }
+        );
+        assert_eq!(Percentiles::of(&mut []), Percentiles::default());
+    }
+
+    #[test]
+    fn peak_memory_is_read_on_linux() {
+        if std::path::Path::new("/proc/self/status").exists() {
+            assert!(peak_memory_bytes() > 0);
+        }
+    }
+}
