@@ -62,5 +62,8 @@ fn flooding_oversized_and_malformed_peers_are_refused() {
             _ => r.malformed_messages,
         };
         assert!(count > 0, "{kind}: nothing counted as {refused}");
+        if kind == "malformed" {
+            assert!(r.disconnects > 0, "no honest peer dropped the junk sender");
+        }
     }
 }

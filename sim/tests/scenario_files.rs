@@ -94,3 +94,31 @@ fn a_bad_scenario_is_one_clear_error() {
         .to_string()
         .starts_with("cannot read scenario no/such/file.toml"));
 }
+
+#[test]
+fn a_failing_run_names_the_command_that_reproduces_it() {
+    // Stopped 20 ms after the only block is written: most peers cannot have it yet.
+    let dir = std::env::temp_dir();
+    let file = dir.join(format!("blockend-sim-failing-{}.toml", std::process::id()));
+    std::fs::write(
+        &file,
+        "name = \"cut-short\"\npeers = 20\nmax_time_ms = 1020\n[workload]\nstart_ms = 1000\ninterval_ms = 1\n",
+    )
+    .expect("temp file");
+    let error = cli::run(&Args {
+        scenario: file.clone(),
+        seed: Some(5),
+        peers: None,
+        svg: Some(dir.join(format!("blockend-sim-failing-{}.svg", std::process::id()))),
+    })
+    .expect_err("cut short before convergence");
+    let expected = format!("blockend sim {} --seed 5 --peers 20", file.display());
+    match error {
+        blockend_sim::Error::Invariant { command, violation } => {
+            assert_eq!(command, expected);
+            assert!(violation.contains("lack honest blocks"), "{violation}");
+        }
+        other => panic!("expected an invariant failure, got {other}"),
+    }
+    let _ = std::fs::remove_file(file);
+}

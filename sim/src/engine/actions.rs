@@ -18,6 +18,9 @@ use crate::topology::PeerId;
 const FLOOD_MESSAGES: usize = 20;
 /// Blocks per replay message.
 const FLOOD_BLOCKS: usize = 32;
+/// Junk messages a malformed adversary sends per connection per heartbeat: enough to pass
+/// the protocol's budget of invalid messages (16) within a few heartbeats.
+const JUNK_MESSAGES: usize = 4;
 /// Forged blocks a forger sends per heartbeat.
 const FORGERIES: usize = 4;
 
@@ -355,11 +358,13 @@ impl Simulation {
     /// Random bytes that do not decode as a message.
     fn malform(&mut self, peer: PeerId) {
         for q in self.links(peer) {
-            let len = self.rng.gen_range(1..256);
-            let mut junk: Vec<u8> = (0..len).map(|_| self.rng.gen()).collect();
-            // A wrong format byte, so the junk never decodes by luck.
-            junk[0] = 0xff;
-            self.send(peer, q, Wire::Bytes(Arc::new(junk)));
+            for _ in 0..JUNK_MESSAGES {
+                let len = self.rng.gen_range(1..256);
+                let mut junk: Vec<u8> = (0..len).map(|_| self.rng.gen()).collect();
+                // A wrong format byte, so the junk never decodes by luck.
+                junk[0] = 0xff;
+                self.send(peer, q, Wire::Bytes(Arc::new(junk)));
+            }
         }
     }
 }
