@@ -1,0 +1,367 @@
+//! The local API: a running node listens on a Unix socket inside its store directory, and the
+//! other `blockend` commands talk to it there, one JSON request line in, JSON lines out.
+//!
+//! Unix socket paths are limited to about 108 bytes. When `DIR/node.sock` would be longer, the
+//! node listens on `$TMPDIR/blockend-<hash of DIR>.sock` instead, says so on stderr, and writes
+//! that path into `DIR/node.sock.path`, where clients look first.
+//!
+//! Requests (`op` names the verb):
+//! `{"op":"append","body":<json>}`, `{"op":"cat","author":"<hex>"|null,"follow":bool}`,
+//! `{"op":"state","slice":"<name>"|null,"follow":bool}`, `{"op":"peers"}`, `{"op":"stats"}`.
+//! Every answer is one or more JSON lines; a failure is one line `{"error":"..."}`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use std::sync::Arc;
+
+use blockend_kernel::{Block, Kernel, PublicKey};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::node::Handle;
+
+/// The socket's file name inside the store directory.
+pub const SOCKET: &str = "node.sock";
+/// Where the socket's path is written when it lives outside the store directory.
+pub const SOCKET_PATH_FILE: &str = "node.sock.path";
+/// Longest socket path used as is (the kernel's limit is 108 bytes with the terminator).
+const MAX_SOCKET_PATH: usize = 100;
+/// Longest request line.
+const MAX_REQUEST: usize = 16 * 1024 * 1024;
+
+/// One request to a running node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Create a block with this body.
+    Append {
+        /// The body, as JSON.
+        body: serde_json::Value,
+    },
+    /// Stored blocks, then (with `follow`) new ones as they arrive.
+    Cat {
+        /// Only this author's feed (hex).
+        author: Option<String>,
+        /// Keep streaming.
+        follow: bool,
+    },
+    /// A slice's state, then (with `follow`) each new state.
+    State {
+        /// The slice (the app's own by default).
+        slice: Option<String>,
+        /// Keep streaming.
+        follow: bool,
+    },
+    /// Connected peers.
+    Peers,
+    /// Counters.
+    Stats,
+}
+
+/// Where the socket for the store in `dir` lives: `DIR/node.sock`, or a short path in the
+/// temp directory when that is too long.
+pub fn socket_path(dir: &Path) -> PathBuf {
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+    let inside = dir.join(SOCKET);
+    if inside.as_os_str().len() <= MAX_SOCKET_PATH {
+        return inside;
+    }
+    let hash = blake3::hash(dir.as_os_str().as_encoded_bytes()).to_hex();
+    std::env::temp_dir().join(format!("blockend-{}.sock", &hash[..16]))
+}
+
+/// The socket a client should try for the store in `dir`.
+fn client_socket_path(dir: &Path) -> PathBuf {
+    match std::fs::read_to_string(dir.join(SOCKET_PATH_FILE)) {
+        Ok(path) if !path.trim().is_empty() => PathBuf::from(path.trim()),
+        _ => socket_path(dir),
+    }
+}
+
+/// A block as the CLI prints it: the body as JSON when it is JSON, else as hex in `body_hex`;
+/// `body` is null for a collected block.
+pub fn block_json(block: &Block) -> serde_json::Value {
+    let mut object = serde_json::json!({
+        "id": block.id().to_hex(),
+        "author": block.author().to_hex(),
+        "parent": block.parent().map(|p| p.to_hex()),
+        "seq": block.seq(),
+        "time": block.time(),
+    });
+    let body = match block.body() {
+        None => serde_json::Value::Null,
+        Some(bytes) => match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(value) => value,
+            Err(_) => {
+                object["body_hex"] = hex::encode(bytes).into();
+                serde_json::Value::Null
+            }
+        },
+    };
+    object["body"] = body;
+    object
+}
+
+/// Every stored block in feed order, of one author or of all.
+pub fn blocks(kernel: &Kernel, author: Option<PublicKey>) -> Vec<Arc<Block>> {
+    let authors: Vec<PublicKey> = match author {
+        Some(author) => vec![author],
+        None => kernel.heads().into_iter().map(|h| h.author).collect(),
+    };
+    authors
+        .iter()
+        .flat_map(|a| kernel.blocks_from(a, 0, usize::MAX, usize::MAX))
+        .collect()
+}
+
+/// A slice state as `state` prints it: its own top-level fields (or `{"state": ...}` when it
+/// is not an object) plus `digest` and `set_hash`.
+pub fn state_with_digests(
+    kernel: &Kernel,
+    slice: &str,
+    state: serde_json::Value,
+) -> serde_json::Value {
+    let mut object = match state {
+        serde_json::Value::Object(map) => map,
+        other => {
+            let mut map = serde_json::Map::new();
+            map.insert("state".to_owned(), other);
+            map
+        }
+    };
+    let digest = kernel
+        .digest_of(slice)
+        .map(|d| d.to_hex())
+        .unwrap_or_default();
+    object.insert("digest".to_owned(), digest.into());
+    object.insert("set_hash".to_owned(), kernel.set_hash().to_hex().into());
+    serde_json::Value::Object(object)
+}
+
+/// Parses an author given in hex.
+///
+/// # Errors
+/// A one-line message when it is not 64 hex digits.
+pub fn parse_author(hex_key: &str) -> Result<PublicKey, String> {
+    let bytes = hex::decode(hex_key).map_err(|e| format!("author {hex_key:?} is not hex: {e}"))?;
+    let key: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| format!("author {hex_key:?} is not 32 bytes (64 hex digits)"))?;
+    Ok(PublicKey(key))
+}
+
+/// The server side: listens in the store directory until dropped.
+pub struct Server {
+    path: PathBuf,
+    path_file: Option<PathBuf>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds the socket for the store in `dir` and serves `handle` on it.
+    ///
+    /// # Errors
+    /// The socket cannot be bound.
+    pub fn start(dir: &Path, handle: Handle) -> std::io::Result<Server> {
+        let path = socket_path(dir);
+        let mut path_file = None;
+        if !path.starts_with(std::path::absolute(dir)?) {
+            tracing::warn!(
+                "the socket path in {} is over {MAX_SOCKET_PATH} bytes; listening on {} instead",
+                dir.display(),
+                path.display()
+            );
+            let file = dir.join(SOCKET_PATH_FILE);
+            std::fs::write(&file, path.as_os_str().as_encoded_bytes())?;
+            path_file = Some(file);
+        }
+        // A socket file left by a node that crashed: the store lock proves no node runs.
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)?;
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = serve(stream, handle).await {
+                        tracing::debug!(%error, "local API connection ended");
+                    }
+                });
+            }
+        });
+        Ok(Server {
+            path,
+            path_file,
+            task,
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(file) = &self.path_file {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+async fn write_line<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    value: &impl Serialize,
+) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    out.write_all(&line).await
+}
+
+async fn serve(stream: UnixStream, handle: Handle) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read).take(MAX_REQUEST as u64);
+    let mut line = String::new();
+    reader.read_line(&mut line).await?;
+    let request: Request = match serde_json::from_str(&line) {
+        Ok(request) => request,
+        Err(e) => {
+            return write_line(
+                &mut write,
+                &serde_json::json!({ "error": format!("bad request: {e}") }),
+            )
+            .await;
+        }
+    };
+    match answer(request, &handle, &mut write).await {
+        Ok(()) => Ok(()),
+        Err(Failure::Io(e)) => Err(e),
+        Err(Failure::Node(message)) => {
+            write_line(&mut write, &serde_json::json!({ "error": message })).await
+        }
+    }
+}
+
+enum Failure {
+    Io(std::io::Error),
+    Node(String),
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl From<crate::node::Error> for Failure {
+    fn from(e: crate::node::Error) -> Self {
+        Self::Node(e.to_string())
+    }
+}
+
+async fn answer<W: AsyncWrite + Unpin>(
+    request: Request,
+    handle: &Handle,
+    out: &mut W,
+) -> Result<(), Failure> {
+    match request {
+        Request::Append { body } => {
+            let bytes = serde_json::to_vec(&body).map_err(|e| Failure::Node(e.to_string()))?;
+            let block = handle.append(bytes).await?;
+            write_line(out, &block_json(&block)).await?;
+        }
+        Request::Cat { author, follow } => {
+            let author = author
+                .as_deref()
+                .map(parse_author)
+                .transpose()
+                .map_err(Failure::Node)?;
+            // Subscribe first, so nothing falls between the listing and the stream.
+            let mut fresh = handle.subscribe_blocks();
+            let mut seen = BTreeSet::new();
+            for block in handle.blocks(author).await? {
+                seen.insert(block.id());
+                write_line(out, &block_json(&block)).await?;
+            }
+            out.flush().await?;
+            while follow {
+                match fresh.recv().await {
+                    Ok(block) => {
+                        if author.is_some_and(|a| a != block.author()) || !seen.insert(block.id()) {
+                            continue;
+                        }
+                        write_line(out, &block_json(&block)).await?;
+                        out.flush().await?;
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        write_line(out, &serde_json::json!({ "lagged": n })).await?;
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        }
+        Request::State { slice, follow } => {
+            let mut changes = handle.subscribe_changes();
+            let mut last = handle.state(slice.clone()).await?;
+            write_line(out, &last).await?;
+            out.flush().await?;
+            while follow {
+                if changes.changed().await.is_err() {
+                    break;
+                }
+                let state = handle.state(slice.clone()).await?;
+                if state != last {
+                    write_line(out, &state).await?;
+                    out.flush().await?;
+                    last = state;
+                }
+            }
+        }
+        Request::Peers => {
+            for peer in handle.peers().await? {
+                write_line(out, &peer).await?;
+            }
+        }
+        Request::Stats => write_line(out, &handle.stats().await?).await?,
+    }
+    out.flush().await?;
+    Ok(())
+}
+
+/// The client side: connects to the node running on the store in `dir`, if any.
+pub struct Client {
+    stream: UnixStream,
+}
+
+/// What a request to a running node yields: its lines, or the node's one-line error.
+pub type Lines = tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>;
+
+impl Client {
+    /// Connects to the node on the store in `dir`; `None` when no node runs there.
+    pub async fn connect(dir: &Path) -> Option<Client> {
+        let path = client_socket_path(dir);
+        UnixStream::connect(&path)
+            .await
+            .ok()
+            .map(|stream| Client { stream })
+    }
+
+    /// Sends one request; returns the answer's lines.
+    ///
+    /// # Errors
+    /// The socket failed.
+    pub async fn request(self, request: &Request) -> std::io::Result<Lines> {
+        let (read, mut write) = self.stream.into_split();
+        write_line(&mut write, request).await?;
+        write.flush().await?;
+        Ok(BufReader::new(read).lines())
+    }
+}

@@ -1,0 +1,334 @@
+//! The `blockend` verbs. JSON lines on stdout; logs, progress and errors on stderr.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use blockend::api::{self, Client, Request};
+use blockend::node::{self, Stats};
+use blockend::{store, Node, NodeApp, ReadyApp};
+use clap::{Parser, Subcommand};
+use libp2p::Multiaddr;
+
+/// blockend: signed block feeds, deterministic slices, gossip between peers.
+#[derive(Debug, Parser)]
+#[command(name = "blockend", version, about)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a store and its identity; prints {"author": "<hex>"}.
+    Init {
+        /// The store directory.
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+        /// The app the store runs: clock, counter, chat or kv.
+        #[arg(long, default_value = "counter")]
+        app: ReadyApp,
+    },
+    /// Run a node on the store until SIGINT or SIGTERM; prints {"listening": ...} per address.
+    Node {
+        /// The store directory (created when missing).
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+        /// The app (must match the store's; default: the store's, or counter for a new store).
+        #[arg(long)]
+        app: Option<ReadyApp>,
+        /// Address to listen on (repeatable). Default /ip4/0.0.0.0/tcp/0.
+        #[arg(long, value_name = "MULTIADDR")]
+        listen: Vec<Multiaddr>,
+        /// Peer to keep connected (repeatable); redialled with backoff.
+        #[arg(long, value_name = "MULTIADDR")]
+        peer: Vec<Multiaddr>,
+        /// Turn off local discovery with mDNS.
+        #[arg(long)]
+        no_mdns: bool,
+    },
+    /// Create a block; BODY is JSON, or - to read it from stdin. Prints the block.
+    Append {
+        /// The store directory.
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+        /// The body, as JSON (- reads stdin).
+        body: String,
+    },
+    /// Print stored blocks as JSON lines.
+    Cat {
+        /// The store directory.
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+        /// Keep printing new blocks as they arrive (needs a running node).
+        #[arg(long)]
+        follow: bool,
+        /// Only this author's feed (hex).
+        #[arg(long, value_name = "HEX")]
+        author: Option<String>,
+    },
+    /// Print a slice's state with its digest and the store's set_hash.
+    State {
+        /// The store directory.
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+        /// The slice (default: the app's).
+        slice: Option<String>,
+        /// Keep printing each new state (needs a running node).
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Print the running node's connected peers.
+    Peers {
+        /// The store directory.
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+    },
+    /// Print counters: blocks stored, received, sent, rejected, evicted, collected.
+    Stats {
+        /// The store directory.
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+    },
+    /// Run a swarm simulation scenario (TOML); the JSON report is the last line on stdout.
+    Sim {
+        /// The scenario file, e.g. sim/scenarios/one-sender.toml.
+        scenario: PathBuf,
+        /// Overrides the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Overrides the scenario's number of peers.
+        #[arg(long)]
+        peers: Option<usize>,
+        /// Where to write the SVG plot of convergence over time.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Bench {
+    /// Two nodes on loopback TCP: sync N blocks from one to the other.
+    Sync {
+        /// Blocks to sync.
+        #[arg(long, default_value_t = 100_000)]
+        blocks: usize,
+    },
+}
+
+/// Prints one JSON line on stdout.
+pub fn emit(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, value)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Init { store, app } => init(&store, app),
+        Command::Node {
+            store,
+            app,
+            listen,
+            peer,
+            no_mdns,
+        } => run_node(&store, app, listen, peer, !no_mdns).await,
+        Command::Append { store, body } => append(&store, &body).await,
+        Command::Cat {
+            store,
+            follow,
+            author,
+        } => cat(&store, author, follow).await,
+        Command::State {
+            store,
+            slice,
+            follow,
+        } => state(&store, slice, follow).await,
+        Command::Peers { store } => peers(&store).await,
+        Command::Stats { store } => stats(&store).await,
+        Command::Sim {
+            scenario,
+            seed,
+            peers,
+            svg,
+        } => {
+            let args = blockend_sim::cli::Args {
+                scenario,
+                seed,
+                peers,
+                svg,
+            };
+            // The simulator is CPU-bound and synchronous: keep it off the async workers.
+            tokio::task::spawn_blocking(move || blockend_sim::cli::run(&args)).await??;
+            Ok(())
+        }
+        Command::Bench {
+            bench: Bench::Sync { blocks },
+        } => crate::bench::sync(blocks).await,
+    }
+}
+
+fn init(dir: &Path, app: ReadyApp) -> anyhow::Result<()> {
+    let (kernel, _) = store::open(dir, Some(app), true)?;
+    emit(&serde_json::json!({ "author": kernel.author().to_hex() }))?;
+    drop(kernel.close());
+    Ok(())
+}
+
+async fn run_node(
+    dir: &Path,
+    app: Option<ReadyApp>,
+    listen: Vec<Multiaddr>,
+    peers: Vec<Multiaddr>,
+    mdns: bool,
+) -> anyhow::Result<()> {
+    let (kernel, app) = store::open(dir, app, true)?;
+    let mut config = node::Config::default().with_peers(peers).with_mdns(mdns);
+    config.app = app.name().to_owned();
+    if !listen.is_empty() {
+        config = config.with_listen(listen);
+    }
+    let node = Node::spawn(kernel, Arc::new(app), config).await?;
+    let server = api::Server::start(dir, node.handle().clone())
+        .with_context(|| format!("cannot open the local socket for {}", dir.display()))?;
+    for addr in node.handle().listening().await? {
+        emit(&serde_json::json!({ "listening": addr.to_string() }))?;
+    }
+    tracing::info!(peer = %node.handle().peer_id(), app = app.name(), socket = %server.path().display(), "node running");
+    wait_for_signal().await?;
+    tracing::info!("stopping");
+    drop(server);
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+/// Sends a request to the running node and prints every line of the answer; an error line
+/// becomes the command's error.
+async fn relay(client: Client, request: &Request) -> anyhow::Result<()> {
+    let mut lines = client.request(request).await?;
+    while let Some(line) = lines.next_line().await? {
+        if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(&line) {
+            if let (1, Some(serde_json::Value::String(error))) = (map.len(), map.get("error")) {
+                bail!("{error}");
+            }
+        }
+        let mut out = std::io::stdout().lock();
+        out.write_all(line.as_bytes())?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+async fn append(dir: &Path, body: &str) -> anyhow::Result<()> {
+    let text = if body == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the body from stdin")?;
+        text
+    } else {
+        body.to_owned()
+    };
+    let body: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("BODY is not JSON: {e}"))?;
+    if let Some(client) = Client::connect(dir).await {
+        return relay(client, &Request::Append { body }).await;
+    }
+    let (mut kernel, _) = store::open(dir, None, false)?;
+    let result = kernel.create_block(serde_json::to_vec(&body)?);
+    let printed = result.map(|block| emit(&api::block_json(&block)));
+    drop(kernel.close());
+    printed??;
+    Ok(())
+}
+
+async fn cat(dir: &Path, author: Option<String>, follow: bool) -> anyhow::Result<()> {
+    let key = author
+        .as_deref()
+        .map(api::parse_author)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(client) = Client::connect(dir).await {
+        return relay(client, &Request::Cat { author, follow }).await;
+    }
+    let (kernel, _) = store::open(dir, None, false)?;
+    for block in api::blocks(&kernel, key) {
+        emit(&api::block_json(&block))?;
+    }
+    drop(kernel.close());
+    if follow {
+        tracing::warn!(
+            "no node is running on {}: nothing more will arrive",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+async fn state(dir: &Path, slice: Option<String>, follow: bool) -> anyhow::Result<()> {
+    if let Some(client) = Client::connect(dir).await {
+        return relay(client, &Request::State { slice, follow }).await;
+    }
+    let (kernel, app) = store::open(dir, None, false)?;
+    let name = slice.unwrap_or_else(|| app.default_slice().to_owned());
+    let result = app
+        .state_json(&kernel, &name)
+        .map(|state| api::state_with_digests(&kernel, &name, state));
+    drop(kernel.close());
+    let Some(state) = result else {
+        bail!("no slice {name:?} in app {}", app.name());
+    };
+    emit(&state)?;
+    if follow {
+        tracing::warn!(
+            "no node is running on {}: the state will not change",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+async fn peers(dir: &Path) -> anyhow::Result<()> {
+    if let Some(client) = Client::connect(dir).await {
+        return relay(client, &Request::Peers).await;
+    }
+    if !store::exists(dir) {
+        store::app_of(dir)?;
+    }
+    tracing::warn!("no node is running on {}: no peers", dir.display());
+    Ok(())
+}
+
+async fn stats(dir: &Path) -> anyhow::Result<()> {
+    if let Some(client) = Client::connect(dir).await {
+        return relay(client, &Request::Stats).await;
+    }
+    let (kernel, _) = store::open(dir, None, false)?;
+    let counters = kernel.stats();
+    drop(kernel.close());
+    let stats = Stats {
+        blocks_stored: counters.blocks,
+        evicted: counters.evicted_blocks,
+        collected: counters.collected,
+        ..Stats::default()
+    };
+    emit(&stats)
+}

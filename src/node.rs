@@ -1,0 +1,473 @@
+//! The libp2p node: a kernel on a thread of its own, and a swarm that carries the kernel's sync
+//! protocol (request-response) and pushes new blocks live (gossipsub).
+//!
+//! Two actors joined by bounded channels:
+//! - the **kernel actor** (a dedicated OS thread, because RocksDB calls block) owns the
+//!   [`Kernel`] and the sync [`Protocol`](blockend_kernel::sync::Protocol), and answers the
+//!   local API;
+//! - the **network actor** (a tokio task) owns the libp2p swarm: TCP (or the in-memory
+//!   transport in tests) with noise and yamux; gossipsub; request-response for sync; identify;
+//!   mDNS; connection limits and a block list.
+//!
+//! Inbound network data goes to the kernel with `try_send`: when the kernel's queue is full the
+//! message is dropped and counted (anti-entropy repairs the loss), so the network actor never
+//! waits on the kernel. Connection events are never dropped.
+//!
+//! Gossip validation follows DESIGN.md "Drivers": an intrinsic fault (decoding, signature, body
+//! hash, size, link) is `Reject` and counts against the peer that forwarded it; a valid block
+//! is `Accept`; anything not decidable at once (orphan, held, rejected by a slice in the current
+//! state) is `Ignore`, so honest relays are never punished. A peer whose invalid blocks and
+//! malformed messages pass [`Config::max_invalid`] is disconnected and banned for
+//! [`Config::ban`]. The gossipsub message id is blake3 of the whole encoded block (DESIGN.md),
+//! not the block id, so a forged copy cannot shadow the honest block in gossipsub's seen-cache.
+//!
+//! Own blocks are published by gossipsub; when gossipsub has no peer for the topic yet (the
+//! mesh forms at the first heartbeat) they go to every connected peer as a sync push instead.
+//! Blocks that arrive by sync are pushed on by the sync machine to peers not known to hold
+//! them, so a catch-up travels the same way as live traffic.
+
+mod behaviour;
+mod kernel_actor;
+mod network;
+mod stats;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use blockend_kernel::{sync, Block, Kernel, PublicKey};
+use libp2p::{gossipsub, Multiaddr, PeerId};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+pub use behaviour::SYNC_PROTOCOL;
+pub use stats::{reason, PeerCounters, Stats};
+
+use crate::app::NodeApp;
+
+/// Which transport the node speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Transport {
+    /// TCP with noise and yamux (`/ip4/.../tcp/...` addresses).
+    #[default]
+    Tcp,
+    /// libp2p's in-process memory transport (`/memory/N` addresses), for tests.
+    Memory,
+}
+
+/// Node configuration. Defaults suit a node on a LAN; every queue and table is bounded.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// Addresses to listen on. Default `/ip4/0.0.0.0/tcp/0`.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial, and to redial with exponential backoff when the connection drops.
+    pub peers: Vec<Multiaddr>,
+    /// Local discovery with mDNS. Default on.
+    pub mdns: bool,
+    /// The transport. Default TCP.
+    pub transport: Transport,
+    /// The app's name: it names the gossip topic, so nodes of different apps do not mix.
+    pub app: String,
+    /// The sync machine's configuration.
+    pub sync: sync::Config,
+    /// Anti-entropy period: heads are re-sent to every peer, held blocks released and expired
+    /// ones collected this often. Default 2 s.
+    pub tick: Duration,
+    /// Gossipsub heartbeat. Default 1 s (gossipsub's own default).
+    pub heartbeat: Duration,
+    /// Largest gossip message. Default: the kernel's body cap plus 4 KiB (set by the node).
+    pub max_gossip_bytes: usize,
+    /// Invalid blocks and malformed messages tolerated from one peer before it is banned.
+    /// Default 16.
+    pub max_invalid: u32,
+    /// How long a ban lasts. Default 10 minutes.
+    pub ban: Duration,
+    /// Most established connections. Default 128.
+    pub max_connections: u32,
+    /// Depth of the kernel actor's inbound queue. Default 4,096 messages.
+    pub queue: usize,
+    /// Longest wait between redials of an unreachable `--peer`. Default 60 s (first 1 s).
+    pub max_backoff: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: vec!["/ip4/0.0.0.0/tcp/0".parse().expect("a valid multiaddr")],
+            peers: Vec::new(),
+            mdns: true,
+            transport: Transport::Tcp,
+            app: "app".to_owned(),
+            sync: sync::Config::default(),
+            tick: Duration::from_secs(2),
+            heartbeat: Duration::from_secs(1),
+            max_gossip_bytes: 0,
+            max_invalid: 16,
+            ban: Duration::from_secs(600),
+            max_connections: 128,
+            queue: 4096,
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Config {
+    /// Sets the listen addresses.
+    pub fn with_listen(mut self, listen: Vec<Multiaddr>) -> Self {
+        self.listen = listen;
+        self
+    }
+    /// Sets the peers to dial.
+    pub fn with_peers(mut self, peers: Vec<Multiaddr>) -> Self {
+        self.peers = peers;
+        self
+    }
+    /// Turns mDNS on or off.
+    pub fn with_mdns(mut self, mdns: bool) -> Self {
+        self.mdns = mdns;
+        self
+    }
+    /// Sets the transport.
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+    /// Sets the anti-entropy period.
+    pub fn with_tick(mut self, tick: Duration) -> Self {
+        self.tick = tick;
+        self
+    }
+    /// Sets the number of invalid messages tolerated per peer, and the ban length.
+    pub fn with_ban(mut self, max_invalid: u32, ban: Duration) -> Self {
+        self.max_invalid = max_invalid;
+        self.ban = ban;
+        self
+    }
+
+    fn topic(&self) -> gossipsub::IdentTopic {
+        gossipsub::IdentTopic::new(format!("blockend/{}/blocks/1", self.app))
+    }
+}
+
+/// A node failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration cannot be used (a bad address, a transport that failed to build).
+    #[error("{0}")]
+    Config(String),
+    /// The node could not listen on an address.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+    /// The kernel refused the request (a rejected block, a store failure).
+    #[error(transparent)]
+    Kernel(#[from] blockend_kernel::Error),
+    /// The app has no slice of that name.
+    #[error("no slice {0:?} in this app")]
+    UnknownSlice(String),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// A connected peer, as `blockend peers` prints it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerInfo {
+    /// The peer id (base58).
+    pub peer: String,
+    /// The address of the first connection.
+    pub address: String,
+    /// Traffic with the peer.
+    #[serde(flatten)]
+    pub counters: PeerCounters,
+}
+
+/// Requests to the kernel actor.
+enum KernelCmd {
+    Connected(PeerId),
+    Disconnected(PeerId),
+    Sync {
+        peer: PeerId,
+        bytes: Vec<u8>,
+    },
+    Gossip {
+        source: PeerId,
+        id: gossipsub::MessageId,
+        bytes: Vec<u8>,
+    },
+    Tick,
+    Append(Vec<u8>, oneshot::Sender<Result<Arc<Block>, Error>>),
+    State(
+        Option<String>,
+        oneshot::Sender<Result<serde_json::Value, Error>>,
+    ),
+    Blocks(Option<PublicKey>, oneshot::Sender<Vec<Arc<Block>>>),
+    Stats(oneshot::Sender<Stats>),
+    Shutdown,
+}
+
+/// Requests to the network actor.
+enum NetCmd {
+    /// Send a sync message.
+    Send { to: PeerId, bytes: Vec<u8> },
+    /// Publish an own block by gossip (falls back to a sync push to every peer).
+    Publish(Arc<Block>),
+    /// Publish raw bytes on the gossip topic (tests and fault injection).
+    PublishRaw(Vec<u8>),
+    /// The verdict on a gossip message.
+    Validate {
+        source: PeerId,
+        id: gossipsub::MessageId,
+        verdict: gossipsub::MessageAcceptance,
+    },
+    /// Drop the connection and ban the peer for a while.
+    Ban(PeerId),
+    /// Drop the connection.
+    Disconnect(PeerId),
+    /// The connected peers and their addresses.
+    Peers(oneshot::Sender<Vec<(PeerId, Multiaddr)>>),
+    /// The addresses the node listens on, with its peer id.
+    Listening(oneshot::Sender<Vec<Multiaddr>>),
+}
+
+/// A cheap, cloneable handle on a running node.
+#[derive(Clone)]
+pub struct Handle {
+    peer_id: PeerId,
+    author: PublicKey,
+    kernel: mpsc::Sender<KernelCmd>,
+    net: mpsc::Sender<NetCmd>,
+    blocks: broadcast::Sender<Arc<Block>>,
+    changes: watch::Receiver<u64>,
+    stats: Arc<Mutex<Stats>>,
+}
+
+/// A running node: its handle, and the tasks to wait for on shutdown.
+pub struct Node {
+    handle: Handle,
+    shutdown: watch::Sender<bool>,
+    network: tokio::task::JoinHandle<()>,
+    kernel: std::thread::JoinHandle<()>,
+}
+
+impl Node {
+    /// Starts a node around `kernel`: listens on the configured addresses (returns once they
+    /// are bound), dials the configured peers, and runs until [`Node::shutdown`].
+    ///
+    /// The libp2p identity is the kernel's identity, so the peer id names the author.
+    ///
+    /// # Errors
+    /// [`Error::Config`] or [`Error::Listen`] when the swarm cannot be built or bound.
+    pub async fn spawn(
+        kernel: Kernel,
+        app: Arc<dyn NodeApp>,
+        mut config: Config,
+    ) -> Result<Node, Error> {
+        if config.max_gossip_bytes == 0 {
+            config.max_gossip_bytes = kernel.config().max_body_bytes as usize + 4096;
+        }
+        let key = libp2p::identity::Keypair::ed25519_from_bytes(kernel.identity().secret())
+            .map_err(|e| Error::Config(format!("identity: {e}")))?;
+        let peer_id = key.public().to_peer_id();
+        let author = kernel.author();
+        let mut swarm = behaviour::swarm(key, &config)?;
+        for addr in &config.listen {
+            swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        let (kernel_tx, kernel_rx) = mpsc::channel(config.queue);
+        let (net_tx, net_rx) = mpsc::channel(config.queue);
+        let (blocks_tx, _) = broadcast::channel(1024);
+        let (changes_tx, changes_rx) = watch::channel(0);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let stats = Arc::new(Mutex::new(Stats::default()));
+        let handle = Handle {
+            peer_id,
+            author,
+            kernel: kernel_tx.clone(),
+            net: net_tx.clone(),
+            blocks: blocks_tx.clone(),
+            changes: changes_rx,
+            stats: stats.clone(),
+        };
+        let actor = kernel_actor::Actor::new(
+            kernel,
+            app,
+            &config,
+            net_tx,
+            blocks_tx,
+            changes_tx,
+            stats.clone(),
+        );
+        let kernel_thread = std::thread::Builder::new()
+            .name("blockend-kernel".into())
+            .spawn(move || actor.run(kernel_rx))
+            .map_err(|e| Error::Config(format!("kernel thread: {e}")))?;
+        let mut network =
+            network::Network::new(swarm, config.clone(), kernel_tx.clone(), stats, shutdown_rx);
+        network.wait_for_listeners(config.listen.len()).await?;
+        let network = tokio::spawn(network.run(net_rx));
+        let tick = config.tick;
+        let mut ticker_shutdown = shutdown_tx.subscribe();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = ticker_shutdown.changed() => break,
+                    _ = interval.tick() => {
+                        if kernel_tx.send(KernelCmd::Tick).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Node {
+            handle,
+            shutdown: shutdown_tx,
+            network,
+            kernel: kernel_thread,
+        })
+    }
+
+    /// The node's handle.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Stops the network, then the kernel, which closes its store (writing a state snapshot)
+    /// before this returns, so the store can be reopened at once.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.network.await;
+        // Queued requests ahead of it are answered first.
+        let _ = self.handle.kernel.send(KernelCmd::Shutdown).await;
+        let kernel = self.kernel;
+        let _ = tokio::task::spawn_blocking(move || kernel.join()).await;
+    }
+}
+
+impl Handle {
+    /// The node's libp2p peer id (derived from the kernel's identity).
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// The kernel's author key.
+    pub fn author(&self) -> PublicKey {
+        self.author
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> KernelCmd) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.kernel
+            .send(make(tx))
+            .await
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    async fn ask_net<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> NetCmd,
+    ) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.net.send(make(tx)).await.map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Creates, stores and publishes an own block.
+    ///
+    /// # Errors
+    /// [`Error::Kernel`] when no slice takes the body or the store fails.
+    pub async fn append(&self, body: Vec<u8>) -> Result<Arc<Block>, Error> {
+        self.ask(|tx| KernelCmd::Append(body, tx)).await?
+    }
+
+    /// The named slice's state (the app's default slice for `None`) with `digest` and
+    /// `set_hash` added.
+    ///
+    /// # Errors
+    /// [`Error::UnknownSlice`].
+    pub async fn state(&self, slice: Option<String>) -> Result<serde_json::Value, Error> {
+        self.ask(|tx| KernelCmd::State(slice, tx)).await?
+    }
+
+    /// Every stored block, or one author's, in feed order.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`].
+    pub async fn blocks(&self, author: Option<PublicKey>) -> Result<Vec<Arc<Block>>, Error> {
+        self.ask(|tx| KernelCmd::Blocks(author, tx)).await
+    }
+
+    /// The node's counters.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`].
+    pub async fn stats(&self) -> Result<Stats, Error> {
+        self.ask(KernelCmd::Stats).await
+    }
+
+    /// The connected peers with their counters.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`].
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, Error> {
+        let peers = self.ask_net(NetCmd::Peers).await?;
+        let stats = self.stats.lock().expect("stats lock").clone();
+        Ok(peers
+            .into_iter()
+            .map(|(peer, addr)| PeerInfo {
+                peer: peer.to_base58(),
+                address: addr.to_string(),
+                counters: stats
+                    .peers
+                    .get(&peer.to_base58())
+                    .cloned()
+                    .unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// The addresses the node listens on, each ending in `/p2p/<peer id>`.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`].
+    pub async fn listening(&self) -> Result<Vec<Multiaddr>, Error> {
+        self.ask_net(NetCmd::Listening).await
+    }
+
+    /// Blocks as the kernel accepts them (own and received). A reader that falls more than
+    /// 1,024 blocks behind loses the oldest and sees `Lagged`.
+    pub fn subscribe_blocks(&self) -> broadcast::Receiver<Arc<Block>> {
+        self.blocks.subscribe()
+    }
+
+    /// Changes to the state: the value counts dispatches that changed something.
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
+    }
+
+    /// Publishes raw bytes on the gossip topic, bypassing the kernel: for tests and fault
+    /// injection (a forged block, garbage).
+    ///
+    /// # Errors
+    /// [`Error::Stopped`].
+    pub async fn publish_raw(&self, bytes: Vec<u8>) -> Result<(), Error> {
+        self.net
+            .send(NetCmd::PublishRaw(bytes))
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+}

@@ -1,0 +1,227 @@
+//! The libp2p side of a node: the composed behaviour, the sync protocol's codec, and the
+//! transport (TCP or in-memory) with noise and yamux.
+
+use std::io;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::core::transport::MemoryTransport;
+use libp2p::core::upgrade::Version;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{
+    allow_block_list, connection_limits, gossipsub, identify, identity, mdns, noise,
+    request_response, tcp, yamux, StreamProtocol, Swarm, SwarmBuilder, Transport as _,
+};
+
+use super::{Config, Error, Transport};
+
+/// The sync protocol's name on the wire.
+pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/blockend/sync/1");
+
+/// Everything a node speaks.
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    /// Caps on connections (checked first).
+    pub limits: connection_limits::Behaviour,
+    /// Banned peers.
+    pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    /// Live push of new blocks.
+    pub gossipsub: gossipsub::Behaviour,
+    /// The kernel's sync protocol: each request is one encoded `sync::Message`, the response
+    /// an empty acknowledgement.
+    pub sync: request_response::Behaviour<SyncCodec>,
+    /// Exchanges listen addresses and versions.
+    pub identify: identify::Behaviour,
+    /// Local discovery, when enabled.
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+/// Length-delimited by the stream: a request is the bytes of one encoded sync message, read
+/// to the end of the stream with a cap; a response is empty.
+#[derive(Clone, Debug)]
+pub struct SyncCodec {
+    /// Largest request accepted, in bytes.
+    pub max_request_bytes: u64,
+}
+
+#[async_trait]
+impl request_response::Codec for SyncCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = ();
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let mut bytes = Vec::new();
+        io.take(self.max_request_bytes + 1)
+            .read_to_end(&mut bytes)
+            .await?;
+        if bytes.len() as u64 > self.max_request_bytes {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "sync message over the size cap",
+            ));
+        }
+        Ok(bytes)
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<()>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let mut bytes = Vec::new();
+        io.take(1).read_to_end(&mut bytes).await?;
+        Ok(())
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        request: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&request).await?;
+        io.close().await
+    }
+
+    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, _: ()) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.close().await
+    }
+}
+
+/// The gossipsub message id: blake3 of the whole encoded block, so a forged copy (same header,
+/// another signature) never shadows the honest block in gossipsub's seen-cache.
+pub fn message_id(message: &gossipsub::Message) -> gossipsub::MessageId {
+    gossipsub::MessageId::from(blake3::hash(&message.data).as_bytes().to_vec())
+}
+
+fn gossipsub(config: &Config) -> Result<gossipsub::Behaviour, Error> {
+    let gossip = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Anonymous)
+        .validate_messages()
+        .message_id_fn(message_id)
+        .max_transmit_size(config.max_gossip_bytes)
+        .heartbeat_interval(config.heartbeat)
+        .build()
+        .map_err(|e| Error::Config(format!("gossipsub: {e}")))?;
+    let mut behaviour =
+        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, gossip)
+            .map_err(|e| Error::Config(format!("gossipsub: {e}")))?;
+    // Invalid blocks lower a peer's score (P4 = -0.5 x invalid^2): past 10 it falls below the
+    // gossip threshold, past 14 below the publish threshold; graylisting (past 20) comes after
+    // the node's own ban (past `max_invalid`, default 16), which disconnects the peer for a
+    // while. Quiet peers are not punished: feeds are often idle.
+    let topic = gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -0.5,
+        invalid_message_deliveries_decay: 0.9,
+        ..Default::default()
+    };
+    let mut params = gossipsub::PeerScoreParams::default();
+    params.topics.insert(config.topic().hash(), topic);
+    let thresholds = gossipsub::PeerScoreThresholds {
+        gossip_threshold: -50.0,
+        publish_threshold: -100.0,
+        graylist_threshold: -200.0,
+        ..Default::default()
+    };
+    behaviour
+        .with_peer_score(params, thresholds)
+        .map_err(|e| Error::Config(format!("gossipsub scoring: {e}")))?;
+    behaviour
+        .subscribe(&config.topic())
+        .map_err(|e| Error::Config(format!("gossipsub subscribe: {e}")))?;
+    Ok(behaviour)
+}
+
+fn behaviour(key: &identity::Keypair, config: &Config) -> Result<Behaviour, Error> {
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(config.max_connections))
+        .with_max_established_per_peer(Some(2))
+        .with_max_pending_incoming(Some(32))
+        .with_max_pending_outgoing(Some(32));
+    let peer_id = key.public().to_peer_id();
+    let mdns = if config.mdns {
+        let mdns = mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
+            .map_err(|e| Error::Config(format!("mDNS: {e}")))?;
+        Some(mdns)
+    } else {
+        None
+    };
+    let sync = request_response::Behaviour::with_codec(
+        SyncCodec {
+            max_request_bytes: config.sync.limits.max_message_bytes as u64,
+        },
+        [(SYNC_PROTOCOL, request_response::ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(Duration::from_secs(30))
+            .with_max_concurrent_streams(64),
+    );
+    Ok(Behaviour {
+        limits: connection_limits::Behaviour::new(limits),
+        blocked: allow_block_list::Behaviour::default(),
+        gossipsub: gossipsub(config)?,
+        sync,
+        identify: identify::Behaviour::new(identify::Config::new(
+            "/blockend/1.0.0".to_owned(),
+            key.public(),
+        )),
+        mdns: mdns.into(),
+    })
+}
+
+/// Builds the swarm on the configured transport.
+pub fn swarm(key: identity::Keypair, config: &Config) -> Result<Swarm<Behaviour>, Error> {
+    let idle = Duration::from_secs(3600);
+    let behaviour = behaviour(&key, config)?;
+    let builder = SwarmBuilder::with_existing_identity(key.clone()).with_tokio();
+    let swarm = match config.transport {
+        Transport::Tcp => infallible(
+            builder
+                .with_tcp(
+                    tcp::Config::default().nodelay(true),
+                    noise::Config::new,
+                    yamux::Config::default,
+                )
+                .map_err(|e| Error::Config(format!("tcp transport: {e}")))?
+                .with_behaviour(|_| behaviour),
+        )
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build(),
+        Transport::Memory => {
+            let noise = noise::Config::new(&key)
+                .map_err(|e| Error::Config(format!("memory transport: {e}")))?;
+            let transport = MemoryTransport::default()
+                .upgrade(Version::V1)
+                .authenticate(noise)
+                .multiplex(yamux::Config::default())
+                .boxed();
+            infallible(
+                infallible(builder.with_other_transport(|_| transport))
+                    .with_behaviour(|_| behaviour),
+            )
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build()
+        }
+    };
+    Ok(swarm)
+}
+
+fn infallible<T>(result: Result<T, std::convert::Infallible>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(never) => match never {},
+    }
+}

@@ -1,0 +1,425 @@
+//! The network actor: owns the swarm, turns swarm events into kernel requests (never waiting
+//! on the kernel), carries out what the kernel actor asks, and keeps `--peer` connections up
+//! with exponential backoff.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use blockend_kernel::sync::Message;
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, PublishError};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{mdns, request_response, Multiaddr, PeerId, Swarm};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::behaviour::{Behaviour, BehaviourEvent};
+use super::{Config, Error, KernelCmd, NetCmd, Stats};
+
+/// A `--peer` to keep connected.
+struct Target {
+    addr: Multiaddr,
+    peer: Option<PeerId>,
+    /// When to dial next; `None` while connected or dialing.
+    next: Option<Instant>,
+    backoff: Duration,
+}
+
+pub(super) struct Network {
+    swarm: Swarm<Behaviour>,
+    config: Config,
+    topic: IdentTopic,
+    kernel: mpsc::Sender<KernelCmd>,
+    stats: Arc<Mutex<Stats>>,
+    shutdown: watch::Receiver<bool>,
+    listening: Vec<Multiaddr>,
+    connected: BTreeMap<PeerId, Multiaddr>,
+    targets: Vec<Target>,
+    dialing: BTreeMap<ConnectionId, usize>,
+    bans: BTreeMap<PeerId, Instant>,
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+
+impl Network {
+    pub(super) fn new(
+        swarm: Swarm<Behaviour>,
+        config: Config,
+        kernel: mpsc::Sender<KernelCmd>,
+        stats: Arc<Mutex<Stats>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let now = Instant::now();
+        let targets = config
+            .peers
+            .iter()
+            .map(|addr| Target {
+                addr: addr.clone(),
+                peer: addr.iter().find_map(|p| match p {
+                    Protocol::P2p(peer) => Some(peer),
+                    _ => None,
+                }),
+                next: Some(now),
+                backoff: FIRST_BACKOFF,
+            })
+            .collect();
+        Self {
+            swarm,
+            topic: config.topic(),
+            config,
+            kernel,
+            stats,
+            shutdown,
+            listening: Vec::new(),
+            connected: BTreeMap::new(),
+            targets,
+            dialing: BTreeMap::new(),
+            bans: BTreeMap::new(),
+        }
+    }
+
+    /// Drives the swarm until every listener has an address (so the caller can print them),
+    /// or one fails.
+    pub(super) async fn wait_for_listeners(&mut self, count: usize) -> Result<(), Error> {
+        let mut ready = HashSet::new();
+        let deadline = tokio::time::sleep(Duration::from_secs(10));
+        tokio::pin!(deadline);
+        while ready.len() < count {
+            tokio::select! {
+                _ = &mut deadline => {
+                    return Err(Error::Config("timed out waiting for the listeners".into()));
+                }
+                event = self.swarm.select_next_some() => match event {
+                    SwarmEvent::NewListenAddr { listener_id, address } => {
+                        ready.insert(listener_id);
+                        self.listening.push(address);
+                    }
+                    SwarmEvent::ListenerError { error, .. } => {
+                        return Err(Error::Config(format!("listener failed: {error}")));
+                    }
+                    SwarmEvent::ListenerClosed { addresses, reason, .. } => {
+                        let reason = match reason {
+                            Ok(()) => "closed".to_owned(),
+                            Err(e) => e.to_string(),
+                        };
+                        let addr = addresses.first().cloned().unwrap_or(Multiaddr::empty());
+                        return Err(Error::Listen { addr, reason });
+                    }
+                    other => self.on_event(other),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// The actor's loop. Cancel-safe at every await: it stops on shutdown or when the kernel
+    /// actor is gone.
+    pub(super) async fn run(mut self, mut commands: mpsc::Receiver<NetCmd>) {
+        let mut timer = tokio::time::interval(Duration::from_millis(250));
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => break,
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.on_event(event),
+                _ = timer.tick() => self.on_timer(),
+            }
+        }
+    }
+
+    fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
+        self.stats.lock().expect("stats lock")
+    }
+
+    /// Hands a network message to the kernel without waiting: a full queue drops it (counted;
+    /// anti-entropy repairs the loss).
+    fn offer(&mut self, cmd: KernelCmd) -> bool {
+        match self.kernel.try_send(cmd) {
+            Ok(()) => true,
+            Err(_) => {
+                self.stats().dropped += 1;
+                false
+            }
+        }
+    }
+
+    /// Hands a connection event to the kernel; these are never dropped.
+    fn tell(&self, cmd: KernelCmd) {
+        if let Err(mpsc::error::TrySendError::Full(cmd)) = self.kernel.try_send(cmd) {
+            let kernel = self.kernel.clone();
+            tokio::spawn(async move {
+                let _ = kernel.send(cmd).await;
+            });
+        }
+    }
+
+    fn on_command(&mut self, command: NetCmd) {
+        match command {
+            NetCmd::Send { to, bytes } => {
+                if self.connected.contains_key(&to) {
+                    self.swarm.behaviour_mut().sync.send_request(&to, bytes);
+                }
+            }
+            NetCmd::Publish(block) => {
+                let bytes = block.encode();
+                match self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.topic.clone(), bytes)
+                {
+                    Ok(_) | Err(PublishError::Duplicate) => {}
+                    Err(error) => {
+                        // No mesh yet (it forms at the first heartbeat), or queues full: push
+                        // by sync to every connected peer instead.
+                        tracing::debug!(%error, "gossip publish failed; pushing by sync");
+                        let bytes = Message::Blocks(vec![block]).encode();
+                        let peers: Vec<PeerId> = self.connected.keys().copied().collect();
+                        for peer in peers {
+                            {
+                                let mut stats = self.stats();
+                                stats.bytes_sent += bytes.len() as u64;
+                                let counters = stats.peer(&peer);
+                                counters.blocks_sent += 1;
+                                counters.bytes_sent += bytes.len() as u64;
+                            }
+                            self.swarm
+                                .behaviour_mut()
+                                .sync
+                                .send_request(&peer, bytes.clone());
+                        }
+                    }
+                }
+            }
+            NetCmd::PublishRaw(bytes) => {
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.topic.clone(), bytes);
+                if let Err(error) = result {
+                    tracing::debug!(%error, "raw publish failed");
+                }
+            }
+            NetCmd::Validate {
+                source,
+                id,
+                verdict,
+            } => {
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&id, &source, verdict);
+            }
+            NetCmd::Ban(peer) => {
+                if self.swarm.behaviour_mut().blocked.block_peer(peer) {
+                    tracing::warn!(%peer, ban_s = self.config.ban.as_secs(), "banned peer for sending invalid data");
+                    self.stats().banned += 1;
+                }
+                self.bans.insert(peer, Instant::now() + self.config.ban);
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            NetCmd::Disconnect(peer) => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            NetCmd::Peers(reply) => {
+                let peers = self
+                    .connected
+                    .iter()
+                    .map(|(p, a)| (*p, a.clone()))
+                    .collect();
+                let _ = reply.send(peers);
+            }
+            NetCmd::Listening(reply) => {
+                let id = *self.swarm.local_peer_id();
+                let addrs = self
+                    .listening
+                    .iter()
+                    .map(|a| a.clone().with(Protocol::P2p(id)))
+                    .collect();
+                let _ = reply.send(addrs);
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => self.listening.push(address),
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listening.retain(|a| a != &address)
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                if let Some(i) = self.dialing.remove(&connection_id) {
+                    let target = &mut self.targets[i];
+                    target.peer = Some(peer_id);
+                    target.backoff = FIRST_BACKOFF;
+                    target.next = None;
+                }
+                if num_established.get() == 1 {
+                    tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
+                    self.connected
+                        .insert(peer_id, endpoint.get_remote_address().clone());
+                    self.tell(KernelCmd::Connected(peer_id));
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 && self.connected.remove(&peer_id).is_some() {
+                    tracing::info!(peer = %peer_id, "disconnected");
+                    self.tell(KernelCmd::Disconnected(peer_id));
+                    let now = Instant::now();
+                    for target in &mut self.targets {
+                        if target.peer == Some(peer_id) && target.next.is_none() {
+                            target.next = Some(now + target.backoff);
+                        }
+                    }
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                ..
+            } => {
+                if let Some(i) = self.dialing.remove(&connection_id) {
+                    let target = &mut self.targets[i];
+                    tracing::warn!(
+                        "cannot reach {}: {}; retrying in {}s",
+                        target.addr,
+                        one_line(&error.to_string()),
+                        target.backoff.as_secs()
+                    );
+                    target.next = Some(Instant::now() + target.backoff);
+                    target.backoff = (target.backoff * 2).min(self.config.max_backoff);
+                }
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => {
+                let offered = self.offer(KernelCmd::Gossip {
+                    source: propagation_source,
+                    id: message_id.clone(),
+                    bytes: message.data,
+                });
+                if !offered {
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            MessageAcceptance::Ignore,
+                        );
+                }
+            }
+            BehaviourEvent::Sync(request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            }) => {
+                let _ = self.swarm.behaviour_mut().sync.send_response(channel, ());
+                self.offer(KernelCmd::Sync {
+                    peer,
+                    bytes: request,
+                });
+            }
+            BehaviourEvent::Sync(request_response::Event::OutboundFailure {
+                peer, error, ..
+            }) => {
+                tracing::debug!(%peer, %error, "sync message not delivered");
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    if self.connected.contains_key(&peer) || self.bans.contains_key(&peer) {
+                        continue;
+                    }
+                    let opts = DialOpts::peer_id(peer)
+                        .addresses(vec![addr])
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    let _ = self.swarm.dial(opts);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_timer(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.targets.len() {
+            let target = &self.targets[i];
+            let due = target.next.is_some_and(|t| t <= now);
+            let connected = target.peer.is_some_and(|p| self.connected.contains_key(&p));
+            if !due {
+                continue;
+            }
+            if connected {
+                self.targets[i].next = None;
+                continue;
+            }
+            let opts = DialOpts::unknown_peer_id()
+                .address(target.addr.clone())
+                .build();
+            let id = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => {
+                    self.dialing.insert(id, i);
+                    self.targets[i].next = None;
+                }
+                Err(error) => {
+                    let target = &mut self.targets[i];
+                    tracing::warn!(
+                        "cannot dial {}: {}; retrying in {}s",
+                        target.addr,
+                        one_line(&error.to_string()),
+                        target.backoff.as_secs()
+                    );
+                    target.next = Some(now + target.backoff);
+                    target.backoff = (target.backoff * 2).min(self.config.max_backoff);
+                }
+            }
+        }
+        let expired: Vec<PeerId> = self
+            .bans
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in expired {
+            self.bans.remove(&peer);
+            self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+        }
+    }
+}
+
+/// libp2p's dial errors span lines; logs and CLI errors are one line each.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,122 @@
+//! A store directory as the CLI sees it: the RocksDB store (blocks, identity) plus the name of
+//! the app it was created for, in `DIR/app`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use blockend_kernel::store::RocksStore;
+use blockend_kernel::Kernel;
+
+use crate::app::{ReadyApp, UnknownApp};
+
+/// The file in a store directory that names its app.
+pub const APP_FILE: &str = "app";
+
+/// Why a store directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// There is no store in the directory.
+    #[error("no store at {} (create one with `blockend init --store {}`)", path.display(), path.display())]
+    Missing {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The store was created for another app.
+    #[error("the store at {} runs app {stored:?}, not {given:?}", path.display())]
+    AppMismatch {
+        /// The directory.
+        path: PathBuf,
+        /// The app the store remembers.
+        stored: String,
+        /// The app asked for.
+        given: String,
+    },
+    /// The store names an app this binary does not know.
+    #[error("the store at {}: {source}", path.display())]
+    App {
+        /// The directory.
+        path: PathBuf,
+        /// The unknown name.
+        source: UnknownApp,
+    },
+    /// The kernel or its RocksDB store failed to open (locked, foreign, corrupt).
+    #[error(transparent)]
+    Kernel(#[from] blockend_kernel::Error),
+    /// A file operation failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+}
+
+impl From<blockend_kernel::store::StoreError> for Error {
+    fn from(error: blockend_kernel::store::StoreError) -> Self {
+        Self::Kernel(error.into())
+    }
+}
+
+/// Whether `dir` holds a store.
+pub fn exists(dir: &Path) -> bool {
+    dir.join(APP_FILE).is_file()
+}
+
+/// The app a store was created for.
+///
+/// # Errors
+/// [`Error::Missing`] when there is no store, [`Error::App`] for an unknown name.
+pub fn app_of(dir: &Path) -> Result<ReadyApp, Error> {
+    let path = dir.join(APP_FILE);
+    let name = match fs::read_to_string(&path) {
+        Ok(name) => name,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::Missing {
+                path: dir.to_owned(),
+            })
+        }
+        Err(source) => return Err(Error::Io { path, source }),
+    };
+    ReadyApp::from_name(name.trim()).map_err(|source| Error::App {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// Opens the kernel of the store in `dir`. With `create`, a missing store is created for
+/// `app` (default `counter`); otherwise it must exist. A given `app` must match the store's.
+///
+/// # Errors
+/// [`Error::Missing`], [`Error::AppMismatch`], or the kernel's error (a locked store: a node
+/// is running on it).
+pub fn open(dir: &Path, app: Option<ReadyApp>, create: bool) -> Result<(Kernel, ReadyApp), Error> {
+    let app = if exists(dir) {
+        let stored = app_of(dir)?;
+        if let Some(given) = app.filter(|given| *given != stored) {
+            return Err(Error::AppMismatch {
+                path: dir.to_owned(),
+                stored: stored.as_str().to_owned(),
+                given: given.as_str().to_owned(),
+            });
+        }
+        stored
+    } else if create {
+        app.unwrap_or(ReadyApp::Counter)
+    } else {
+        return Err(Error::Missing {
+            path: dir.to_owned(),
+        });
+    };
+    let store = RocksStore::open(dir)?;
+    if !exists(dir) {
+        // Written after RocksDB made the directory a store, so a crash in between leaves a
+        // store without an app file, which `init` or `node --app` completes.
+        let path = dir.join(APP_FILE);
+        fs::write(&path, format!("{}\n", app.as_str()))
+            .map_err(|source| Error::Io { path, source })?;
+    }
+    let kernel = Kernel::builder(&app).with_store(store).open()?;
+    Ok((kernel, app))
+}
