@@ -292,7 +292,10 @@ async fn answer<W: AsyncWrite + Unpin>(
                 write_line(out, &block_json(&block)).await?;
             }
             out.flush().await?;
-            while follow {
+            if !follow {
+                return Ok(());
+            }
+            loop {
                 match fresh.recv().await {
                     Ok(block) => {
                         if author.is_some_and(|a| a != block.author()) || !seen.insert(block.id()) {
@@ -313,7 +316,10 @@ async fn answer<W: AsyncWrite + Unpin>(
             let mut last = handle.state(slice.clone()).await?;
             write_line(out, &last).await?;
             out.flush().await?;
-            while follow {
+            if !follow {
+                return Ok(());
+            }
+            loop {
                 if changes.changed().await.is_err() {
                     break;
                 }

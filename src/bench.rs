@@ -22,7 +22,7 @@ fn kernel(dir: &std::path::Path) -> anyhow::Result<Kernel> {
 }
 
 fn progress(what: &str, done: usize, total: usize) {
-    if total >= 10 && done % (total / 10) == 0 {
+    if total >= 10 && done.is_multiple_of(total / 10) {
         eprintln!("bench: {what} {done}/{total}");
     }
 }

@@ -277,17 +277,15 @@ impl Network {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
-            } => {
-                if num_established == 0 && self.connected.remove(&peer_id).is_some() {
-                    tracing::info!(peer = %peer_id, "disconnected");
-                    self.tell(KernelCmd::Disconnected(peer_id));
-                    let now = Instant::now();
-                    for target in &mut self.targets {
-                        if target.peer == Some(peer_id) && target.next.is_none() {
-                            target.next = Some(now + target.backoff);
-                        }
+            } if self.connected.remove(&peer_id).is_some() => {
+                tracing::info!(peer = %peer_id, "disconnected");
+                self.tell(KernelCmd::Disconnected(peer_id));
+                let now = Instant::now();
+                for target in &mut self.targets {
+                    if target.peer == Some(peer_id) && target.next.is_none() {
+                        target.next = Some(now + target.backoff);
                     }
                 }
             }
