@@ -47,7 +47,14 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let text = format!("{error:#}");
+            // The chain on one line; a cause its parent already quotes is not repeated.
+            let mut text = error.to_string();
+            for cause in error.chain().skip(1) {
+                let cause = cause.to_string();
+                if !text.contains(&cause) {
+                    text = format!("{text}: {cause}");
+                }
+            }
             eprintln!(
                 "blockend: {}",
                 text.split_whitespace().collect::<Vec<_>>().join(" ")

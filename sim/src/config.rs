@@ -179,7 +179,9 @@ pub enum TopologyKind {
 }
 
 /// Parameters of the dissemination model (see the crate docs). The names and defaults are
-/// gossipsub's, so a figure from the simulator can be read against the node's config.
+/// gossipsub's, so a figure from the simulator can be read against the node's config: the node
+/// sets the same mesh bounds (`blockend::node` `MESH` in `src/node/behaviour.rs`); change both
+/// together.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Mesh {

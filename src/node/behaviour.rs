@@ -105,8 +105,17 @@ pub fn message_id(message: &gossipsub::Message) -> gossipsub::MessageId {
     gossipsub::MessageId::from(blake3::hash(&message.data).as_bytes().to_vec())
 }
 
+/// The gossipsub mesh: target degree, and the bounds that trigger grafting and pruning.
+/// `blockend-sim` models live push with the same numbers (`sim::config::Mesh`: `d`, `d_lo`,
+/// `d_hi`, `heartbeat_ms`); change both together.
+pub const MESH: (usize, usize, usize) = (6, 4, 12);
+
 fn gossipsub(config: &Config) -> Result<gossipsub::Behaviour, Error> {
+    let (mesh_n, mesh_n_low, mesh_n_high) = MESH;
     let gossip = gossipsub::ConfigBuilder::default()
+        .mesh_n(mesh_n)
+        .mesh_n_low(mesh_n_low)
+        .mesh_n_high(mesh_n_high)
         .validation_mode(gossipsub::ValidationMode::Anonymous)
         .validate_messages()
         .message_id_fn(message_id)
