@@ -305,6 +305,17 @@ impl Block {
         self.header.author.verify(&self.id, &self.signature)
     }
 
+    /// The structural rules the decoder applies, for blocks built another way
+    /// ([`Block::from_parts`]): genesis, and only genesis, has no parent. Every way into the
+    /// kernel checks them; a block that breaks them is invalid, never a panic.
+    ///
+    /// # Errors
+    /// [`BlockError::Decode`] with [`DecodeError::ParentSeq`].
+    pub fn check_structure(&self) -> Result<(), BlockError> {
+        encode::check_parent_seq(self.header.seq, self.header.parent.is_some())?;
+        Ok(())
+    }
+
     /// A key that tells copies of a block apart even when they share a header: blake3 over
     /// the id and the signature. The id covers the header and, through the body hash, the body,
     /// so this is as discriminating as hashing the whole encoded block. Invalid blocks are

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 pub use gc::GcReport;
-pub use report::{Outcome, Report};
+pub use report::{Outcome, Report, Source};
 pub use verdicts::{VerdictCache, DEFAULT_VERDICTS};
 
 use self::fold::{Fold, Status};
@@ -342,6 +342,11 @@ impl Run {
     fn outcome(&mut self, id: BlockId, outcome: Outcome) {
         self.report.outcomes.push((id, outcome));
     }
+    fn blame(&mut self, source: Option<Source>, id: BlockId) {
+        if let Some(source) = source {
+            self.report.blame.push((source, id));
+        }
+    }
 }
 
 /// The engine: owns the identity, the store and the registered slices.
@@ -429,8 +434,7 @@ impl Kernel {
                 let existing =
                     self.index.blocks[&self.index.feeds[&author].ids[seq as usize]].clone();
                 self.index.freeze(&author, seq);
-                let feed = self.index.feeds.get_mut(&author).expect("feed exists");
-                feed.proof = Some((existing, block));
+                self.index.set_proof(&author, (existing, block));
                 continue;
             }
             let linked = match block.parent() {
@@ -484,7 +488,7 @@ impl Kernel {
         let mut run = Run::default();
         self.release_due(now, &mut run);
         // Our own signature needs no check; the block goes through the same admission path.
-        self.admit(block, now, &mut run);
+        self.admit(block, None, now, &mut run);
         self.fold_run(&mut run);
         let refusal = match self.fold.status.get(&id) {
             Some(Status::Counted) => None,
@@ -506,10 +510,11 @@ impl Kernel {
         Ok(self.index.blocks[&id].clone())
     }
 
-    /// Offers blocks from anywhere (a peer, a file). Each is checked (size, signature with the
-    /// strict rules, link to its parent), admitted to the candidate set, parked in the mempool,
-    /// or refused; then the slices fold what is new, and the dispatch is committed to the store
-    /// as one batch. Signatures of larger batches are checked on all cores.
+    /// Offers blocks from anywhere (a peer, a file). Each is checked (structure, size,
+    /// signature with the strict rules, link to its parent), admitted to the candidate set,
+    /// parked in the mempool, or refused; then the slices fold what is new, and the dispatch is
+    /// committed to the store as one batch. Signatures of larger batches are checked on all
+    /// cores.
     ///
     /// # Errors
     /// Only [`Error::Store`]; everything about the blocks themselves is in the [`Report`].
@@ -527,23 +532,56 @@ impl Kernel {
         &mut self,
         blocks: impl IntoIterator<Item = Arc<Block>>,
     ) -> Result<Report, Error> {
+        self.dispatch_inner(None, blocks)
+    }
+
+    /// [`Kernel::dispatch_shared`] for blocks sent by `source` (a peer, as the driver numbers
+    /// them). The kernel remembers the source of every block that has to wait, and
+    /// [`Report::blame`] names the source of each invalid block, including waiting blocks
+    /// offered earlier and found invalid now.
+    ///
+    /// # Errors
+    /// Only [`Error::Store`]; everything about the blocks themselves is in the [`Report`].
+    pub fn dispatch_from(
+        &mut self,
+        source: Source,
+        blocks: impl IntoIterator<Item = Arc<Block>>,
+    ) -> Result<Report, Error> {
+        self.dispatch_inner(Some(source), blocks)
+    }
+
+    fn dispatch_inner(
+        &mut self,
+        source: Option<Source>,
+        blocks: impl IntoIterator<Item = Arc<Block>>,
+    ) -> Result<Report, Error> {
         let now = self.clock.now();
         let mut run = Run::default();
         self.release_due(now, &mut run);
         let mut seen = HashSet::new();
-        let mut candidates = Vec::new();
+        let mut unchecked = Vec::new();
+        let mut known = Vec::new();
         for block in blocks {
             match self.screen(&block, now, &mut seen) {
-                Some(outcome) => run.outcome(block.id(), outcome),
-                None => candidates.push(block),
+                Screen::Done(outcome) => {
+                    if outcome.is_invalid() {
+                        run.blame(source, block.id());
+                    }
+                    run.outcome(block.id(), outcome);
+                }
+                Screen::Verify => unchecked.push(block),
+                Screen::Verified => known.push(block),
             }
         }
-        let verdicts = self.verify(&candidates);
-        for (block, verdict) in candidates.into_iter().zip(verdicts) {
+        let verdicts = self.verify(&unchecked);
+        for (block, verdict) in unchecked.into_iter().zip(verdicts) {
             match verdict {
-                Ok(()) => self.admit(block, now, &mut run),
-                Err(error) => self.refuse(&block, error, &mut run),
+                Ok(()) => self.admit(block, source, now, &mut run),
+                Err(error) => self.refuse(&block, error, source, &mut run),
             }
+        }
+        for block in known {
+            self.admit(block, source, now, &mut run);
         }
         self.fold_run(&mut run);
         self.commit_run(run)
@@ -614,72 +652,112 @@ impl Kernel {
         self.mempool.next_due()
     }
 
-    /// The cheap checks: duplicate, cached invalid, size, frozen feed.
-    fn screen(&mut self, block: &Block, now: u64, seen: &mut HashSet<[u8; 32]>) -> Option<Outcome> {
+    /// The cheap checks: structure, cached invalid, size, duplicate, tombstone, frozen feed.
+    ///
+    /// A copy of a held block (stored, waiting in the mempool, a fork proof, or earlier in this
+    /// dispatch) is a duplicate only if it carries the same signature and brings nothing the
+    /// held copy lacks: a full copy of a block held without its body goes on to restore the
+    /// body, and a copy with another signature goes on to verification, so a forged copy is
+    /// found invalid instead of passing as a duplicate.
+    fn screen(
+        &mut self,
+        block: &Block,
+        now: u64,
+        seen: &mut HashSet<([u8; 32], bool)>,
+    ) -> Screen {
         let id = block.id();
-        // Copies within one batch are told apart by fingerprint, not id: a forged copy offered
-        // next to the honest block must not shadow it. Verification sorts them out.
-        if (self.index.blocks.contains_key(&id) && !self.restores_body(block))
-            || self.mempool.contains(&id)
-            || !seen.insert(block.fingerprint())
-        {
+        if let Some(error) = self.invalid.get(&block.fingerprint()) {
+            self.stats.invalid += 1;
+            return Screen::Done(Outcome::Invalid(error.clone()));
+        }
+        let size = if block.header().body_len > self.config.max_body_bytes {
+            Err(BlockError::TooLarge {
+                len: u64::from(block.header().body_len),
+                max: u64::from(self.config.max_body_bytes),
+            })
+        } else {
+            Ok(())
+        };
+        if let Err(error) = block.check_structure().and(size) {
+            self.invalid.insert(block.fingerprint(), error.clone());
+            self.stats.invalid += 1;
+            return Screen::Done(Outcome::Invalid(error));
+        }
+        // Copies within one batch are told apart by fingerprint and body, not id: a forged copy
+        // offered next to the honest block must not shadow it, nor a header-only copy the full.
+        if !seen.insert((block.fingerprint(), block.body().is_some())) {
             self.stats.duplicates += 1;
-            return Some(Outcome::Duplicate);
+            return Screen::Done(Outcome::Duplicate);
         }
         let feed = self.index.feeds.get(&block.author());
-        if let Some((a, b)) = feed.and_then(|f| f.proof.as_ref()) {
-            if a.id() == id || b.id() == id {
-                self.stats.duplicates += 1;
-                return Some(Outcome::Duplicate);
+        let proof = feed
+            .and_then(|f| f.proof.as_ref())
+            .and_then(|(a, b)| [a, b].into_iter().find(|p| p.id() == id));
+        let held = self
+            .index
+            .blocks
+            .get(&id)
+            .or_else(|| self.mempool.get(&id))
+            .or(proof);
+        if let Some(held) = held {
+            if held.signature() != block.signature() {
+                return Screen::Verify;
             }
+            let brings_body = held.body().is_none() && block.body().is_some();
+            if !brings_body {
+                self.stats.duplicates += 1;
+                return Screen::Done(Outcome::Duplicate);
+            }
+            // Same id and signature as a copy already verified: no second check.
+            return Screen::Verified;
         }
         if let Some(&until) = self.tombstones.get(&block.author()) {
             if until > now {
                 self.stats.tombstoned += 1;
-                return Some(Outcome::Tombstoned { until });
+                return Screen::Done(Outcome::Tombstoned { until });
             }
-        }
-        if let Some(error) = self.invalid.get(&block.fingerprint()) {
-            self.stats.invalid += 1;
-            return Some(Outcome::Invalid(error.clone()));
-        }
-        if block.header().body_len > self.config.max_body_bytes {
-            let error = BlockError::TooLarge {
-                len: u64::from(block.header().body_len),
-                max: u64::from(self.config.max_body_bytes),
-            };
-            self.invalid.insert(block.fingerprint(), error.clone());
-            self.stats.invalid += 1;
-            return Some(Outcome::Invalid(error));
         }
         if let Some(at) = feed.and_then(|f| f.frozen_at) {
             if block.seq() >= at {
-                return Some(Outcome::Frozen { at });
+                return Screen::Done(Outcome::Frozen { at });
             }
         }
-        None
+        Screen::Verify
     }
 
-    fn refuse(&mut self, block: &Block, error: BlockError, run: &mut Run) {
+    fn refuse(&mut self, block: &Block, error: BlockError, source: Option<Source>, run: &mut Run) {
         self.invalid.insert(block.fingerprint(), error.clone());
         self.stats.invalid += 1;
+        run.blame(source, block.id());
         run.outcome(block.id(), Outcome::Invalid(error));
     }
 
     fn release_due(&mut self, now: u64, run: &mut Run) {
-        for block in self.mempool.take_due(now) {
-            self.admit(block, now, run);
+        for (block, source) in self.mempool.take_due(now) {
+            self.admit(block, source, now, run);
         }
     }
 
     /// Places a verified block: held, orphaned, refused for its link, a fork proof, or into C
-    /// (and then stitches in the orphans that waited for it).
-    fn admit(&mut self, block: Arc<Block>, now: u64, run: &mut Run) {
-        let mut work = vec![block];
-        while let Some(block) = work.pop() {
+    /// (and then stitches in the orphans that waited for it, each with its own source).
+    fn admit(&mut self, block: Arc<Block>, source: Option<Source>, now: u64, run: &mut Run) {
+        let mut work = vec![(block, source)];
+        while let Some((block, source)) = work.pop() {
             let id = block.id();
             if self.restores_body(&block) {
                 self.restore_body(block, run);
+                continue;
+            }
+            if let Some(waiting) = self.mempool.restore_body(&block) {
+                // The header-only copy waits; it now waits with its body.
+                let outcome = match waiting {
+                    Some(_) => Outcome::TimestampFromFuture {
+                        time: block.time(),
+                        now,
+                    },
+                    None => Outcome::WaitingForParent,
+                };
+                run.outcome(id, outcome);
                 continue;
             }
             if self.index.blocks.contains_key(&id) || self.mempool.contains(&id) {
@@ -690,6 +768,14 @@ impl Kernel {
             }
             let author = block.author();
             let feed = self.index.feeds.get(&author);
+            if feed
+                .and_then(|f| f.proof.as_ref())
+                .is_some_and(|(a, b)| a.id() == id || b.id() == id)
+            {
+                self.stats.duplicates += 1;
+                run.outcome(id, Outcome::Duplicate);
+                continue;
+            }
             if let Some(at) = feed.and_then(|f| f.frozen_at) {
                 if block.seq() >= at {
                     run.outcome(id, Outcome::Frozen { at });
@@ -700,42 +786,25 @@ impl Kernel {
             if block.time() > limit {
                 let time = block.time();
                 self.mempool
-                    .hold(block, time - self.config.max_clock_skew_ms);
+                    .hold(block, time - self.config.max_clock_skew_ms, source);
                 run.outcome(id, Outcome::TimestampFromFuture { time, now });
                 continue;
             }
             if let Some(parent_id) = block.parent() {
                 let Some(parent) = self.index.blocks.get(&parent_id) else {
-                    self.mempool.add_orphan(block);
+                    self.mempool.add_orphan(block, source);
                     run.outcome(id, Outcome::WaitingForParent);
                     continue;
                 };
                 if let Err(error) = check_parent(parent, &block) {
-                    self.refuse(&block, error, run);
+                    self.refuse(&block, error, source, run);
                     continue;
                 }
             }
             let seq = block.seq();
             let feed_len = feed.map_or(0, |f| f.ids.len());
             if (seq as usize) < feed_len {
-                let feed = &self.index.feeds[&author];
-                let existing = self.index.blocks[&feed.ids[seq as usize]].clone();
-                let proof = block;
-                for removed in self.index.freeze(&author, seq) {
-                    self.fold.status.remove(&removed.id());
-                    run.touch(key_of(&removed));
-                    if removed.id() != existing.id() {
-                        run.removed.push(removed);
-                    }
-                }
-                let feed = self.index.feeds.get_mut(&author).expect("feed exists");
-                feed.proof = Some((existing.clone(), proof.clone()));
-                // Both halves are stored: the existing one may have been inserted by this very
-                // dispatch and so not be in the store yet.
-                run.proofs.extend([existing.clone(), proof.clone()]);
-                run.report.proofs.extend([existing, proof]);
-                self.stats.forks += 1;
-                run.outcome(id, Outcome::Fork { seq });
+                self.fork(block, run);
                 continue;
             }
             let block = self.schedule(block, run);
@@ -746,6 +815,32 @@ impl Kernel {
             run.outcome(id, Outcome::Accepted);
             work.extend(self.mempool.take_children(&id));
         }
+    }
+
+    /// `block` proves a fork: a valid block at a height where the feed already holds another.
+    /// The feed is frozen at that height, the pair is kept as proof, and a pair from a fork
+    /// found higher up before is deleted (this one supersedes it).
+    fn fork(&mut self, block: Arc<Block>, run: &mut Run) {
+        let (author, seq, id) = (block.author(), block.seq(), block.id());
+        let existing = self.index.feeds[&author].ids[seq as usize];
+        let existing = self.index.blocks[&existing].clone();
+        for removed in self.index.freeze(&author, seq) {
+            self.fold.status.remove(&removed.id());
+            run.touch(key_of(&removed));
+            if removed.id() != existing.id() {
+                run.removed.push(removed);
+            }
+        }
+        let pair = (existing.clone(), block.clone());
+        if let Some((a, b)) = self.index.set_proof(&author, pair) {
+            run.removed.extend([a, b]);
+        }
+        // Both halves are stored: the existing one may have been inserted by this very
+        // dispatch and so not be in the store yet.
+        run.proofs.extend([existing.clone(), block.clone()]);
+        run.report.proofs.extend([existing, block]);
+        self.stats.forks += 1;
+        run.outcome(id, Outcome::Fork { seq });
     }
 
     fn fold_run(&mut self, run: &mut Run) {
@@ -810,20 +905,9 @@ impl Kernel {
             .drain(..)
             .filter_map(|id| self.index.blocks.get(&id).cloned())
             .collect();
-        let mut batch = Batch::default();
-        batch.put.extend(
-            run.inserted
-                .iter()
-                .filter_map(|id| self.index.blocks.get(id).cloned()),
-        );
-        batch.put.extend(run.proofs);
         self.since_snapshot += run.inserted.len() + run.removed.len() + run.pruned.len();
-        batch.put.extend(run.pruned);
-        batch.delete.extend(run.removed.iter().map(|b| b.id()));
-        batch.timers = run.timers;
-        batch.timers_done = run.timers_done;
+        let mut batch = self.batch_of(&run);
         batch.gc_time = run.gc_time;
-        batch.tombstones = run.tombstones;
         if self.since_snapshot >= self.config.snapshot_interval {
             batch.snapshot = Some(self.encode_snapshot());
             self.since_snapshot = 0;
@@ -831,8 +915,8 @@ impl Kernel {
         let mut touched: Vec<PublicKey> = batch
             .put
             .iter()
-            .chain(&run.removed)
             .map(|b| b.author())
+            .chain(run.removed.iter().map(|b| b.author()))
             .collect();
         touched.sort_unstable();
         touched.dedup();
@@ -853,6 +937,54 @@ impl Kernel {
         Ok(run.report)
     }
 
+    /// The writes of a run, as the end state it left: every block, timer and tombstone the run
+    /// touched appears once, as what the kernel holds now (put) or as gone (delete), so a
+    /// commit's effect never depends on the order of operations inside the batch (a body
+    /// restored and the feed evicted in one dispatch must not re-put the evicted block).
+    fn batch_of(&self, run: &Run) -> Batch {
+        let mut batch = Batch::default();
+        let mut touched: BTreeMap<BlockId, PublicKey> = BTreeMap::new();
+        for block in run.proofs.iter().chain(&run.pruned).chain(&run.removed) {
+            touched.insert(block.id(), block.author());
+        }
+        for id in &run.inserted {
+            if let Some(block) = self.index.blocks.get(id) {
+                touched.insert(*id, block.author());
+            }
+        }
+        for (id, author) in touched {
+            match self.held(&id, &author) {
+                Some(block) => batch.put.push(block),
+                None => batch.delete.push(id),
+            }
+        }
+        let timers: BTreeSet<(u64, BlockId)> =
+            run.timers.iter().chain(&run.timers_done).copied().collect();
+        for timer in timers {
+            if self.expiry.contains(&timer) {
+                batch.timers.push(timer);
+            } else {
+                batch.timers_done.push(timer);
+            }
+        }
+        let authors: BTreeSet<PublicKey> = run.tombstones.iter().map(|(a, _)| *a).collect();
+        batch.tombstones = authors
+            .into_iter()
+            .map(|a| (a, self.tombstones.get(&a).copied()))
+            .collect();
+        batch
+    }
+
+    /// The block the kernel holds under `id` (in the candidate set or as half of a fork
+    /// proof), as it should be stored.
+    fn held(&self, id: &BlockId, author: &PublicKey) -> Option<Arc<Block>> {
+        if let Some(block) = self.index.blocks.get(id) {
+            return Some(block.clone());
+        }
+        let (a, b) = self.index.feeds.get(author)?.proof.as_ref()?;
+        [a, b].into_iter().find(|p| p.id() == *id).cloned()
+    }
+
     fn publish(&mut self) {
         for slice in &mut self.fold.slices {
             slice.publish();
@@ -860,12 +992,22 @@ impl Kernel {
     }
 }
 
+/// What the cheap checks decided about one offered block.
+enum Screen {
+    /// Decided without a signature check.
+    Done(Outcome),
+    /// Needs a signature check.
+    Verify,
+    /// A copy of a block already verified (same id and signature) that may bring its body.
+    Verified,
+}
+
 /// The intrinsic checks that need the parent: same author, next seq, time not before it.
 fn check_parent(parent: &Block, block: &Block) -> Result<(), BlockError> {
     if parent.author() != block.author() {
         return Err(BlockError::ForeignParent);
     }
-    if block.seq() != parent.seq() + 1 {
+    if Some(block.seq()) != parent.seq().checked_add(1) {
         return Err(BlockError::SeqMismatch {
             seq: block.seq(),
             parent_seq: parent.seq(),

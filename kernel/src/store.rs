@@ -19,6 +19,9 @@ use crate::block::{Block, BlockId};
 use crate::identity::PublicKey;
 
 /// The writes of one dispatch, applied all or nothing.
+///
+/// The kernel names each block, timer and tombstone at most once per batch (as the end state of
+/// its dispatch), so a backend may apply the parts in any order.
 #[derive(Clone, Debug, Default)]
 pub struct Batch {
     /// Blocks to store (new members of the candidate set, and fork proofs).

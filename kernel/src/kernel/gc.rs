@@ -21,6 +21,7 @@ impl Kernel {
     /// stay defined as of that collection.
     pub(super) fn schedule(&mut self, block: Arc<Block>, run: &mut Run) -> Arc<Block> {
         if block.body().is_none() {
+            self.index.missing.insert(block.id());
             return block;
         }
         match self.expiry_of(&block) {
@@ -115,6 +116,14 @@ impl Kernel {
             .iter()
             .filter_map(|s| s.expires_at(&ctx))
             .min()
+    }
+
+    /// Blocks held without their body that arrived that way (this kernel did not collect them
+    /// itself), at most `max`, lowest ids first: what sync asks peers for, so a body one peer
+    /// dropped or withheld is fetched from another. A full copy restores the body unless the
+    /// block expired here. Kept in memory only: after a reopen nothing is asked.
+    pub fn missing_bodies(&self, max: usize) -> Vec<BlockId> {
+        self.index.missing.iter().take(max).copied().collect()
     }
 
     /// When the next block expires, for drivers that schedule [`Kernel::gc`].

@@ -1,6 +1,6 @@
 //! The candidate set C in memory: blocks by id, feeds by author, and the canonical order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::block::{Block, BlockId};
@@ -42,6 +42,9 @@ pub(crate) struct Index {
     pub blocks: HashMap<BlockId, Arc<Block>>,
     pub feeds: BTreeMap<PublicKey, FeedIndex>,
     pub order: BTreeMap<OrderKey, BlockId>,
+    /// Blocks that arrived without their body (a peer collected them, or lied) and whose body
+    /// this kernel did not drop itself: the bodies sync may ask peers for.
+    pub missing: BTreeSet<BlockId>,
 }
 
 impl Index {
@@ -72,6 +75,24 @@ impl Index {
         removed
     }
 
+    /// Records the two blocks proving a fork in `author`'s feed (after [`Index::freeze`]) and
+    /// counts them in the feed's bytes: proofs are stored, so they count against capacity.
+    /// Returns the pair it replaces (a fork found lower in the feed supersedes one above it),
+    /// which the caller deletes.
+    pub(crate) fn set_proof(
+        &mut self,
+        author: &PublicKey,
+        pair: (Arc<Block>, Arc<Block>),
+    ) -> Option<(Arc<Block>, Arc<Block>)> {
+        let feed = self.feeds.get_mut(author)?;
+        feed.bytes += cost(&pair.0) + cost(&pair.1);
+        let old = feed.proof.replace(pair);
+        if let Some((a, b)) = &old {
+            feed.bytes = feed.bytes.saturating_sub(cost(a) + cost(b));
+        }
+        old
+    }
+
     /// Removes `author`'s feed whole (retention); returns its blocks and fork proof.
     pub(crate) fn evict(&mut self, author: &PublicKey) -> Vec<Arc<Block>> {
         let Some(feed) = self.feeds.remove(author) else {
@@ -90,6 +111,7 @@ impl Index {
             .filter_map(|id| {
                 let block = self.blocks.remove(id)?;
                 self.order.remove(&key_of(&block));
+                self.missing.remove(id);
                 Some(block)
             })
             .collect()
@@ -101,6 +123,7 @@ impl Index {
         if let Some(feed) = self.feeds.get_mut(&full.author()) {
             feed.bytes += added;
         }
+        self.missing.remove(&full.id());
         self.blocks.insert(full.id(), full);
     }
 
@@ -117,6 +140,7 @@ impl Index {
     pub(crate) fn pop(&mut self, id: &BlockId) -> Option<Arc<Block>> {
         let block = self.blocks.remove(id)?;
         self.order.remove(&key_of(&block));
+        self.missing.remove(id);
         if let Some(feed) = self.feeds.get_mut(&block.author()) {
             if feed.ids.last() == Some(id) {
                 feed.ids.pop();

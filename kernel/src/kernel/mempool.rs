@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
+use super::report::Source;
 use crate::block::{Block, BlockId};
 
 /// Rough per-block cost beyond the body, for the byte bound.
@@ -12,7 +13,13 @@ const BLOCK_OVERHEAD: usize = 192;
 struct Pooled {
     block: Arc<Block>,
     held_until: Option<u64>,
+    /// Who offered it, so a fault found when it is finally placed is blamed on its sender,
+    /// not on whoever sent the block that released it.
+    source: Option<Source>,
 }
+
+/// A block leaving the mempool, with who offered it.
+pub(crate) type Released = (Arc<Block>, Option<Source>);
 
 pub(crate) struct Mempool {
     blocks: HashMap<BlockId, Pooled>,
@@ -55,23 +62,52 @@ impl Mempool {
         self.blocks.contains_key(id)
     }
 
-    /// Adds a block whose parent is missing.
-    pub(crate) fn add_orphan(&mut self, block: Arc<Block>) {
-        let parent = block.parent().expect("genesis is never an orphan");
+    /// The waiting copy of a block, if any.
+    pub(crate) fn get(&self, id: &BlockId) -> Option<&Arc<Block>> {
+        self.blocks.get(id).map(|p| &p.block)
+    }
+
+    /// Adds a block whose parent is missing. A block without a parent is never an orphan;
+    /// such a call is ignored.
+    pub(crate) fn add_orphan(&mut self, block: Arc<Block>, source: Option<Source>) {
+        let Some(parent) = block.parent() else {
+            return;
+        };
         self.children.entry(parent).or_default().push(block.id());
-        self.insert(block, None);
+        self.insert(block, None, source);
     }
 
     /// Adds a block dated after `until - skew`, to be released at `until`.
-    pub(crate) fn hold(&mut self, block: Arc<Block>, until: u64) {
+    pub(crate) fn hold(&mut self, block: Arc<Block>, until: u64, source: Option<Source>) {
         self.due.insert((until, block.id()));
-        self.insert(block, Some(until));
+        self.insert(block, Some(until), source);
     }
 
-    fn insert(&mut self, block: Arc<Block>, held_until: Option<u64>) {
+    /// Replaces a waiting header-only copy by a full copy of the same block, so the body is
+    /// not lost when the block is placed. Returns the waiting copy's release time (`Some(None)`
+    /// for an orphan), or `None` if no header-only copy of it waits.
+    pub(crate) fn restore_body(&mut self, full: &Arc<Block>) -> Option<Option<u64>> {
+        let pooled = self.blocks.get_mut(&full.id())?;
+        if pooled.block.body().is_some() || full.body().is_none() {
+            return None;
+        }
+        self.bytes -= cost(&pooled.block);
+        pooled.block = full.clone();
+        self.bytes += cost(full);
+        Some(pooled.held_until)
+    }
+
+    fn insert(&mut self, block: Arc<Block>, held_until: Option<u64>, source: Option<Source>) {
         let id = block.id();
         self.bytes += cost(&block);
-        self.blocks.insert(id, Pooled { block, held_until });
+        self.blocks.insert(
+            id,
+            Pooled {
+                block,
+                held_until,
+                source,
+            },
+        );
         self.arrivals.push_back(id);
         while self.blocks.len() > self.max_blocks || self.bytes > self.max_bytes {
             let Some(oldest) = self.arrivals.pop_front() else {
@@ -88,7 +124,7 @@ impl Mempool {
         }
     }
 
-    fn remove(&mut self, id: &BlockId) -> Option<Arc<Block>> {
+    fn remove(&mut self, id: &BlockId) -> Option<Released> {
         let pooled = self.blocks.remove(id)?;
         self.bytes -= cost(&pooled.block);
         match pooled.held_until {
@@ -96,20 +132,21 @@ impl Mempool {
                 self.due.remove(&(until, *id));
             }
             None => {
-                let parent = pooled.block.parent().expect("orphans have parents");
-                if let Some(siblings) = self.children.get_mut(&parent) {
-                    siblings.retain(|c| c != id);
-                    if siblings.is_empty() {
-                        self.children.remove(&parent);
+                if let Some(parent) = pooled.block.parent() {
+                    if let Some(siblings) = self.children.get_mut(&parent) {
+                        siblings.retain(|c| c != id);
+                        if siblings.is_empty() {
+                            self.children.remove(&parent);
+                        }
                     }
                 }
             }
         }
-        Some(pooled.block)
+        Some((pooled.block, pooled.source))
     }
 
     /// Takes the orphans waiting for `parent`.
-    pub(crate) fn take_children(&mut self, parent: &BlockId) -> Vec<Arc<Block>> {
+    pub(crate) fn take_children(&mut self, parent: &BlockId) -> Vec<Released> {
         let Some(ids) = self.children.remove(parent) else {
             return Vec::new();
         };
@@ -117,13 +154,13 @@ impl Mempool {
             .filter_map(|id| {
                 let pooled = self.blocks.remove(id)?;
                 self.bytes -= cost(&pooled.block);
-                Some(pooled.block)
+                Some((pooled.block, pooled.source))
             })
             .collect()
     }
 
     /// Takes the held blocks whose release time is at or before `now`.
-    pub(crate) fn take_due(&mut self, now: u64) -> Vec<Arc<Block>> {
+    pub(crate) fn take_due(&mut self, now: u64) -> Vec<Released> {
         let due: Vec<(u64, BlockId)> = self
             .due
             .range(..=(now, BlockId([0xff; 32])))
@@ -190,7 +227,7 @@ mod tests {
         let blocks = chain(6);
         let mut pool = Mempool::new(3, usize::MAX);
         for block in &blocks[1..] {
-            pool.add_orphan(block.clone());
+            pool.add_orphan(block.clone(), None);
         }
         assert_eq!(pool.len(), 3);
         assert_eq!(pool.evicted, 2);
@@ -203,7 +240,7 @@ mod tests {
         let blocks = chain(5);
         let mut pool = Mempool::new(usize::MAX, 2 * (BLOCK_OVERHEAD + 1));
         for block in &blocks[1..] {
-            pool.add_orphan(block.clone());
+            pool.add_orphan(block.clone(), None);
         }
         assert_eq!(pool.len(), 2);
         assert!(pool.bytes() <= 2 * (BLOCK_OVERHEAD + 1));
@@ -213,13 +250,13 @@ mod tests {
     fn takes_children_and_due_blocks() {
         let blocks = chain(3);
         let mut pool = Mempool::new(16, usize::MAX);
-        pool.add_orphan(blocks[1].clone());
-        pool.hold(blocks[2].clone(), 5_000);
+        pool.add_orphan(blocks[1].clone(), Some(Source(1)));
+        pool.hold(blocks[2].clone(), 5_000, Some(Source(2)));
         assert_eq!(pool.next_due(), Some(5_000));
         let children = pool.take_children(&blocks[0].id());
-        assert_eq!(children, vec![blocks[1].clone()]);
+        assert_eq!(children, vec![(blocks[1].clone(), Some(Source(1)))]);
         assert!(pool.take_due(4_999).is_empty());
-        assert_eq!(pool.take_due(5_000), vec![blocks[2].clone()]);
+        assert_eq!(pool.take_due(5_000), vec![(blocks[2].clone(), Some(Source(2)))]);
         assert_eq!((pool.len(), pool.bytes()), (0, 0));
     }
 }

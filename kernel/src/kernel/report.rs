@@ -4,6 +4,13 @@ use std::sync::Arc;
 
 use crate::block::{Block, BlockError, BlockId};
 
+/// Who offered blocks to the kernel, as the driver numbers its peers (see
+/// [`crate::Kernel::dispatch_from`]). The kernel remembers it for blocks that wait (orphans,
+/// future-dated blocks), so a fault found when such a block is finally placed is blamed on the
+/// peer that sent it, not on the peer whose block released it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Source(pub u64);
+
 /// The fate of one block offered to [`crate::Kernel::dispatch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -83,6 +90,10 @@ pub struct Report {
     pub accepted: Vec<Arc<Block>>,
     /// Fork proofs found during this dispatch, to spread so every peer freezes the same way.
     pub proofs: Vec<Arc<Block>>,
+    /// The invalid blocks of this dispatch whose sender is known, with that sender: the blocks
+    /// it offered now, and blocks it offered earlier that waited and were found invalid now.
+    /// Penalise these senders, never simply the sender of the current message.
+    pub blame: Vec<(Source, BlockId)>,
 }
 
 impl Report {
@@ -103,5 +114,10 @@ impl Report {
     /// Number of intrinsically invalid blocks.
     pub fn invalid(&self) -> usize {
         self.count(Outcome::is_invalid)
+    }
+
+    /// How many invalid blocks `source` is to blame for in this dispatch.
+    pub fn invalid_from(&self, source: Source) -> usize {
+        self.blame.iter().filter(|(s, _)| *s == source).count()
     }
 }
