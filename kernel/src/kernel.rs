@@ -883,7 +883,6 @@ impl Kernel {
                         reason: reason.to_string(),
                     }
                 }
-                Some(Status::ParentNotCounted) => Outcome::ParentNotCounted,
                 Some(Status::Collected) => Outcome::Collected,
                 // Inserted, then evicted for capacity in the same dispatch.
                 None if self.tombstones.contains_key(&author) => Outcome::Evicted,

@@ -143,6 +143,13 @@ pub trait Slice: Send + Sync + 'static {
     fn commutative(&self) -> bool {
         false
     }
+
+    /// The version of the slice's rules and state shape. Persisted state snapshots record it;
+    /// a reopen with another version replays every block instead of restoring the old state.
+    /// Raise it whenever `filter`, `reduce`, `expires_at` or `State` change. Defaults to 0.
+    fn version(&self) -> u32 {
+        0
+    }
 }
 
 /// A 32-byte blake3 digest (of a slice state, or of a set of block ids).
@@ -199,6 +206,7 @@ impl<T> fmt::Debug for Subscription<T> {
 /// A slice with its state, type-erased so the kernel can hold slices of different types.
 pub(crate) trait AnySlice: Send + Sync {
     fn name(&self) -> &str;
+    fn version(&self) -> u32;
     fn commutative(&self) -> bool;
     fn filter(&self, ctx: &Context<'_>) -> Verdict;
     fn reduce(&mut self, ctx: &Context<'_>);
@@ -260,6 +268,9 @@ impl<S: Slice> Cell<S> {
 impl<S: Slice> AnySlice for Cell<S> {
     fn name(&self) -> &str {
         self.slice.name()
+    }
+    fn version(&self) -> u32 {
+        self.slice.version()
     }
     fn commutative(&self) -> bool {
         self.slice.commutative()

@@ -177,20 +177,19 @@ fn a_rejected_peer_block_is_reported_and_changes_nothing() {
             reason: "zero adds nothing".into()
         })
     );
-    assert_eq!(
-        report.outcome(&blocks[2].id()),
-        Some(&Outcome::ParentNotCounted)
-    );
-    assert_eq!(kernel.state::<Sum>(), Some(&2));
+    // The block after a rejected one is judged on its own: the feed stays linked.
+    assert_eq!(report.outcome(&blocks[2].id()), Some(&Outcome::Accepted));
+    assert_eq!(kernel.state::<Sum>(), Some(&5));
     assert_eq!(
         report.accepted.len(),
-        1,
+        2,
         "only counted blocks are pushed on"
     );
-    // Rule 5: state-rejected blocks stay in the candidate set.
+    // Rule 5: state-rejected blocks stay in the candidate set, and the head (what peers are
+    // offered on request) covers them.
     assert!(kernel.contains(&blocks[1].id()));
     assert!(!kernel.counts(&blocks[1].id()));
-    assert_eq!(kernel.head(&blocks[0].author()).map(|h| h.seq), Some(0));
+    assert_eq!(kernel.head(&blocks[0].author()).map(|h| h.seq), Some(2));
 }
 
 #[test]

@@ -398,21 +398,33 @@ fn forged_copy_first_does_not_shadow_the_honest_block() {
 }
 
 #[test]
-fn forged_copy_after_the_honest_block_is_a_duplicate() {
+fn forged_copy_after_the_honest_block_is_invalid_not_a_duplicate() {
     let (honest, forged) = honest_and_forged();
     let mut kernel = kernel();
     assert_eq!(outcomes(&mut kernel, &[&honest]), [Outcome::Accepted]);
     let (set_hash, digests, stats) = (kernel.set_hash(), kernel.digests(), kernel.stats());
 
-    assert_eq!(outcomes(&mut kernel, &[&forged]), [Outcome::Duplicate]);
-    assert_eq!(kernel.set_hash(), set_hash);
-    assert_eq!(kernel.digests(), digests);
-    assert_eq!(kernel.stats().duplicates, stats.duplicates + 1);
+    // A copy with a known id but another signature is checked, found forged, and blamed:
+    // never passed as a duplicate (which would let it be relayed for free).
+    assert_eq!(
+        outcomes(&mut kernel, &[&forged]),
+        [Outcome::Invalid(BlockError::BadSignature)]
+    );
+    assert_eq!(kernel.stats().verified, stats.verified + 1);
+    assert_eq!(
+        outcomes(&mut kernel, &[&forged]),
+        [Outcome::Invalid(BlockError::BadSignature)]
+    );
     assert_eq!(
         kernel.stats().verified,
-        stats.verified,
-        "a duplicate costs a lookup, not a signature check"
+        stats.verified + 1,
+        "a resent forgery costs a lookup, not a second signature check"
     );
+    assert_eq!(kernel.set_hash(), set_hash);
+    assert_eq!(kernel.digests(), digests);
+    // The honest copy again is a duplicate and costs no check.
+    assert_eq!(outcomes(&mut kernel, &[&honest]), [Outcome::Duplicate]);
+    assert_eq!(kernel.stats().verified, stats.verified + 1);
     assert_eq!(
         kernel.block(&honest.id()).map(|b| *b.signature()),
         Some(*honest.signature()),

@@ -22,10 +22,9 @@ pub(crate) enum Status {
     Counted,
     /// No slice wants it.
     Ignored,
-    /// A slice rejects it in the state it was judged against.
+    /// A slice rejects it in the state it was judged against. It stays in C and links its
+    /// feed: the blocks after it are judged on their own.
     Rejected { slice: usize, reason: Arc<str> },
-    /// Its parent does not count, so neither does it.
-    ParentNotCounted,
     /// Garbage-collected: the body is gone and it contributes nothing, but the chain runs
     /// through it, so its children may count.
     Collected,
@@ -77,24 +76,15 @@ impl Fold {
         matches!(self.status.get(id), Some(Status::Counted))
     }
 
-    /// Whether a child of this block may count: the block counts or was collected.
-    pub(crate) fn links(&self, id: &BlockId) -> bool {
-        matches!(
-            self.status.get(id),
-            Some(Status::Counted | Status::Collected)
-        )
-    }
-
     /// Judges one block against the current states and reduces it if it counts.
     pub(crate) fn evaluate(&mut self, index: &Index, id: &BlockId) {
         let Some(block) = index.blocks.get(id) else {
             return;
         };
         self.evaluations += 1;
-        let parent_counts = block.parent().is_none_or(|p| self.links(&p));
-        let status = if !parent_counts {
-            Status::ParentNotCounted
-        } else if block.body().is_none() {
+        // Every block of C links its feed (its parent is in C), whatever the parent's verdict:
+        // one rejected block does not silence the rest of its feed.
+        let status = if block.body().is_none() {
             Status::Collected
         } else {
             let parent = block.parent().and_then(|p| index.blocks.get(&p));

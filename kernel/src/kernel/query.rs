@@ -60,25 +60,27 @@ impl Kernel {
             .collect()
     }
 
-    /// blake3 over the sorted ids of the candidate set: peers holding the same blocks have the
-    /// same `set_hash`, and then the same digests.
+    /// blake3 over the candidate set, sorted by id: each block's id and whether its body is
+    /// held. State is a function of exactly that (a block without its body contributes
+    /// nothing), so peers with the same `set_hash` have the same digests, and a peer that holds
+    /// a block without the body another holds sees a different `set_hash`.
     pub fn set_hash(&self) -> Digest {
-        let mut ids: Vec<&BlockId> = self.index.blocks.keys().collect();
-        ids.sort_unstable();
+        let mut blocks: Vec<(&BlockId, bool)> = self
+            .index
+            .blocks
+            .iter()
+            .map(|(id, b)| (id, b.body().is_some()))
+            .collect();
+        blocks.sort_unstable();
         let mut hasher = blake3::Hasher::new();
-        for id in ids {
+        for (id, body) in blocks {
             hasher.update(&id.0);
+            hasher.update(&[u8::from(body)]);
         }
         Digest(*hasher.finalize().as_bytes())
     }
 
-    /// Number of blocks at the start of a feed that count or were collected (they form a
-    /// prefix: a block counts only if its parent counts or was collected).
-    fn counted_len(&self, ids: &[BlockId]) -> usize {
-        ids.partition_point(|id| self.fold.links(id))
-    }
-
-    /// The newest counted (or collected) block of every feed, ordered by author.
+    /// The newest block of every feed in the candidate set, ordered by author.
     pub fn heads(&self) -> Vec<Head> {
         self.index
             .feeds
@@ -87,20 +89,20 @@ impl Kernel {
             .collect()
     }
 
-    /// The newest counted block of `author`'s feed.
+    /// The newest block of `author`'s feed in the candidate set (counted or not: a peer that
+    /// asks for the feed gets all of it, so peers end with the same blocks).
     pub fn head(&self, author: &PublicKey) -> Option<Head> {
         let feed = self.index.feeds.get(author)?;
-        let len = self.counted_len(&feed.ids);
-        let id = *feed.ids.get(len.checked_sub(1)?)?;
+        let id = *feed.ids.last()?;
         Some(Head {
             author: *author,
-            seq: len as u64 - 1,
+            seq: feed.ids.len() as u64 - 1,
             id,
         })
     }
 
-    /// Counted blocks of `author`'s feed from `from_seq` on, at most `max_blocks` of them and
-    /// about `max_bytes` (at least one block is returned if any is available).
+    /// Blocks of `author`'s feed from `from_seq` on, at most `max_blocks` of them and about
+    /// `max_bytes` (at least one block is returned if any is available).
     pub fn blocks_from(
         &self,
         author: &PublicKey,
@@ -111,7 +113,7 @@ impl Kernel {
         let Some(feed) = self.index.feeds.get(author) else {
             return Vec::new();
         };
-        let len = self.counted_len(&feed.ids);
+        let len = feed.ids.len();
         let start = usize::try_from(from_seq).unwrap_or(usize::MAX).min(len);
         let mut bytes = 0;
         let mut out = Vec::new();

@@ -22,16 +22,16 @@ pub enum Outcome {
     /// Valid, but no slice wants it. It is kept in the candidate set and judged again when
     /// the set changes.
     Ignored,
-    /// Valid, but a slice rejects it in the current state. Kept and judged again on the next
-    /// fold; not forwarded to peers as valid.
+    /// Valid, but a slice rejects it in the current state. Kept in the candidate set and judged
+    /// again on the next fold; not pushed to peers, but served to a peer that asks for its
+    /// feed, so peers holding the same feeds hold the same blocks. Its feed stays linked: the
+    /// blocks after it are judged on their own.
     Rejected {
         /// The rejecting slice.
         slice: String,
         /// The slice's reason.
         reason: String,
     },
-    /// Valid, but its parent does not count, so neither does it.
-    ParentNotCounted,
     /// Valid, and arrived without its body (collected by garbage collection elsewhere) or
     /// already expired: kept as a header so the chain has no gap, contributing nothing.
     Collected,

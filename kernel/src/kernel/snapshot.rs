@@ -20,15 +20,17 @@ use crate::store::Batch;
 
 #[derive(Serialize, Deserialize)]
 struct Repr {
+    /// The set it was taken of: ids and whether each body was held (see `Kernel::set_hash`),
+    /// so a snapshot taken before a collection or a body restore is never taken for after.
     set_hash: [u8; 32],
-    states: Vec<(String, Vec<u8>)>,
+    /// (slice name, slice version, state).
+    states: Vec<(String, u32, Vec<u8>)>,
     /// (block, status code, slice index, reason) for every block that does not count.
     uncounted: Vec<([u8; 32], u8, u32, String)>,
 }
 
 const IGNORED: u8 = 1;
 const REJECTED: u8 = 2;
-const PARENT_NOT_COUNTED: u8 = 3;
 const COLLECTED: u8 = 4;
 
 impl Kernel {
@@ -44,7 +46,6 @@ impl Kernel {
                     Status::Rejected { slice, reason } => {
                         (REJECTED, *slice as u32, reason.to_string())
                     }
-                    Status::ParentNotCounted => (PARENT_NOT_COUNTED, 0, String::new()),
                     Status::Collected => (COLLECTED, 0, String::new()),
                 };
                 Some((id.0, code, slice, reason))
@@ -56,7 +57,7 @@ impl Kernel {
                 .fold
                 .slices
                 .iter()
-                .map(|s| (s.name().to_owned(), s.state_bytes()))
+                .map(|s| (s.name().to_owned(), s.version(), s.state_bytes()))
                 .collect(),
             uncounted,
         };
@@ -76,7 +77,7 @@ impl Kernel {
             .states
             .iter()
             .zip(&self.fold.slices)
-            .all(|((name, _), slice)| name == slice.name());
+            .all(|((name, version, _), slice)| name == slice.name() && *version == slice.version());
         if !names_match {
             return false;
         }
@@ -88,7 +89,6 @@ impl Kernel {
                     slice: slice as usize,
                     reason: reason.into(),
                 },
-                PARENT_NOT_COUNTED => Status::ParentNotCounted,
                 COLLECTED => Status::Collected,
                 _ => return false,
             };
@@ -96,7 +96,7 @@ impl Kernel {
         }
         // Decode every state before touching any slice, so a bad one changes nothing.
         let mut snapshots = Vec::with_capacity(repr.states.len());
-        for ((_, bytes), slice) in repr.states.iter().zip(&self.fold.slices) {
+        for ((_, _, bytes), slice) in repr.states.iter().zip(&self.fold.slices) {
             match slice.decode_state(bytes) {
                 Some(state) => snapshots.push(state),
                 None => return false,
