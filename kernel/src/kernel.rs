@@ -659,12 +659,7 @@ impl Kernel {
     /// held copy lacks: a full copy of a block held without its body goes on to restore the
     /// body, and a copy with another signature goes on to verification, so a forged copy is
     /// found invalid instead of passing as a duplicate.
-    fn screen(
-        &mut self,
-        block: &Block,
-        now: u64,
-        seen: &mut HashSet<([u8; 32], bool)>,
-    ) -> Screen {
+    fn screen(&mut self, block: &Block, now: u64, seen: &mut HashSet<([u8; 32], bool)>) -> Screen {
         let id = block.id();
         if let Some(error) = self.invalid.get(&block.fingerprint()) {
             self.stats.invalid += 1;

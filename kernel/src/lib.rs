@@ -96,7 +96,7 @@ pub use config::Config;
 pub use feed::{Diff, Feed, FeedError, Merged};
 pub use identity::{Identity, PublicKey};
 pub use kernel::{
-    Application, Error, Head, Kernel, KernelBuilder, Outcome, Registry, Report, Stats,
+    Application, Error, Head, Kernel, KernelBuilder, Outcome, Registry, Report, Source, Stats,
 };
 pub use retention::{FeedSummary, OldestLongest, Retention};
 pub use slice::{Context, Digest, Slice, Subscription, Verdict};

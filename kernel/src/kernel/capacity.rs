@@ -51,9 +51,20 @@ impl Kernel {
         }
     }
 
+    /// What the ranking sees of a feed. A feed frozen at genesis holds no block of C, only
+    /// its fork proof; it is summarised from the proof, so it can still be evicted.
     fn summary(&self, author: &PublicKey, feed: &FeedIndex) -> Option<FeedSummary> {
-        let first = self.index.blocks.get(feed.ids.first()?)?;
-        let last = self.index.blocks.get(feed.ids.last()?)?;
+        let proof = feed.proof.as_ref().map(|(a, b)| (a.clone(), b.clone()));
+        let first = feed
+            .ids
+            .first()
+            .and_then(|id| self.index.blocks.get(id).cloned())
+            .or_else(|| proof.as_ref().map(|(a, _)| a.clone()))?;
+        let last = feed
+            .ids
+            .last()
+            .and_then(|id| self.index.blocks.get(id).cloned())
+            .or_else(|| proof.as_ref().map(|(_, b)| b.clone()))?;
         Some(FeedSummary {
             author: *author,
             blocks: feed.ids.len() as u64,

@@ -256,7 +256,10 @@ mod tests {
         let children = pool.take_children(&blocks[0].id());
         assert_eq!(children, vec![(blocks[1].clone(), Some(Source(1)))]);
         assert!(pool.take_due(4_999).is_empty());
-        assert_eq!(pool.take_due(5_000), vec![(blocks[2].clone(), Some(Source(2)))]);
+        assert_eq!(
+            pool.take_due(5_000),
+            vec![(blocks[2].clone(), Some(Source(2)))]
+        );
         assert_eq!((pool.len(), pool.bytes()), (0, 0));
     }
 }
