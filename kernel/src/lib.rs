@@ -27,7 +27,39 @@
 //!   ([`Outcome::TimestampFromFuture`]) and applied by [`Kernel::poll`] when their time comes.
 //! - Invalid blocks are remembered by [`Block::fingerprint`] (blake3 of id and signature), never
 //!   by id alone.
-//! - [`Subscription`]s coalesce: a slow reader sees the latest state.
+//! - **Every way in applies the same rules.** The decoder's structural rules (genesis, and only
+//!   genesis, has no parent: [`Block::check_structure`]) are checked again on admission, so a
+//!   block built with [`Block::from_parts`] that breaks them is [`Outcome::Invalid`], never a
+//!   panic.
+//! - **A duplicate is the same block and brings nothing new**: same id, same signature, and not
+//!   a full copy of a block held without its body. A copy with a known id and another signature
+//!   is verified (a forgery is invalid and blamed, never passed on as a duplicate); a full copy
+//!   restores a missing body wherever the header-only copy is (stored, waiting in the mempool,
+//!   earlier in the same dispatch) unless the block expired here. Bodies that arrived missing
+//!   are listed by [`Kernel::missing_bodies`] for sync to fetch.
+//! - **Blame follows the block.** [`Kernel::dispatch_from`] names the sender ([`Source`]); the
+//!   kernel remembers it for blocks that wait, and [`Report::blame`] names the sender of each
+//!   invalid block, also when a waiting block is found invalid later because another peer sent
+//!   its parent.
+//! - **Every block of C links its feed** (DESIGN.md rule 4, changed): a block counts if no slice
+//!   rejects it and one accepts it; its parent is in C by construction, whatever the parent's
+//!   verdict. One rejected block no longer silences the rest of its feed, so an own feed stays
+//!   writable after one of its blocks turns rejected.
+//! - **State-rejected and ignored blocks are served on request** (DESIGN.md rule 5, decided):
+//!   heads and wants cover the whole of C, so peers end with the same blocks and, without
+//!   capacity pressure, the same `set_hash`; they are never pushed (only newly counted blocks
+//!   are, and the node's gossipsub answers `Ignore` for them).
+//! - **`set_hash` covers ids and bodies**: blake3 over C sorted by id, each id with whether its
+//!   body is held. State is a function of exactly that, so equal `set_hash` means equal digests,
+//!   whatever mix of header-only and full copies arrived. Snapshots record it and every slice's
+//!   [`Slice::version`], so a snapshot is restored only onto exactly what it was taken of (not
+//!   after a collection or a body restore that was committed after it, not after a reducer
+//!   changed).
+//! - **A batch is the end state of its dispatch**: each block, timer and tombstone appears once,
+//!   so a store may apply a batch's parts in any order.
+//! - **Fork proofs count against capacity.** The pair is part of its feed's bytes; a fork found
+//!   lower in a feed supersedes the pair above it, which is deleted; a feed frozen at genesis
+//!   (only a proof left) is ranked and evicted like any other.
 //! - Garbage collection ([`Kernel::gc`]): a collected block keeps its header and still links
 //!   its feed; a block arriving without its body, or already expired as of the last `gc(t)`,
 //!   enters collected ([`Outcome::Collected`]).
