@@ -172,11 +172,14 @@ enum Op {
     /// Advance the clock, release held blocks, collect what expired.
     Advance(u64),
     /// Drop the kernel without closing it (after an optional snapshot) and reopen the store.
-    Kill { snapshot: bool },
+    Kill {
+        snapshot: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let copy = prop_oneof![6 => Just(Copy::Full), 2 => Just(Copy::HeaderOnly), 1 => Just(Copy::Forged)];
+    let copy =
+        prop_oneof![6 => Just(Copy::Full), 2 => Just(Copy::HeaderOnly), 1 => Just(Copy::Forged)];
     let offer = prop::collection::vec((0..=AUTHORS, 0..LEN, copy), 1..6).prop_map(Op::Offer);
     prop_oneof![
         8 => offer,
@@ -220,13 +223,21 @@ fn open(app: &App, store: Box<dyn BlockStore>, clock: &ManualClock) -> Kernel {
 fn fold_from_scratch(app: &App, kernel: &Kernel, clock: &ManualClock) -> Kernel {
     let mut blocks: Vec<Arc<Block>> = Vec::new();
     for head in kernel.heads() {
-        blocks.extend(kernel.feed(&head.author).into_blocks().into_iter().map(Arc::new));
+        blocks.extend(
+            kernel
+                .feed(&head.author)
+                .into_blocks()
+                .into_iter()
+                .map(Arc::new),
+        );
     }
     for (author, _) in kernel.frozen_feeds() {
         if kernel.head(&author).is_none() {
             blocks.extend(kernel.feed(&author).into_blocks().into_iter().map(Arc::new));
         }
-        let (a, b) = kernel.fork_proof(&author).expect("frozen feeds have a proof");
+        let (a, b) = kernel
+            .fork_proof(&author)
+            .expect("frozen feeds have a proof");
         blocks.extend([a, b]);
     }
     let mut fresh = Kernel::builder(app)
@@ -241,7 +252,11 @@ fn fold_from_scratch(app: &App, kernel: &Kernel, clock: &ManualClock) -> Kernel 
 fn check(app: &App, kernel: &Kernel, clock: &ManualClock) -> Result<(), TestCaseError> {
     let fresh = fold_from_scratch(app, kernel, clock);
     prop_assert_eq!(fresh.set_hash(), kernel.set_hash(), "same retained set");
-    prop_assert_eq!(fresh.digests(), kernel.digests(), "state is a fold of what is retained");
+    prop_assert_eq!(
+        fresh.digests(),
+        kernel.digests(),
+        "state is a fold of what is retained"
+    );
     prop_assert!(
         kernel.stats().other_bytes <= BUDGET,
         "{} bytes over a budget of {}",
