@@ -852,12 +852,15 @@ impl Kernel {
                 !gone
             });
         }
-        self.fold.update(
-            &self.index,
-            &run.inserted,
-            run.earliest,
-            !run.removed.is_empty() || !run.proofs.is_empty() || !run.pruned.is_empty(),
-        );
+        let changed: Vec<BlockId> = run
+            .removed
+            .iter()
+            .chain(&run.pruned)
+            .chain(&run.proofs)
+            .map(|b| b.id())
+            .collect();
+        self.fold
+            .update(&self.index, &run.inserted, run.earliest, &changed);
         // Later runs must not see this one's bookkeeping.
         run.earliest = None;
     }

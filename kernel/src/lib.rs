@@ -21,7 +21,9 @@
 //!   parent by another author is [`BlockError::ForeignParent`]). Multi-author feeds exist at the
 //!   [`Feed`] level.
 //! - If every slice is [`Slice::commutative`], blocks are applied as they arrive; if any is not,
-//!   all slices fold canonically, because the accepted set is shared.
+//!   all slices fold canonically, because the accepted set is shared. A removal in a
+//!   commutative kernel rewinds to a checkpoint taken in arrival order and replays what arrived
+//!   after the removed block, so blocks removed soon after they arrived cost little.
 //! - A block no slice accepts stays in the candidate set, uncounted, like a state-rejected one.
 //! - Filters get no `now`; blocks dated beyond `now + max_clock_skew_ms` are held
 //!   ([`Outcome::TimestampFromFuture`]) and applied by [`Kernel::poll`] when their time comes.

@@ -588,3 +588,39 @@ fn a_slice_with_a_new_version_replays_instead_of_restoring_the_old_snapshot() {
     assert!(!upgraded.stats().restored_from_snapshot);
     assert_eq!(upgraded.state::<SumV2>(), Some(&2));
 }
+
+#[test]
+fn a_feed_evicted_or_expired_soon_after_it_arrives_costs_what_arrived_after_it_not_a_refold() {
+    let clock = ManualClock::new(NOW);
+    let honest: Vec<Block> = (1..=10u8)
+        .flat_map(|n| {
+            let bodies: Vec<&[u8]> = vec![&[1]; 500];
+            chain(n, &bodies, NOW - 100_000 + u64::from(n))
+        })
+        .collect();
+    let held: u64 = 5_000 * 161;
+    let mut k = kernel_on(
+        MemoryStore::new(),
+        &clock,
+        Config::default().with_capacity_bytes(held + 100),
+    );
+    k.dispatch(honest).expect("dispatch");
+    let before = k.stats();
+    // A fresh feed (youngest genesis: lowest rank) pushes the store over capacity and is
+    // evicted in the same dispatch.
+    let flood = chain(77, &[&[1], &[1], &[1]], NOW);
+    let report = k.dispatch(flood.clone()).expect("dispatch");
+    assert_eq!(report.outcome(&flood[0].id()), Some(&Outcome::Evicted));
+    // An expiring block that dies soon after it came.
+    let short = chain(78, &[&[EXPIRING]], NOW);
+    k.dispatch(short).expect("dispatch");
+    k.gc(NOW + TTL + 1).expect("gc");
+    let after = k.stats();
+    assert_eq!(after.full_refolds, before.full_refolds, "no full re-fold");
+    assert!(
+        after.evaluations - before.evaluations < 1_100,
+        "{} evaluations for 4 blocks over 5,000 retained",
+        after.evaluations - before.evaluations
+    );
+    assert_eq!(k.state::<Sum>(), Some(&5_000));
+}

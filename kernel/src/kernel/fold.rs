@@ -4,10 +4,15 @@
 //! folded so far is applied at once; one that sorts earlier rewinds to the last checkpoint
 //! before it and replays the rest. A block before the oldest checkpoint forces a full re-fold,
 //! which is counted, never refused. When every slice is commutative, blocks are applied as they
-//! arrive and only removals re-fold.
+//! arrive. A removal in a commutative kernel rewinds to the last checkpoint taken *in arrival
+//! order* before the earliest-arrived removed block and replays what arrived after it: any order
+//! that keeps each feed in seq order gives the same state, and arrival order does. So removing
+//! blocks that arrived recently (a peer's blocks evicted or expired soon after they came) costs
+//! the blocks that arrived after them, not the whole store; only a removal older than the
+//! oldest checkpoint re-folds everything (counted in `full_refolds`).
 
 use std::any::Any;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -45,6 +50,13 @@ pub(crate) struct Fold {
     interval: usize,
     max_checkpoints: usize,
     accepts: Vec<usize>,
+    /// Commutative mode: C in the order it was applied, by arrival position.
+    arrivals: BTreeMap<u64, BlockId>,
+    position: HashMap<BlockId, u64>,
+    next_position: u64,
+    /// Commutative mode: states after the block at each position.
+    arrival_checkpoints: VecDeque<(u64, Vec<Box<dyn Any + Send + Sync>>)>,
+    since_arrival_checkpoint: usize,
     /// Blocks that became counted during the current dispatch.
     pub newly_counted: Vec<BlockId>,
     pub full_refolds: u64,
@@ -65,6 +77,11 @@ impl Fold {
             interval: interval.max(1),
             max_checkpoints: max.max(1),
             accepts: Vec::new(),
+            arrivals: BTreeMap::new(),
+            position: HashMap::new(),
+            next_position: 0,
+            arrival_checkpoints: VecDeque::new(),
+            since_arrival_checkpoint: 0,
             newly_counted: Vec::new(),
             full_refolds: 0,
             evaluations: 0,
@@ -124,21 +141,21 @@ impl Fold {
     }
 
     /// Folds in blocks just inserted into C (`inserted`, in arrival order) and accounts for
-    /// removals, of which `earliest_removed` sorts first.
+    /// removals and rewritten blocks (`changed`: removed, collected, restored), of which
+    /// `earliest` sorts first.
     pub(crate) fn update(
         &mut self,
         index: &Index,
         inserted: &[BlockId],
         earliest: Option<OrderKey>,
-        removed: bool,
+        changed: &[BlockId],
     ) {
         if self.commutative {
-            if removed {
-                self.refold_all(index);
-            } else {
-                for id in inserted {
-                    self.evaluate(index, id);
-                }
+            if !changed.is_empty() {
+                self.rewind(index, changed);
+            }
+            for id in inserted {
+                self.arrive(index, *id);
             }
             return;
         }
@@ -155,6 +172,16 @@ impl Fold {
         self.since_checkpoint = 0;
         self.folded = index.order.keys().next_back().copied();
         self.newly_counted.clear();
+        if self.commutative {
+            // Arrival order after a restore: canonical order, with no checkpoint yet.
+            self.clear_arrivals();
+            for id in index.order.values() {
+                let position = self.next_position;
+                self.next_position += 1;
+                self.arrivals.insert(position, *id);
+                self.position.insert(*id, position);
+            }
+        }
     }
 
     /// Re-folds everything from scratch, in canonical order.
@@ -166,7 +193,92 @@ impl Fold {
         self.checkpoints.clear();
         self.since_checkpoint = 0;
         self.folded = None;
+        if self.commutative {
+            self.clear_arrivals();
+            let ids: Vec<BlockId> = index.order.values().copied().collect();
+            for id in ids {
+                self.arrive(index, id);
+            }
+            return;
+        }
         self.apply_after(index, None);
+    }
+
+    fn clear_arrivals(&mut self) {
+        self.arrivals.clear();
+        self.position.clear();
+        self.arrival_checkpoints.clear();
+        self.since_arrival_checkpoint = 0;
+    }
+
+    /// Commutative mode: applies a block that just entered C, at the end of the arrival order.
+    fn arrive(&mut self, index: &Index, id: BlockId) {
+        let position = self.next_position;
+        self.next_position += 1;
+        self.arrivals.insert(position, id);
+        self.position.insert(id, position);
+        self.evaluate(index, &id);
+        self.after_arrival(position);
+    }
+
+    fn after_arrival(&mut self, position: u64) {
+        self.since_arrival_checkpoint += 1;
+        if self.since_arrival_checkpoint >= self.interval {
+            self.since_arrival_checkpoint = 0;
+            let states = self.slices.iter().map(|s| s.snapshot()).collect();
+            self.arrival_checkpoints.push_back((position, states));
+            if self.arrival_checkpoints.len() > self.max_checkpoints {
+                self.arrival_checkpoints.pop_front();
+            }
+        }
+    }
+
+    /// Commutative mode: undoes the blocks from the earliest-arrived changed one on, by
+    /// restoring the checkpoint before it and replaying the later arrivals that are still in
+    /// C (as they are now: a collected block replays as collected).
+    fn rewind(&mut self, index: &Index, changed: &[BlockId]) {
+        let Some(earliest) = changed.iter().filter_map(|id| self.position.get(id)).min() else {
+            return;
+        };
+        let earliest = *earliest;
+        while self
+            .arrival_checkpoints
+            .back()
+            .is_some_and(|(p, _)| *p >= earliest)
+        {
+            self.arrival_checkpoints.pop_back();
+        }
+        let start = match self.arrival_checkpoints.back() {
+            Some((position, states)) => {
+                for (slice, state) in self.slices.iter_mut().zip(states) {
+                    slice.restore(state.as_ref());
+                }
+                Some(*position)
+            }
+            None => {
+                self.full_refolds += 1;
+                for slice in &mut self.slices {
+                    slice.reset();
+                }
+                None
+            }
+        };
+        self.since_arrival_checkpoint = 0;
+        let lower = start.map_or(Bound::Unbounded, Bound::Excluded);
+        let replay: Vec<(u64, BlockId)> = self
+            .arrivals
+            .range((lower, Bound::Unbounded))
+            .map(|(p, id)| (*p, *id))
+            .collect();
+        for (position, id) in replay {
+            if !index.blocks.contains_key(&id) {
+                self.arrivals.remove(&position);
+                self.position.remove(&id);
+                continue;
+            }
+            self.evaluate(index, &id);
+            self.after_arrival(position);
+        }
     }
 
     fn refold_from(&mut self, index: &Index, key: OrderKey) {
