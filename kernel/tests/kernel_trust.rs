@@ -2,13 +2,16 @@
 //! each, named after what must hold now. (The sync-side faults C, D and I have their scenarios
 //! in `sync_protocol.rs`; the random mix of all of them is `kernel_trust_property.rs`.)
 
-use std::sync::{Arc, Mutex};
+mod common;
 
-use blockend_kernel::store::{Batch, BlockStore, StoreError};
+use std::sync::Arc;
+
+use blockend_kernel::store::BlockStore;
 use blockend_kernel::{
     Application, Block, BlockError, BlockId, Config, Context, DecodeError, Error, Header, Identity,
-    Kernel, ManualClock, MemoryStore, Outcome, PublicKey, Registry, Slice, Source, Verdict,
+    Kernel, ManualClock, MemoryStore, Outcome, Registry, Slice, Source, Verdict,
 };
+use common::Shared;
 
 const NOW: u64 = 1_700_000_000_000;
 /// Bodies that start with this byte expire `TTL` ms after their block's time.
@@ -47,43 +50,6 @@ struct App;
 impl Application for App {
     fn register(&self, slices: &mut Registry) {
         slices.add(Sum);
-    }
-}
-
-/// A store that outlives the kernel using it, so dropping the kernel without `close` is a
-/// kill: what was committed stays, nothing else is written.
-#[derive(Clone, Default)]
-struct Shared(Arc<Mutex<MemoryStore>>);
-impl BlockStore for Shared {
-    fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
-        self.0.lock().unwrap().commit(batch)
-    }
-    fn blocks(&self) -> Result<Vec<Arc<Block>>, StoreError> {
-        self.0.lock().unwrap().blocks()
-    }
-    fn get(&self, id: &BlockId) -> Result<Option<Arc<Block>>, StoreError> {
-        self.0.lock().unwrap().get(id)
-    }
-    fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-    fn timers(&self) -> Result<Vec<(u64, BlockId)>, StoreError> {
-        self.0.lock().unwrap().timers()
-    }
-    fn gc_time(&self) -> Result<u64, StoreError> {
-        self.0.lock().unwrap().gc_time()
-    }
-    fn tombstones(&self) -> Result<Vec<(PublicKey, u64)>, StoreError> {
-        self.0.lock().unwrap().tombstones()
-    }
-    fn snapshot(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0.lock().unwrap().snapshot()
-    }
-    fn identity(&self) -> Result<Option<[u8; 32]>, StoreError> {
-        self.0.lock().unwrap().identity()
-    }
-    fn set_identity(&mut self, secret: [u8; 32]) -> Result<(), StoreError> {
-        self.0.lock().unwrap().set_identity(secret)
     }
 }
 

@@ -5,13 +5,16 @@
 //! exactly what is retained; equal `set_hash` => equal digests; the bytes of other authors'
 //! feeds stay within the budget; a reopen gives back the state of the last commit.
 
-use std::sync::{Arc, Mutex};
+mod common;
 
-use blockend_kernel::store::{Batch, BlockStore, StoreError};
+use std::sync::Arc;
+
+use blockend_kernel::store::BlockStore;
 use blockend_kernel::{
-    Application, Block, BlockId, Config, Context, Identity, Kernel, ManualClock, MemoryStore,
-    PublicKey, Registry, Signature, Slice, Verdict,
+    Application, Block, Config, Context, Identity, Kernel, ManualClock, Registry, Signature, Slice,
+    Verdict,
 };
+use common::Shared;
 use proptest::prelude::*;
 
 const NOW: u64 = 1_700_000_000_000;
@@ -82,41 +85,6 @@ impl Application for App {
         if self.ordered {
             slices.add(Firsts);
         }
-    }
-}
-
-#[derive(Clone, Default)]
-struct Shared(Arc<Mutex<MemoryStore>>);
-impl BlockStore for Shared {
-    fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
-        self.0.lock().unwrap().commit(batch)
-    }
-    fn blocks(&self) -> Result<Vec<Arc<Block>>, StoreError> {
-        self.0.lock().unwrap().blocks()
-    }
-    fn get(&self, id: &BlockId) -> Result<Option<Arc<Block>>, StoreError> {
-        self.0.lock().unwrap().get(id)
-    }
-    fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-    fn timers(&self) -> Result<Vec<(u64, BlockId)>, StoreError> {
-        self.0.lock().unwrap().timers()
-    }
-    fn gc_time(&self) -> Result<u64, StoreError> {
-        self.0.lock().unwrap().gc_time()
-    }
-    fn tombstones(&self) -> Result<Vec<(PublicKey, u64)>, StoreError> {
-        self.0.lock().unwrap().tombstones()
-    }
-    fn snapshot(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0.lock().unwrap().snapshot()
-    }
-    fn identity(&self) -> Result<Option<[u8; 32]>, StoreError> {
-        self.0.lock().unwrap().identity()
-    }
-    fn set_identity(&mut self, secret: [u8; 32]) -> Result<(), StoreError> {
-        self.0.lock().unwrap().set_identity(secret)
     }
 }
 
