@@ -501,8 +501,13 @@ impl Kernel {
         if let Some(error) = refusal {
             // It did not count, so no state depends on it: removing it needs no re-fold.
             self.index.pop(&id);
-            self.fold.status.remove(&id);
+            self.fold.forget(&id);
             run.inserted.retain(|i| *i != id);
+            // Nor its expiry timer, in memory or in the store.
+            for timer in run.timers.iter().filter(|(_, i)| *i == id) {
+                self.expiry.remove(timer);
+            }
+            run.timers.retain(|(_, i)| *i != id);
             self.commit_run(run)?;
             return Err(error);
         }
@@ -742,6 +747,11 @@ impl Kernel {
             if self.restores_body(&block) {
                 self.restore_body(block, run);
                 continue;
+            }
+            if block.body().is_some() {
+                // A full copy of a block held without its body that expired here: the body
+                // stays gone, and is no longer wanted.
+                self.index.missing.remove(&id);
             }
             if let Some(waiting) = self.mempool.restore_body(&block) {
                 // The header-only copy waits; it now waits with its body.

@@ -590,3 +590,40 @@ fn a_feed_evicted_or_expired_soon_after_it_arrives_costs_what_arrived_after_it_n
     );
     assert_eq!(k.state::<Sum>(), Some(&5_000));
 }
+
+/// Found by a hostile review: a block evicted in the dispatch that brought it must not leave a
+/// stale arrival behind that a later rewind replays (it was reduced twice).
+#[test]
+fn a_block_evicted_in_its_own_dispatch_and_readmitted_is_not_counted_twice() {
+    let clock = ManualClock::new(NOW);
+    let config = Config::default()
+        .with_capacity_bytes(700)
+        .with_tombstones(10, 100);
+    let mut k = kernel_on(MemoryStore::new(), &clock, config);
+    // An old feed with one expiring block (161 bytes).
+    let old = chain(1, &[&[EXPIRING]], NOW - 100_000);
+    k.dispatch(old.clone()).expect("dispatch");
+    // A fresh feed of five blocks (805 bytes): over capacity, evicted in the same dispatch.
+    let fresh = chain(77, &[&[1], &[1], &[1], &[1], &[1]], NOW - 10);
+    let report = k.dispatch(fresh.clone()).expect("dispatch");
+    assert_eq!(report.outcome(&fresh[0].id()), Some(&Outcome::Evicted));
+    // The tombstone expires; a peer re-sends the first three blocks, which fit now.
+    clock.advance(100);
+    let report = k.dispatch(fresh[..3].to_vec()).expect("dispatch");
+    assert_eq!(report.outcome(&fresh[2].id()), Some(&Outcome::Accepted));
+    assert_eq!(k.state::<Sum>(), Some(&(u64::from(EXPIRING) + 3)));
+    // The old block expires: a removal that rewinds past the stale arrivals.
+    k.gc(NOW).expect("gc");
+    // A fresh kernel with exactly these blocks.
+    let mut fresh_kernel = kernel(&clock);
+    let held: Vec<Arc<Block>> = std::iter::once(Arc::new(old[0].pruned()))
+        .chain(fresh[..3].iter().cloned().map(Arc::new))
+        .collect();
+    fresh_kernel.dispatch_shared(held).expect("dispatch");
+    assert_eq!(k.set_hash(), fresh_kernel.set_hash(), "same candidate set");
+    assert_eq!(
+        k.state::<Sum>(),
+        fresh_kernel.state::<Sum>(),
+        "same blocks, same state"
+    );
+}

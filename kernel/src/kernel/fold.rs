@@ -155,7 +155,11 @@ impl Fold {
                 self.rewind(index, changed);
             }
             for id in inserted {
-                self.arrive(index, *id);
+                // A block inserted and removed again in the same run (evicted, cut by a fork)
+                // never arrives: it would leave a stale entry that a later rewind replays.
+                if index.blocks.contains_key(id) {
+                    self.arrive(index, *id);
+                }
             }
             return;
         }
@@ -204,6 +208,15 @@ impl Fold {
         self.apply_after(index, None);
     }
 
+    /// Forgets a block taken back out of C without a re-fold (a refused `create_block`, which
+    /// contributed nothing).
+    pub(crate) fn forget(&mut self, id: &BlockId) {
+        self.status.remove(id);
+        if let Some(position) = self.position.remove(id) {
+            self.arrivals.remove(&position);
+        }
+    }
+
     fn clear_arrivals(&mut self) {
         self.arrivals.clear();
         self.position.clear();
@@ -213,6 +226,9 @@ impl Fold {
 
     /// Commutative mode: applies a block that just entered C, at the end of the arrival order.
     fn arrive(&mut self, index: &Index, id: BlockId) {
+        if let Some(old) = self.position.remove(&id) {
+            self.arrivals.remove(&old);
+        }
         let position = self.next_position;
         self.next_position += 1;
         self.arrivals.insert(position, id);
@@ -271,6 +287,10 @@ impl Fold {
             .map(|(p, id)| (*p, *id))
             .collect();
         for (position, id) in replay {
+            if self.position.get(&id) != Some(&position) {
+                self.arrivals.remove(&position); // a stale entry: the block arrived again later
+                continue;
+            }
             if !index.blocks.contains_key(&id) {
                 self.arrivals.remove(&position);
                 self.position.remove(&id);
