@@ -1,49 +1,91 @@
 //! The sync protocol, version 1, as a state machine without IO.
 //!
-//! A driver tells the machine that a peer connected, hands it each message a peer sent, tells
-//! it about blocks the local kernel accepted, and calls [`Protocol::tick`] now and then; the
-//! machine answers with [`Output`]s (messages to send, peers to drop). The in-memory wire, the
-//! libp2p node and the simulator are thin shells around this one machine.
+//! # The event model
+//! One entry point, [`Protocol::event`], in the style of iroh-gossip's `proto`: a driver turns
+//! what happens to it into an [`Event`] and carries out the [`Step`] the machine returns
+//! ([`Output::Send`] a message, [`Output::Disconnect`] a peer). Timers are events too: the
+//! driver sends [`Event::Tick`] on its period and the machine does all periodic work itself.
+//! There are no sockets, tasks or clocks in here; the kernel's clock is the only time and the
+//! tick count the only timer. The in-memory [`wire`](crate::wire), the libp2p node and the
+//! simulator are thin shells around this one machine, and every piece of peer bookkeeping
+//! (known heads, wants in flight, penalties, proofs and body requests already sent) lives here
+//! alone.
 //!
+//! | event | what the machine does |
+//! |---|---|
+//! | [`Event::Connected`] | gives the peer a [`Source`] number, greets it with the local heads |
+//! | [`Event::Disconnected`] | forgets the peer |
+//! | [`Event::Message`] / [`Event::Received`] | decodes (bytes) and handles a sync message |
+//! | [`Event::Pushed`] | dispatches blocks another channel delivered (gossipsub, a mesh model) |
+//! | [`Event::Malformed`] | counts bytes another channel carried that did not decode |
+//! | [`Event::Local`] | pushes what a local create / dispatch accepted, spreads fork proofs |
+//! | [`Event::Tick`] | releases held blocks, collects expired ones, re-asks lost wants, re-sends heads, fetches missing bodies |
+//!
+//! # The protocol
 //! 1. On connect each side sends its **heads** (newest counted block per feed).
 //! 2. For every feed where the peer is ahead, a side sends **want** `{author, from_seq}`; the
 //!    answer is a bounded batch of **blocks**, and the side wants more while it is still behind.
-//!    A reconnect costs the difference, not everything.
-//! 3. Blocks the kernel newly accepts are **pushed** to every other peer that is not known to
-//!    have them; duplicates are recognised by id and cost no reducer work.
-//! 4. Intrinsically invalid blocks and undecodable messages count against their sender; a peer
-//!    over its budget is disconnected.
-//! 5. [`Protocol::tick`] re-sends heads to every peer (anti-entropy), repairing whatever a
-//!    dropped message lost.
+//!    A reconnect costs the difference, not everything. A want unanswered for two ticks is
+//!    asked again, so a message lost on a full channel cannot stall a feed.
+//! 3. Blocks the kernel newly accepts from a sync message or a local write are **pushed** to
+//!    every other peer that is not known to have them ([`Config::push`]); blocks another
+//!    channel pushed are left to that channel. Duplicates are recognised by id and cost no
+//!    reducer work. An orphan (its parent unknown) makes the machine ask its sender for the gap.
+//! 4. **Fork proofs** go to every peer that may hold blocks past the fork, each proof to each
+//!    peer once per connection, and what one incoming message can make the machine send is
+//!    bounded ([`Config::batch_bytes`], [`MAX_PROOFS_PER_EVENT`]); the rest follows on later
+//!    heads exchanges.
+//! 5. A block the kernel holds without its body (a peer sent the header only) is asked for by
+//!    **want bodies** on the tick, each id of one peer that claims the block per tick and of
+//!    each peer at most once per connection; the answer is the full copies the peer holds.
+//! 6. Every outgoing message is cut to the receiver's [`Limits`] by count and by bytes.
+//! 7. Intrinsically invalid blocks and undecodable messages count against the peer that sent
+//!    them: the kernel names the sender of every invalid block in [`Report::blame`], also for
+//!    blocks that waited in its mempool and were released by another peer's message, so an
+//!    honest peer that forwards a missing parent is never charged for the orphans a liar
+//!    parked. A peer over its budget ([`Config::max_invalid`]) is disconnected.
 
+mod inbound;
 mod message;
+mod outbound;
+mod peer;
+mod tick;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use message::{Limits, Message, Want};
+pub use peer::PeerStats;
 
-use crate::block::{Block, DecodeError};
-use crate::identity::PublicKey;
-use crate::kernel::{Error, Kernel, Report};
+use self::peer::Peer;
+use crate::block::{Block, BlockId, DecodeError};
+use crate::kernel::{Error, Kernel, Report, Source};
+
+/// Most fork-proof blocks one event makes the machine send to one peer (the byte budget is
+/// [`Config::batch_bytes`]); at least one pair always goes.
+pub const MAX_PROOFS_PER_EVENT: usize = 64;
 
 /// Protocol configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Config {
-    /// Message size caps.
+    /// Message size caps, for decoding and for every message sent.
     pub limits: Limits,
-    /// Bytes of blocks per answer to a want (a soft cap; one block is always sent). Default 1 MiB.
+    /// Bytes of blocks one incoming message may buy: the answer to a want or a want-bodies, the
+    /// fork proofs sent per peer per event (a soft cap; one block or proof pair is always
+    /// sent). Default 1 MiB.
     pub batch_bytes: usize,
     /// Invalid blocks or malformed messages tolerated from one peer before it is dropped.
     /// Default 16.
     pub max_invalid: u32,
     /// Most peers at once. Default 128.
     pub max_peers: usize,
-    /// Whether newly accepted blocks are pushed to every peer ([`Protocol::push`]). Default
-    /// on. Drivers with their own dissemination turn it off: the libp2p node pushes with
-    /// gossipsub, the simulator along its mesh model. Fork proofs are sent either way.
+    /// Whether newly accepted blocks are pushed to every peer (from sync messages and
+    /// [`Event::Local`]). Default on. Drivers with their own dissemination turn it off: the
+    /// simulator pushes along its mesh model. Fork proofs are sent either way.
     pub push: bool,
+    /// Missing bodies asked for per tick, over all peers. Default 64.
+    pub bodies_per_tick: usize,
 }
 
 impl Config {
@@ -58,6 +100,18 @@ impl Config {
         self.max_peers = max_peers;
         self
     }
+
+    /// Sets the budget of invalid blocks and malformed messages per peer.
+    pub fn with_max_invalid(mut self, max_invalid: u32) -> Self {
+        self.max_invalid = max_invalid;
+        self
+    }
+
+    /// Sets the size caps.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
 }
 
 impl Default for Config {
@@ -68,6 +122,7 @@ impl Default for Config {
             max_invalid: 16,
             max_peers: 128,
             push: true,
+            bodies_per_tick: 64,
         }
     }
 }
@@ -92,7 +147,7 @@ pub enum Output<P> {
         /// The message.
         message: Message,
     },
-    /// Drop the connection to `peer`.
+    /// Drop the connection to `peer`. The machine has already forgotten it.
     Disconnect {
         /// The peer.
         peer: P,
@@ -101,48 +156,85 @@ pub enum Output<P> {
     },
 }
 
-/// Per-peer counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What happened to the driver, for [`Protocol::event`].
+#[derive(Clone, Debug)]
 #[non_exhaustive]
-pub struct PeerStats {
-    /// Blocks received from the peer.
-    pub blocks_received: u64,
-    /// Blocks sent to the peer.
-    pub blocks_sent: u64,
-    /// Invalid blocks and malformed messages from the peer.
-    pub invalid: u32,
+pub enum Event<P> {
+    /// A peer connected.
+    Connected(P),
+    /// A peer went away.
+    Disconnected(P),
+    /// An encoded sync message arrived from `from` (decoded against [`Config::limits`]; bytes
+    /// that do not decode count against the peer).
+    Message {
+        /// The sender.
+        from: P,
+        /// The encoded message.
+        bytes: Vec<u8>,
+    },
+    /// A sync message that is already decoded arrived from `from`: for in-process drivers that
+    /// pass blocks by `Arc` (the simulator) instead of bytes.
+    Received {
+        /// The sender.
+        from: P,
+        /// The message.
+        message: Message,
+    },
+    /// Blocks another channel delivered from `from` (gossipsub in the node, the mesh model in
+    /// the simulator). They are dispatched and judged like blocks in a sync message, but not
+    /// pushed on: the other channel spreads them.
+    Pushed {
+        /// The peer that delivered them.
+        from: P,
+        /// The blocks.
+        blocks: Vec<Arc<Block>>,
+    },
+    /// Bytes another channel carried from `from` did not decode (a gossip payload that is not
+    /// a block). Counts against the peer.
+    Malformed {
+        /// The sender.
+        from: P,
+        /// Why the bytes did not decode.
+        error: DecodeError,
+    },
+    /// What a local `create_block`, `dispatch` or `poll` did: the accepted blocks are pushed
+    /// (if [`Config::push`]), fork proofs spread, and blamed senders of released blocks
+    /// penalised.
+    Local(Report),
+    /// The driver's timer: everything periodic (see the module docs).
+    Tick,
 }
 
-#[derive(Default)]
-struct Peer {
-    /// Highest seq per feed the peer is known to hold (from its heads, or what we exchanged).
-    known: BTreeMap<PublicKey, u64>,
-    /// The want in flight per feed: (from_seq asked, tick when asked). A heads message does not
-    /// ask again for what is already asked, so a periodic heads exchange during a long
-    /// catch-up does not start a second transfer of the same blocks. A want unanswered for
-    /// [`WANT_TICKS`] ticks counts as lost and may be asked again.
-    pending: BTreeMap<PublicKey, (u64, u64)>,
-    stats: PeerStats,
+/// What the machine did with one event.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Step<P> {
+    /// What the driver must carry out, in order.
+    pub outputs: Vec<Output<P>>,
+    /// The kernel's report when the event dispatched blocks (a blocks message, pushed blocks,
+    /// held blocks released on a tick). The node reads it for gossipsub validation.
+    pub report: Option<Report>,
+    /// Ids of the blocks the event carried from a peer, in order.
+    pub received: Vec<BlockId>,
+    /// Set when the event was bytes that did not decode.
+    pub malformed: Option<DecodeError>,
+    /// Invalid blocks and malformed messages charged in this step, per peer (the sender of
+    /// this event or, for blocks that waited in the mempool, their own sender).
+    pub penalties: Vec<(P, u32)>,
+    /// Blocks whose bodies garbage collection dropped during this step.
+    pub collected: usize,
 }
 
-/// Most feeds remembered per peer: the map grows from the peer's own claims, so it is capped.
-const MAX_KNOWN_FEEDS: usize = 1 << 16;
-
-/// Ticks after which an unanswered want counts as lost.
-const WANT_TICKS: u64 = 2;
-
-impl Peer {
-    fn knows(&mut self, author: PublicKey, seq: u64) {
-        if self.known.len() >= MAX_KNOWN_FEEDS && !self.known.contains_key(&author) {
-            return;
+impl<P> Default for Step<P> {
+    fn default() -> Self {
+        Self {
+            outputs: Vec::new(),
+            report: None,
+            received: Vec::new(),
+            malformed: None,
+            penalties: Vec::new(),
+            collected: 0,
         }
-        let known = self.known.entry(author).or_insert(seq);
-        *known = (*known).max(seq);
-    }
-    fn has(&self, block: &Block) -> bool {
-        self.known
-            .get(&block.author())
-            .is_some_and(|&s| s >= block.seq())
     }
 }
 
@@ -150,7 +242,11 @@ impl Peer {
 pub struct Protocol<P> {
     config: Config,
     peers: BTreeMap<P, Peer>,
-    /// Calls to [`Protocol::tick`]: the machine's only notion of time.
+    /// Who each [`Source`] number names; a number is never reused, so the kernel's memory of a
+    /// gone peer's blocks blames nobody else.
+    sources: BTreeMap<Source, P>,
+    next_source: u64,
+    /// Ticks so far: the machine's only notion of time.
     ticks: u64,
 }
 
@@ -166,6 +262,8 @@ impl<P: Ord + Clone> Protocol<P> {
         Self {
             config,
             peers: BTreeMap::new(),
+            sources: BTreeMap::new(),
+            next_source: 0,
             ticks: 0,
         }
     }
@@ -185,50 +283,103 @@ impl<P: Ord + Clone> Protocol<P> {
         self.peers.get(peer).map(|p| &p.stats)
     }
 
-    /// A peer connected: greets it with the local heads.
+    /// The number the kernel knows a connected peer by (see [`Kernel::dispatch_from`]).
+    pub fn source(&self, peer: &P) -> Option<Source> {
+        self.peers.get(peer).map(|p| p.source)
+    }
+
+    /// The one entry point: handles `event` and returns what to do.
+    ///
+    /// # Errors
+    /// Only the kernel's [`Error::Store`]; the machine's state stays consistent.
+    pub fn event(&mut self, kernel: &mut Kernel, event: Event<P>) -> Result<Step<P>, Error> {
+        let mut step = Step::default();
+        match event {
+            Event::Connected(peer) => self.on_connect(kernel, peer, &mut step),
+            Event::Disconnected(peer) => self.on_disconnect(&peer),
+            Event::Message { from, bytes } => self.on_bytes(kernel, &from, &bytes, &mut step)?,
+            Event::Received { from, message } => {
+                if self.peers.contains_key(&from) {
+                    self.on_message(kernel, &from, message, &mut step)?;
+                }
+            }
+            Event::Pushed { from, blocks } => {
+                self.receive(kernel, &from, blocks, inbound::Via::Pushed, &mut step)?;
+            }
+            Event::Malformed { from, error } => self.on_malformed(&from, error, &mut step),
+            Event::Local(report) => {
+                self.blame(&report, &mut step);
+                self.spread(&report, None, true, &mut step);
+            }
+            Event::Tick => self.on_tick(kernel, &mut step)?,
+        }
+        Ok(step)
+    }
+
+    fn on_connect(&mut self, kernel: &Kernel, peer: P, step: &mut Step<P>) {
+        if !self.peers.contains_key(&peer) {
+            if self.peers.len() >= self.config.max_peers {
+                step.outputs.push(Output::Disconnect {
+                    peer,
+                    reason: DisconnectReason::TooManyPeers,
+                });
+                return;
+            }
+            let source = Source(self.next_source);
+            self.next_source += 1;
+            self.sources.insert(source, peer.clone());
+            self.peers.insert(peer.clone(), Peer::new(source));
+        }
+        step.outputs.extend(self.heads(kernel, &peer));
+    }
+
+    fn on_disconnect(&mut self, peer: &P) {
+        if let Some(state) = self.peers.remove(peer) {
+            self.sources.remove(&state.source);
+        }
+    }
+
+    // Today's methods, kept as thin wrappers over the handlers `event` dispatches to. Those
+    // that take `&Kernel` do the part of their event that needs no write access.
+
+    /// [`Event::Connected`]: greets the peer with the local heads.
     pub fn connect(&mut self, kernel: &Kernel, peer: P) -> Vec<Output<P>> {
-        if !self.peers.contains_key(&peer) && self.peers.len() >= self.config.max_peers {
-            return vec![Output::Disconnect {
-                peer,
-                reason: DisconnectReason::TooManyPeers,
-            }];
-        }
-        self.peers.entry(peer.clone()).or_default();
-        self.heads(kernel, &peer)
+        let mut step = Step::default();
+        self.on_connect(kernel, peer, &mut step);
+        step.outputs
     }
 
-    /// A peer went away.
+    /// [`Event::Disconnected`].
     pub fn disconnect(&mut self, peer: &P) {
-        self.peers.remove(peer);
+        self.on_disconnect(peer);
     }
 
-    /// Anti-entropy: re-sends the local heads to every peer.
+    /// The part of [`Event::Tick`] that needs no write access to the kernel: lost wants asked
+    /// again, heads to every peer (anti-entropy), missing bodies asked for. Releasing held
+    /// blocks and garbage collection need [`Protocol::event`].
     pub fn tick(&mut self, kernel: &Kernel) -> Vec<Output<P>> {
-        self.ticks += 1;
-        let peers: Vec<P> = self.peers.keys().cloned().collect();
-        peers.iter().flat_map(|p| self.heads(kernel, p)).collect()
+        let mut step = Step::default();
+        self.periodic(kernel, &mut step);
+        step.outputs
     }
 
-    /// The local heads, paged, addressed to `peer` (what `connect` and `tick` send).
+    /// The local heads, paged, addressed to `peer` (what a connect and a tick send).
     pub fn heads(&self, kernel: &Kernel, peer: &P) -> Vec<Output<P>> {
-        let heads = kernel.heads();
-        if heads.is_empty() {
-            return vec![Output::Send {
-                to: peer.clone(),
-                message: Message::Heads(Vec::new()),
-            }];
+        let mut pages = Message::heads_pages(kernel.heads(), &self.config.limits);
+        if pages.is_empty() {
+            pages.push(Message::Heads(Vec::new()));
         }
-        heads
-            .chunks(self.config.limits.max_heads.max(1))
-            .map(|page| Output::Send {
+        pages
+            .into_iter()
+            .map(|message| Output::Send {
                 to: peer.clone(),
-                message: Message::Heads(page.to_vec()),
+                message,
             })
             .collect()
     }
 
-    /// Decodes and handles bytes from `from`. A message that does not decode counts against
-    /// the peer like an invalid block.
+    /// [`Event::Message`] for borrowed bytes: decodes and handles them. A message that does not
+    /// decode counts against the peer like an invalid block.
     ///
     /// # Errors
     /// Only the kernel's [`Error::Store`].
@@ -238,34 +389,13 @@ impl<P: Ord + Clone> Protocol<P> {
         from: &P,
         bytes: &[u8],
     ) -> Result<(Vec<Output<P>>, Option<Report>), Error> {
-        match Message::decode(bytes, &self.config.limits) {
-            Ok(message) => self.handle(kernel, from, message),
-            Err(error) => Ok((self.malformed(from, &error), None)),
-        }
+        let mut step = Step::default();
+        self.on_bytes(kernel, from, bytes, &mut step)?;
+        Ok((step.outputs, step.report))
     }
 
-    /// Counts a malformed message against `from`.
-    pub fn malformed(&mut self, from: &P, _error: &DecodeError) -> Vec<Output<P>> {
-        self.penalise(from, 1)
-    }
-
-    fn penalise(&mut self, from: &P, count: u32) -> Vec<Output<P>> {
-        let Some(peer) = self.peers.get_mut(from) else {
-            return Vec::new();
-        };
-        peer.stats.invalid = peer.stats.invalid.saturating_add(count);
-        if peer.stats.invalid > self.config.max_invalid {
-            self.peers.remove(from);
-            return vec![Output::Disconnect {
-                peer: from.clone(),
-                reason: DisconnectReason::TooManyInvalid,
-            }];
-        }
-        Vec::new()
-    }
-
-    /// Handles one message from `from`. Returns what to send and, for blocks, the kernel's
-    /// dispatch report. Messages from unknown peers are ignored.
+    /// [`Event::Received`]: handles one decoded message from `from`. Returns what to send and,
+    /// for blocks, the kernel's dispatch report. Messages from unknown peers are ignored.
     ///
     /// # Errors
     /// Only the kernel's [`Error::Store`].
@@ -275,196 +405,37 @@ impl<P: Ord + Clone> Protocol<P> {
         from: &P,
         message: Message,
     ) -> Result<(Vec<Output<P>>, Option<Report>), Error> {
-        if !self.peers.contains_key(from) {
-            return Ok((Vec::new(), None));
-        }
-        Ok(match message {
-            Message::Heads(heads) => (self.on_heads(kernel, from, heads), None),
-            Message::Want(wants) => (self.on_want(kernel, from, &wants), None),
-            Message::Blocks(blocks) => {
-                let (outputs, report) = self.on_blocks(kernel, from, blocks)?;
-                (outputs, Some(report))
-            }
-        })
+        let step = self.event(
+            kernel,
+            Event::Received {
+                from: from.clone(),
+                message,
+            },
+        )?;
+        Ok((step.outputs, step.report))
     }
 
-    fn on_heads(
-        &mut self,
-        kernel: &Kernel,
-        from: &P,
-        heads: Vec<crate::kernel::Head>,
-    ) -> Vec<Output<P>> {
-        let peer = self.peers.get_mut(from).expect("checked by handle");
-        let mut wants = Vec::new();
-        let mut proofs = Vec::new();
-        for head in heads {
-            peer.knows(head.author, head.seq);
-            if let Some((a, b)) = kernel.fork_proof(&head.author) {
-                // We froze this feed; if the peer holds blocks past the fork, show it why.
-                if head.seq >= a.seq() {
-                    proofs.extend([a, b]);
-                }
-                continue;
-            }
-            let ours = kernel.head(&head.author);
-            if kernel.is_tombstoned(&head.author) {
-                continue;
-            }
-            let from_seq = ours.map_or(0, |h| h.seq + 1);
-            let asked = peer.pending.get(&head.author).is_some_and(|&(seq, tick)| {
-                seq == from_seq && self.ticks.saturating_sub(tick) < WANT_TICKS
-            });
-            if ours.is_none_or(|h| h.seq < head.seq) && !asked {
-                wants.push(Want {
-                    author: head.author,
-                    from_seq,
-                });
-            }
-        }
-        let mut out = self.wants_to(from, wants);
-        if !proofs.is_empty() {
-            out.extend(self.blocks_to(from, proofs));
-        }
-        out
+    /// [`Event::Malformed`]: counts a malformed message against `from`.
+    pub fn malformed(&mut self, from: &P, error: &DecodeError) -> Vec<Output<P>> {
+        let mut step = Step::default();
+        self.on_malformed(from, error.clone(), &mut step);
+        step.outputs
     }
 
-    fn wants_to(&mut self, to: &P, wants: Vec<Want>) -> Vec<Output<P>> {
-        if let Some(peer) = self.peers.get_mut(to) {
-            for want in &wants {
-                if peer.pending.len() < MAX_KNOWN_FEEDS || peer.pending.contains_key(&want.author) {
-                    peer.pending
-                        .insert(want.author, (want.from_seq, self.ticks));
-                }
-            }
-        }
-        wants
-            .chunks(self.config.limits.max_wants.max(1))
-            .map(|page| Output::Send {
-                to: to.clone(),
-                message: Message::Want(page.to_vec()),
-            })
-            .collect()
-    }
-
-    fn blocks_to(&mut self, to: &P, blocks: Vec<Arc<Block>>) -> Vec<Output<P>> {
-        if let Some(peer) = self.peers.get_mut(to) {
-            peer.stats.blocks_sent += blocks.len() as u64;
-            for block in &blocks {
-                peer.knows(block.author(), block.seq());
-            }
-        }
-        blocks
-            .chunks(self.config.limits.max_blocks.max(1))
-            .map(|page| Output::Send {
-                to: to.clone(),
-                message: Message::Blocks(page.to_vec()),
-            })
-            .collect()
-    }
-
-    fn on_want(&mut self, kernel: &Kernel, from: &P, wants: &[Want]) -> Vec<Output<P>> {
-        let max_blocks = self.config.limits.max_blocks.max(1);
-        let mut budget = self.config.batch_bytes;
-        let mut blocks = Vec::new();
-        for want in wants {
-            if blocks.len() >= max_blocks || budget == 0 {
-                break;
-            }
-            let batch = kernel.blocks_from(
-                &want.author,
-                want.from_seq,
-                max_blocks - blocks.len(),
-                budget,
-            );
-            let bytes: usize = batch
-                .iter()
-                .map(|b| b.header().body_len as usize + 160)
-                .sum();
-            budget = budget.saturating_sub(bytes);
-            blocks.extend(batch);
-        }
-        if blocks.is_empty() {
-            return Vec::new();
-        }
-        self.blocks_to(from, blocks)
-    }
-
-    fn on_blocks(
-        &mut self,
-        kernel: &mut Kernel,
-        from: &P,
-        blocks: Vec<Arc<Block>>,
-    ) -> Result<(Vec<Output<P>>, Report), Error> {
-        let peer = self.peers.get_mut(from).expect("checked by handle");
-        peer.stats.blocks_received += blocks.len() as u64;
-        let mut authors = BTreeMap::new();
-        for block in &blocks {
-            peer.knows(block.author(), block.seq());
-            authors.insert(block.author(), ());
-        }
-        let before: BTreeMap<PublicKey, Option<u64>> = authors
-            .keys()
-            .map(|a| (*a, kernel.head(a).map(|h| h.seq)))
-            .collect();
-        let report = kernel.dispatch_shared(blocks)?;
-        let mut out = self.penalise(from, report.invalid() as u32);
-        if out.is_empty() {
-            // Still behind this peer on a feed this batch advanced? Ask for the next batch.
-            let peer = &self.peers[from];
-            let wants: Vec<Want> = before
-                .iter()
-                .filter_map(|(author, old)| {
-                    let now = kernel.head(author).map(|h| h.seq);
-                    let theirs = peer.known.get(author).copied();
-                    (now > *old && theirs > now).then(|| Want {
-                        author: *author,
-                        from_seq: now.map_or(0, |s| s + 1),
-                    })
-                })
-                .collect();
-            out.extend(self.wants_to(from, wants));
-        }
-        out.extend(self.announce(&report, Some(from)));
-        Ok((out, report))
-    }
-
-    /// Pushes what a dispatch newly accepted (and any fork proofs it found) to every peer but
-    /// `except` that is not known to hold it.
+    /// [`Event::Local`] with an exception: pushes what a dispatch newly accepted (and any fork
+    /// proofs it found) to every peer but `except` that is not known to hold it. Proofs go to
+    /// every peer, each once per connection.
     pub fn announce(&mut self, report: &Report, except: Option<&P>) -> Vec<Output<P>> {
-        let mut out = if self.config.push {
-            self.push(&report.accepted, except)
-        } else {
-            Vec::new()
-        };
-        if !report.proofs.is_empty() {
-            // A proof must reach peers that hold a block at its height: that is its point. The
-            // sender too, which may hold only one half of it.
-            let peers: Vec<P> = self.peers.keys().cloned().collect();
-            for peer in peers {
-                out.extend(self.blocks_to(&peer, report.proofs.clone()));
-            }
-        }
-        out
+        let mut step = Step::default();
+        self.spread(report, except, true, &mut step);
+        step.outputs
     }
 
-    /// Pushes `blocks` to every peer but `except` that is not known to hold them.
+    /// Pushes `blocks` to every peer but `except` that is not known to hold them (whatever
+    /// [`Config::push`] says).
     pub fn push(&mut self, blocks: &[Arc<Block>], except: Option<&P>) -> Vec<Output<P>> {
-        let peers: Vec<P> = self
-            .peers
-            .keys()
-            .filter(|p| Some(*p) != except)
-            .cloned()
-            .collect();
-        let mut out = Vec::new();
-        for peer in peers {
-            let fresh: Vec<Arc<Block>> = {
-                let state = &self.peers[&peer];
-                blocks.iter().filter(|b| !state.has(b)).cloned().collect()
-            };
-            if !fresh.is_empty() {
-                out.extend(self.blocks_to(&peer, fresh));
-            }
-        }
-        out
+        let mut step = Step::default();
+        self.push_to_all(blocks, except, &mut step);
+        step.outputs
     }
 }

@@ -3,8 +3,11 @@
 //!
 //! A [`Peer`] wraps a kernel and the sync [`Protocol`]; [`Peer::connect`] joins two peers with a
 //! pair of bounded channels carrying encoded sync messages (so the codecs are exercised as on a
-//! socket) and spawns one tokio task per direction. A full channel drops the message and counts
-//! it; the periodic heads exchange repairs the loss. Dropping the [`Wire`] disconnects.
+//! socket) and spawns one tokio task per direction; each peer also runs one ticker task that
+//! sends its machine [`Event::Tick`]. The wire is a thin shell: it turns connects, bytes and
+//! ticks into [`Event`]s and carries out the outputs. A full channel drops the message and
+//! counts it; the tick repairs the loss (a want unanswered for two ticks is asked again, heads
+//! are re-sent). Dropping the [`Wire`] disconnects.
 //!
 //! Needs a tokio runtime with the time driver. Message handling runs on tokio's blocking pool,
 //! because the kernel may commit to a blocking store (RocksDB); [`Peer::create_block`] and
@@ -12,7 +15,7 @@
 //! `spawn_blocking` when the store is durable.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -21,11 +24,12 @@ use tokio::task::JoinHandle;
 use crate::block::Block;
 use crate::kernel::{Error, Kernel, Report};
 use crate::slice::{Slice, Subscription};
-use crate::sync::{Output, Protocol};
+use crate::sync::{Event, Output, Protocol};
 
 /// Messages buffered per direction before the wire drops them.
 const CHANNEL_CAPACITY: usize = 1024;
-/// How often each end re-sends its heads, releases held blocks and collects expired ones.
+/// How often a peer's machine gets [`Event::Tick`]: heads re-sent, lost wants asked again,
+/// held blocks released, expired ones collected, missing bodies fetched.
 const TICK: Duration = Duration::from_millis(200);
 
 struct Inner {
@@ -35,31 +39,36 @@ struct Inner {
     next_link: u64,
     dropped: u64,
     errors: u64,
+    /// Fault injection: messages still to drop on sending.
+    drop_next: u64,
+    /// The task that sends this peer's machine its ticks (one per peer, not per link).
+    ticker: Option<JoinHandle<()>>,
 }
 
 impl Inner {
-    fn route(&mut self, outputs: Vec<Output<u64>>) {
-        for output in outputs {
+    /// Hands `event` to the machine and carries out its outputs.
+    fn event(&mut self, event: Event<u64>) -> Result<(), Error> {
+        let step = self.sync.event(&mut self.kernel, event)?;
+        for output in step.outputs {
             match output {
                 Output::Send { to, message } => {
                     let Some(link) = self.links.get(&to) else {
                         continue;
                     };
-                    if link.try_send(message.encode()).is_err() {
+                    if self.drop_next > 0 {
+                        self.drop_next -= 1;
+                        self.dropped += 1;
+                    } else if link.try_send(message.encode()).is_err() {
                         self.dropped += 1;
                     }
                 }
+                // The machine has forgotten the peer; closing the channel ends the link.
                 Output::Disconnect { peer, .. } => {
                     self.links.remove(&peer);
-                    self.sync.disconnect(&peer);
                 }
             }
         }
-    }
-
-    fn announce(&mut self, report: &Report, except: Option<&u64>) {
-        let outputs = self.sync.announce(report, except);
-        self.route(outputs);
+        Ok(())
     }
 }
 
@@ -86,19 +95,24 @@ impl Peer {
                 next_link: 0,
                 dropped: 0,
                 errors: 0,
+                drop_next: 0,
+                ticker: None,
             })),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves a kernel that is still consistent at the last
-        // dispatch boundary, so keep going.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner)
     }
 
     /// Runs `f` with the kernel (locked for the duration).
     pub fn with<R>(&self, f: impl FnOnce(&mut Kernel) -> R) -> R {
         f(&mut self.lock().kernel)
+    }
+
+    /// Runs `f` with the sync machine (locked for the duration): to read its counters.
+    pub fn with_sync<R>(&self, f: impl FnOnce(&Protocol<u64>) -> R) -> R {
+        f(&self.lock().sync)
     }
 
     /// Creates a block on the own feed and pushes it to connected peers.
@@ -112,7 +126,7 @@ impl Peer {
             accepted: vec![block.clone()],
             ..Report::default()
         };
-        inner.announce(&report, None);
+        inner.event(Event::Local(report))?;
         Ok(block)
     }
 
@@ -123,7 +137,7 @@ impl Peer {
     pub fn dispatch(&self, blocks: impl IntoIterator<Item = Block>) -> Result<Report, Error> {
         let mut inner = self.lock();
         let report = inner.kernel.dispatch(blocks)?;
-        inner.announce(&report, None);
+        inner.event(Event::Local(report.clone()))?;
         Ok(report)
     }
 
@@ -135,12 +149,18 @@ impl Peer {
         self.lock().kernel.subscribe::<S>()
     }
 
-    /// Messages dropped because a channel was full.
+    /// Messages dropped because a channel was full (or by [`Peer::drop_next_messages`]).
     pub fn dropped_messages(&self) -> u64 {
         self.lock().dropped
     }
 
-    /// Store errors met while handling messages (the wire stops on the first).
+    /// Fault injection for tests: the next `n` messages this peer sends are dropped, as a full
+    /// channel drops them, and counted in [`Peer::dropped_messages`].
+    pub fn drop_next_messages(&self, n: u64) {
+        self.lock().drop_next += n;
+    }
+
+    /// Store errors met while handling messages and ticks (the wire stops on the first).
     pub fn errors(&self) -> u64 {
         self.lock().errors
     }
@@ -155,39 +175,30 @@ impl Peer {
 
     fn greet(&self, link: u64) {
         let mut inner = self.lock();
-        let Inner { kernel, sync, .. } = &mut *inner;
-        let outputs = sync.connect(kernel, link);
-        inner.route(outputs);
+        // A greeting only reads the kernel; count a failure like any other.
+        if inner.event(Event::Connected(link)).is_err() {
+            inner.errors += 1;
+        }
     }
 
     fn remove_link(&self, link: u64) {
         let mut inner = self.lock();
         inner.links.remove(&link);
-        inner.sync.disconnect(&link);
+        // Disconnecting touches no store: it cannot fail.
+        let _ = inner.event(Event::Disconnected(link));
     }
 
-    fn on_bytes(&self, link: u64, bytes: &[u8]) -> Result<(), Error> {
-        let mut inner = self.lock();
-        let Inner { kernel, sync, .. } = &mut *inner;
-        let (outputs, _) = sync.handle_bytes(kernel, &link, bytes)?;
-        inner.route(outputs);
-        Ok(())
+    fn on_bytes(&self, link: u64, bytes: Vec<u8>) -> Result<(), Error> {
+        self.lock().event(Event::Message { from: link, bytes })
     }
 
-    fn on_tick(&self, link: u64) -> Result<(), Error> {
+    /// Starts the ticker unless it runs.
+    fn ensure_ticker(&self) {
         let mut inner = self.lock();
-        if inner.kernel.next_wakeup().is_some() {
-            let report = inner.kernel.poll()?;
-            inner.announce(&report, None);
+        if inner.ticker.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
         }
-        let now = inner.kernel.now();
-        if inner.kernel.next_expiry().is_some_and(|t| t <= now) {
-            inner.kernel.gc(now)?;
-        }
-        let Inner { kernel, sync, .. } = &mut *inner;
-        let outputs = sync.heads(kernel, &link);
-        inner.route(outputs);
-        Ok(())
+        inner.ticker = Some(tokio::spawn(tick(Arc::downgrade(&self.inner))));
     }
 
     /// Connects this peer to `other`: both greet each other with their heads, catch up on what
@@ -198,6 +209,8 @@ impl Peer {
     pub fn connect(&self, other: &Peer) -> Wire {
         let (to_other, from_self) = mpsc::channel(CHANNEL_CAPACITY);
         let (to_self, from_other) = mpsc::channel(CHANNEL_CAPACITY);
+        self.ensure_ticker();
+        other.ensure_ticker();
         let here = self.add_link(to_other);
         let there = other.add_link(to_self);
         let tasks = [
@@ -213,27 +226,19 @@ impl Peer {
     }
 }
 
+fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    // A panic while holding the lock leaves a kernel that is still consistent at the last
+    // dispatch boundary, so keep going.
+    inner.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Carries one direction of a link: bytes from the other end into this peer's machine.
 async fn run(peer: Peer, link: u64, mut rx: mpsc::Receiver<Vec<u8>>) {
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
+    while let Some(bytes) = rx.recv().await {
         // Handling runs the kernel, which may write to a blocking store (RocksDB): keep it
         // off the async reactor.
-        let handled = tokio::select! {
-            biased;
-            bytes = rx.recv() => match bytes {
-                Some(bytes) => {
-                    let peer = peer.clone();
-                    tokio::task::spawn_blocking(move || peer.on_bytes(link, &bytes)).await
-                }
-                None => break,
-            },
-            _ = tick.tick() => {
-                let peer = peer.clone();
-                tokio::task::spawn_blocking(move || peer.on_tick(link)).await
-            }
-        };
+        let handler = peer.clone();
+        let handled = tokio::task::spawn_blocking(move || handler.on_bytes(link, bytes)).await;
         let Ok(result) = handled else {
             break; // the runtime is shutting down
         };
@@ -243,6 +248,30 @@ async fn run(peer: Peer, link: u64, mut rx: mpsc::Receiver<Vec<u8>>) {
         }
     }
     peer.remove_link(link);
+}
+
+/// Sends the peer's machine [`Event::Tick`] every [`TICK`] until the peer is gone. Holds the
+/// peer weakly, so a dropped peer's ticker ends by itself.
+async fn tick(inner: Weak<Mutex<Inner>>) {
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            break;
+        };
+        let ticking = inner.clone();
+        let handled = tokio::task::spawn_blocking(move || lock(&ticking).event(Event::Tick)).await;
+        match handled {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                lock(&inner).errors += 1;
+                break;
+            }
+            Err(_) => break, // the runtime is shutting down
+        }
+    }
 }
 
 /// A live connection between two [`Peer`]s; dropping it disconnects them.

@@ -1,12 +1,15 @@
 //! The sans-IO sync machine driven by hand: a synchronous message pump between kernels, so
-//! every test is deterministic and counts exactly what crossed the "network".
+//! every test is deterministic and counts exactly what crossed the "network". The pump talks
+//! to the machine through its one entry point, `Protocol::event`; a few tests call the older
+//! wrappers (`handle_bytes`), which must keep working.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use blockend_kernel::sync::{DisconnectReason, Message, Output, Protocol};
+use blockend_kernel::sync::{DisconnectReason, Event, Message, Output, Protocol};
 use blockend_kernel::{
-    Application, Block, Context, Identity, Kernel, ManualClock, Registry, Signature, Slice, Verdict,
+    Application, Block, Context, Identity, Kernel, ManualClock, Registry, Report, Signature, Slice,
+    Verdict,
 };
 
 struct Sum;
@@ -83,16 +86,21 @@ impl Net {
         }
     }
 
+    fn event(&mut self, at: usize, event: Event<usize>) {
+        let step = self.sync[at]
+            .event(&mut self.kernels[at], event)
+            .expect("memory store");
+        self.route(at, step.outputs);
+    }
+
     fn connect(&mut self, a: usize, b: usize) {
-        let out = self.sync[a].connect(&self.kernels[a], b);
-        self.route(a, out);
-        let out = self.sync[b].connect(&self.kernels[b], a);
-        self.route(b, out);
+        self.event(a, Event::Connected(b));
+        self.event(b, Event::Connected(a));
     }
 
     fn disconnect(&mut self, a: usize, b: usize) {
-        self.sync[a].disconnect(&b);
-        self.sync[b].disconnect(&a);
+        self.event(a, Event::Disconnected(b));
+        self.event(b, Event::Disconnected(a));
         self.queue
             .retain(|(f, t, _)| !((*f == a && *t == b) || (*f == b && *t == a)));
     }
@@ -101,8 +109,11 @@ impl Net {
         let block = self.kernels[at]
             .create_block(body.to_vec())
             .expect("accepted");
-        let out = self.sync[at].push(std::slice::from_ref(&block), None);
-        self.route(at, out);
+        let report = Report {
+            accepted: vec![block.clone()],
+            ..Report::default()
+        };
+        self.event(at, Event::Local(report));
         block
     }
 
@@ -111,10 +122,7 @@ impl Net {
         while let Some((from, to, bytes)) = self.queue.pop_front() {
             steps += 1;
             assert!(steps < 100_000, "the protocol does not quiesce");
-            let (out, _) = self.sync[to]
-                .handle_bytes(&mut self.kernels[to], &from, &bytes)
-                .expect("memory store");
-            self.route(to, out);
+            self.event(to, Event::Message { from, bytes });
         }
     }
 

@@ -1,5 +1,6 @@
 //! Kernels over the in-memory wire (real tokio tasks and channels, encoded messages): two
-//! peers, a line of four, a late joiner, a reconnect. Convergence is polled with a deadline.
+//! peers, a line of four, a late joiner, a reconnect, a lost want repaired by the tick.
+//! Convergence is polled with a deadline.
 
 use std::time::{Duration, Instant};
 
@@ -157,4 +158,25 @@ async fn peers_reconverge_after_a_disconnect() {
     assert_eq!(bob.with(|k| k.stats().blocks), 6);
     let _wire = alice.connect(&bob);
     converge(&[&alice, &bob], 11).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_want_lost_on_the_wire_is_asked_again_after_ticks() {
+    let (alice, bob) = (peer(1), peer(2));
+    for i in 0..20u8 {
+        alice.create_block(vec![i]).expect("accepted");
+    }
+    // Bob's first two messages are lost, as on a full channel: his greeting and his want for
+    // Alice's feed. Only the tick's time-out can ask again (Alice's heads find the want still
+    // in flight).
+    bob.drop_next_messages(2);
+    let _wire = alice.connect(&bob);
+    converge(&[&alice, &bob], 20).await;
+    assert_eq!(bob.dropped_messages(), 2);
+    assert_eq!(alice.dropped_messages(), 0);
+    assert_eq!(
+        alice.with_sync(|s| s.peers().count()),
+        1,
+        "the link is still up"
+    );
 }

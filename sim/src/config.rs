@@ -194,8 +194,8 @@ pub struct Mesh {
     /// Heartbeat interval: mesh repair and adversary actions (gossipsub `heartbeat_interval`,
     /// 1 s).
     pub heartbeat_ms: u64,
-    /// An anti-entropy round (`sync::Protocol::tick`: heads to every connection) every this many
-    /// heartbeats.
+    /// A tick of every sync machine (`sync::Event::Tick`: heads to every connection, lost
+    /// wants, held blocks, garbage collection, missing bodies) every this many heartbeats.
     pub sync_every: u64,
     /// A peer collects pushed blocks for this long before one kernel dispatch handles them all
     /// (validation and processing delay; 0 dispatches each arrival at once).

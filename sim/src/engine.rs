@@ -386,7 +386,7 @@ impl Simulation {
     pub fn run(mut self) -> Result<Report, Error> {
         let started = std::time::Instant::now();
         self.progress.start(&self.scenario, self.peers.len());
-        self.connect_all();
+        self.connect_all()?;
         let limit = self.scenario.max_time_ms.saturating_mul(1_000);
         while let Some(Scheduled { at, event, .. }) = self.queue.pop() {
             if at > limit {
@@ -451,12 +451,12 @@ impl Simulation {
         Ok(false)
     }
 
-    /// Mesh repair, adversaries, garbage collection and, every `sync_every` beats, an
-    /// anti-entropy round. Returns true once the swarm is quiescent.
+    /// Mesh repair, adversaries and, every `sync_every` beats, a tick of every sync machine
+    /// (anti-entropy, lost wants, held blocks, garbage collection, missing bodies). Returns true
+    /// once the swarm is quiescent.
     fn heartbeat(&mut self, round: u64) -> Result<bool, Error> {
         self.repair_mesh();
         self.act_adversaries()?;
-        self.collect_garbage()?;
         if round.is_multiple_of(self.scenario.mesh.sync_every) {
             let activity = self.counters.activity + self.counters.wants;
             let adversaries_done = self
@@ -475,12 +475,14 @@ impl Simulation {
             }
             self.activity_mark = activity;
             for p in 0..self.peers.len() {
-                let peer = &mut self.peers[p];
-                let Some(kernel) = peer.kernel.as_ref().filter(|_| peer.online) else {
+                if !self.peers[p].online {
                     continue;
-                };
-                let outputs = peer.protocol.tick(kernel);
-                self.outputs(p as PeerId, outputs);
+                }
+                let step = self.step(p as PeerId, sync::Event::Tick)?;
+                if let Some(report) = step.and_then(|s| s.report) {
+                    self.account(p as PeerId, &report);
+                    self.absorb(p as PeerId, &report, deliver::Hops::Held);
+                }
             }
         }
         self.progress.update(self.now, self.delivered_fraction());

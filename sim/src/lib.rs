@@ -15,12 +15,23 @@
 //! every mesh peer that did not send it (duplicate suppression is the kernel's own: a known
 //! block is a duplicate and is not forwarded). Peers below `d_lo` mesh peers graft more at
 //! every heartbeat ([`config::Mesh::heartbeat_ms`], 1 s). gossipsub's lazy IHAVE/IWANT gossip
-//! is not modelled; the sync machine's anti-entropy ([`Protocol::tick`] every
-//! [`config::Mesh::sync_every`] heartbeats, heads then wants) repairs what push misses. The
-//! protocol runs with `sync::Config::with_push(false)`, as in the node, where gossipsub
-//! pushes; fork proofs still travel through it.
+//! is not modelled; the sync machine's anti-entropy ([`Event::Tick`] every
+//! [`config::Mesh::sync_every`] heartbeats: heads then wants, lost wants asked again, held
+//! blocks released, garbage collection, missing bodies fetched) repairs what push misses. The
+//! protocol runs with `sync::Config::with_push(false)`, since the mesh model pushes; fork
+//! proofs still travel through it.
 //!
-//! [`Protocol::tick`]: blockend_kernel::sync::Protocol::tick
+//! The engine is a thin shell around each peer's machine, like the node and the in-memory
+//! wire: connects, sync messages, pushed blocks (as [`Event::Pushed`], one event per sender, so
+//! the kernel blames the peer that sent an invalid block) and ticks all become
+//! [`Event`]s, and the engine carries out the outputs. Sync messages travel decoded
+//! ([`Event::Received`]) so blocks stay shared between kernels; adversaries' raw bytes are
+//! decoded by the receiving machine.
+//!
+//! [`Event`]: blockend_kernel::sync::Event
+//! [`Event::Tick`]: blockend_kernel::sync::Event::Tick
+//! [`Event::Pushed`]: blockend_kernel::sync::Event::Pushed
+//! [`Event::Received`]: blockend_kernel::sync::Event::Received
 //!
 //! Every delivery runs the real kernel path (dedup, signature, filter, reduce, store). To fit
 //! a million deliveries in a minute, blocks are shared (`Arc`, through

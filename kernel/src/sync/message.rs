@@ -2,10 +2,15 @@
 //!
 //! ```text
 //! message: version | tag: varint | payload
-//!   0 Heads  : count | (author[32] | seq | id[32])*
-//!   1 Want   : count | (author[32] | from_seq)*
-//!   2 Blocks : count | (len | encoded block)*
+//!   0 Heads      : count | (author[32] | seq | id[32])*
+//!   1 Want       : count | (author[32] | from_seq)*
+//!   2 Blocks     : count | (len | encoded block)*
+//!   3 WantBodies : count | id[32]*
 //! ```
+//!
+//! Every message a machine sends is cut into pages that stay within the receiver's
+//! [`Limits`] by count *and* by encoded bytes ([`Message::encoded_len`] computes the size
+//! without encoding), so an honest peer never sends what the other side must refuse.
 
 use std::sync::Arc;
 
@@ -31,11 +36,16 @@ pub enum Message {
     Heads(Vec<Head>),
     /// Blocks the sender lacks.
     Want(Vec<Want>),
-    /// Blocks: an answer to a `Want`, or a push of newly accepted blocks.
+    /// Blocks: an answer to a `Want` or a `WantBodies`, a push of newly accepted blocks, or
+    /// fork proofs.
     Blocks(Vec<Arc<Block>>),
+    /// Blocks the sender holds without their body (header only): it asks for full copies.
+    /// The answer is a `Blocks` message with the full copies the other side holds, or
+    /// nothing. Counted against [`Limits::max_wants`].
+    WantBodies(Vec<BlockId>),
 }
 
-/// Size caps every decoder applies before it allocates.
+/// Size caps every decoder applies before it allocates, and every sender respects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Largest message in bytes.
@@ -44,7 +54,7 @@ pub struct Limits {
     pub max_blocks: usize,
     /// Most heads in one message.
     pub max_heads: usize,
-    /// Most wants in one message.
+    /// Most wants (feeds in a `Want`, ids in a `WantBodies`) in one message.
     pub max_wants: usize,
 }
 
@@ -65,6 +75,7 @@ enum Repr<'a> {
     Want(Vec<Want>),
     #[serde(borrow)]
     Blocks(Vec<&'a [u8]>),
+    WantBodies(Vec<[u8; 32]>),
 }
 
 fn too_many(what: &'static str, count: usize, max: usize) -> Result<(), DecodeError> {
@@ -78,10 +89,87 @@ fn too_many(what: &'static str, count: usize, max: usize) -> Result<(), DecodeEr
     Ok(())
 }
 
+/// Bytes of a postcard varint.
+pub(crate) fn varint_len(n: u64) -> usize {
+    (64 - n.max(1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// A block's encoded size ([`Block::encode`]) computed from its fields, without encoding it:
+/// format byte, author, parent option, seq, time, signature, body tag, then the body's length
+/// and bytes (or, pruned, its length and hash).
+pub(crate) fn block_len(block: &Block) -> usize {
+    let body_len = block.header().body_len;
+    1 + 32
+        + 1
+        + if block.parent().is_some() { 32 } else { 0 }
+        + varint_len(block.seq())
+        + varint_len(block.time())
+        + 64
+        + 1
+        + varint_len(u64::from(body_len))
+        + match block.body() {
+            Some(body) => body.len(),
+            None => 32,
+        }
+}
+
+/// A block's share of a `Blocks` message: its length prefix and its bytes.
+fn block_item_len(block: &Arc<Block>) -> usize {
+    let len = block_len(block);
+    varint_len(len as u64) + len
+}
+
+fn head_item_len(head: &Head) -> usize {
+    64 + varint_len(head.seq)
+}
+
+fn want_item_len(want: &Want) -> usize {
+    32 + varint_len(want.from_seq)
+}
+
+/// Format byte and variant tag (every tag is below 128: one byte).
+const PREFIX: usize = 2;
+
+/// Cuts `items` into pages of at most `max_count` items whose message stays within
+/// `max_bytes`. An item that does not fit an empty page is left out (it would be refused);
+/// the second value counts those.
+fn paginate<T>(
+    items: Vec<T>,
+    max_count: usize,
+    max_bytes: usize,
+    size: impl Fn(&T) -> usize,
+) -> (Vec<Vec<T>>, usize) {
+    let max_count = max_count.max(1);
+    // The count prefix is charged at its largest, so a page never outgrows the cap.
+    let empty = PREFIX + varint_len(max_count as u64);
+    let mut pages = Vec::new();
+    let mut page = Vec::new();
+    let mut bytes = empty;
+    let mut left_out = 0;
+    for item in items {
+        let n = size(&item);
+        if empty + n > max_bytes {
+            left_out += 1;
+            continue;
+        }
+        if page.len() >= max_count || bytes + n > max_bytes {
+            pages.push(std::mem::take(&mut page));
+            bytes = empty;
+        }
+        bytes += n;
+        page.push(item);
+    }
+    if !page.is_empty() {
+        pages.push(page);
+    }
+    (pages, left_out)
+}
+
 impl Message {
     /// Encodes the message.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![FORMAT_VERSION];
+        let mut out = Vec::with_capacity(self.encoded_len());
+        out.push(FORMAT_VERSION);
         match self {
             Message::Heads(heads) => {
                 let repr = Repr::Heads(heads.iter().map(|h| (h.author.0, h.seq, h.id.0)).collect());
@@ -93,10 +181,65 @@ impl Message {
             Message::Blocks(blocks) => {
                 let encoded: Vec<Vec<u8>> = blocks.iter().map(|b| b.encode()).collect();
                 let repr = Repr::Blocks(encoded.iter().map(Vec::as_slice).collect());
-                out.reserve(encoded.iter().map(|e| e.len() + 3).sum());
+                postcard::to_extend(&repr, out).expect("Vec write")
+            }
+            Message::WantBodies(ids) => {
+                let repr = Repr::WantBodies(ids.iter().map(|id| id.0).collect());
                 postcard::to_extend(&repr, out).expect("Vec write")
             }
         }
+    }
+
+    /// The length of [`Message::encode`]'s output, computed without encoding.
+    pub fn encoded_len(&self) -> usize {
+        let (count, items) = match self {
+            Message::Heads(heads) => (heads.len(), heads.iter().map(head_item_len).sum()),
+            Message::Want(wants) => (wants.len(), wants.iter().map(want_item_len).sum()),
+            Message::Blocks(blocks) => (blocks.len(), blocks.iter().map(block_item_len).sum()),
+            Message::WantBodies(ids) => (ids.len(), 32 * ids.len()),
+        };
+        PREFIX + varint_len(count as u64) + items
+    }
+
+    /// `heads` as `Heads` messages within `limits`.
+    pub fn heads_pages(heads: Vec<Head>, limits: &Limits) -> Vec<Message> {
+        let (pages, _) = paginate(
+            heads,
+            limits.max_heads,
+            limits.max_message_bytes,
+            head_item_len,
+        );
+        pages.into_iter().map(Message::Heads).collect()
+    }
+
+    /// `wants` as `Want` messages within `limits`.
+    pub fn want_pages(wants: Vec<Want>, limits: &Limits) -> Vec<Message> {
+        let (pages, _) = paginate(
+            wants,
+            limits.max_wants,
+            limits.max_message_bytes,
+            want_item_len,
+        );
+        pages.into_iter().map(Message::Want).collect()
+    }
+
+    /// `ids` as `WantBodies` messages within `limits`.
+    pub fn want_bodies_pages(ids: Vec<BlockId>, limits: &Limits) -> Vec<Message> {
+        let (pages, _) = paginate(ids, limits.max_wants, limits.max_message_bytes, |_| 32);
+        pages.into_iter().map(Message::WantBodies).collect()
+    }
+
+    /// `blocks` as `Blocks` messages within `limits`. A block that alone exceeds the byte cap
+    /// (possible only with a cap below the largest block) is left out; the second value counts
+    /// those.
+    pub fn blocks_pages(blocks: Vec<Arc<Block>>, limits: &Limits) -> (Vec<Message>, usize) {
+        let (pages, left_out) = paginate(
+            blocks,
+            limits.max_blocks,
+            limits.max_message_bytes,
+            block_item_len,
+        );
+        (pages.into_iter().map(Message::Blocks).collect(), left_out)
     }
 
     /// Decodes a message, enforcing `limits` before anything is allocated from a length.
@@ -142,6 +285,10 @@ impl Message {
                         .collect::<Result<_, _>>()?,
                 )
             }
+            Repr::WantBodies(ids) => {
+                too_many("wants", ids.len(), limits.max_wants)?;
+                Message::WantBodies(ids.into_iter().map(BlockId).collect())
+            }
         })
     }
 }
@@ -150,6 +297,7 @@ impl Message {
 mod tests {
     use super::*;
     use crate::identity::Identity;
+    use proptest::prelude::*;
 
     #[test]
     fn limits_are_enforced_before_decoding() {
@@ -178,6 +326,15 @@ mod tests {
         ));
         let one = Message::Blocks(vec![a]);
         assert_eq!(Message::decode(&one.encode(), &limits), Ok(one));
+        let wants = Limits {
+            max_wants: 1,
+            ..Limits::default()
+        };
+        let bodies = Message::WantBodies(vec![BlockId([1; 32]), BlockId([2; 32])]);
+        assert!(matches!(
+            Message::decode(&bodies.encode(), &wants),
+            Err(DecodeError::TooMany { what: "wants", .. })
+        ));
     }
 
     #[test]
@@ -193,5 +350,108 @@ mod tests {
             Message::decode(&bytes, &Limits::default()),
             Err(DecodeError::Version(9))
         );
+    }
+
+    #[test]
+    fn pages_stay_within_bytes_and_count() {
+        let identity = Identity::from_secret([6; 32]);
+        let mut blocks = Vec::new();
+        let mut parent = None;
+        for i in 0..40u64 {
+            let block = Arc::new(Block::sign(
+                &identity,
+                parent,
+                1_000 + i,
+                vec![i as u8; 3_000],
+            ));
+            parent = Some((block.id(), i, 1_000 + i));
+            blocks.push(block);
+        }
+        let limits = Limits {
+            max_message_bytes: 10_000,
+            max_blocks: 5,
+            ..Limits::default()
+        };
+        let (pages, left_out) = Message::blocks_pages(blocks.clone(), &limits);
+        assert_eq!(left_out, 0);
+        let mut carried = Vec::new();
+        for page in &pages {
+            let bytes = page.encode();
+            assert!(bytes.len() <= limits.max_message_bytes, "{}", bytes.len());
+            let Ok(Message::Blocks(decoded)) = Message::decode(&bytes, &limits) else {
+                panic!("a page does not decode within the limits");
+            };
+            assert!(decoded.len() <= limits.max_blocks);
+            carried.extend(decoded);
+        }
+        assert_eq!(carried, blocks, "every block once, in order");
+        let tiny = Limits {
+            max_message_bytes: 1_000,
+            ..limits
+        };
+        let (pages, left_out) = Message::blocks_pages(blocks, &tiny);
+        assert!(pages.is_empty());
+        assert_eq!(left_out, 40, "a block that can never fit is not sent");
+    }
+
+    fn arb_message() -> impl Strategy<Value = Message> {
+        let key = any::<[u8; 32]>();
+        prop_oneof![
+            prop::collection::vec((key, any::<u64>(), key), 0..40).prop_map(|h| {
+                Message::Heads(
+                    h.into_iter()
+                        .map(|(a, seq, id)| Head {
+                            author: PublicKey(a),
+                            seq,
+                            id: BlockId(id),
+                        })
+                        .collect(),
+                )
+            }),
+            prop::collection::vec((key, any::<u64>()), 0..40).prop_map(|w| {
+                Message::Want(
+                    w.into_iter()
+                        .map(|(a, from_seq)| Want {
+                            author: PublicKey(a),
+                            from_seq,
+                        })
+                        .collect(),
+                )
+            }),
+            prop::collection::vec(key, 0..200)
+                .prop_map(|ids| Message::WantBodies(ids.into_iter().map(BlockId).collect())),
+            prop::collection::vec(
+                (any::<u64>(), 0usize..300, any::<bool>(), any::<bool>()),
+                0..20
+            )
+            .prop_map(|specs| {
+                let identity = Identity::from_secret([8; 32]);
+                let genesis = Block::sign(&identity, None, 7, vec![1]);
+                Message::Blocks(
+                    specs
+                        .into_iter()
+                        .map(|(time, len, linked, pruned)| {
+                            let parent = linked.then(|| (genesis.id(), 0, 7));
+                            let block = Block::sign(&identity, parent, time, vec![3; len]);
+                            Arc::new(if pruned { block.pruned() } else { block })
+                        })
+                        .collect(),
+                )
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn encoded_len_is_exact_and_messages_round_trip(message in arb_message()) {
+            let bytes = message.encode();
+            prop_assert_eq!(message.encoded_len(), bytes.len());
+            prop_assert_eq!(Message::decode(&bytes, &Limits::default()), Ok(message));
+        }
+
+        #[test]
+        fn decoding_junk_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Message::decode(&bytes, &Limits::default());
+        }
     }
 }

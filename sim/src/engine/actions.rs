@@ -1,10 +1,11 @@
-//! What happens on purpose: honest writes, mesh repair, garbage collection, churn, and the
-//! adversaries' misbehaviour.
+//! What happens on purpose: honest writes, mesh repair, churn, and the adversaries'
+//! misbehaviour.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use blockend_kernel::{Block, Header, Identity, Signature};
+use blockend_kernel::sync::Event;
+use blockend_kernel::{Block, Header, Identity, Report, Signature};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
@@ -46,6 +47,12 @@ impl Simulation {
         };
         self.trace.event(self.now, 6, u64::from(peer), n);
         self.track(p, &block);
+        // The machine hears of every local write (with push off it sends nothing for it).
+        let report = Report {
+            accepted: vec![block.clone()],
+            ..Report::default()
+        };
+        self.step(peer, Event::Local(report))?;
         let mesh = self.peers[p].mesh.clone();
         for q in mesh {
             self.send(peer, q, Wire::Push(vec![(block.clone(), 1)]));
@@ -103,19 +110,6 @@ impl Simulation {
         }
     }
 
-    /// Runs garbage collection on peers whose next expiry has come.
-    pub(crate) fn collect_garbage(&mut self) -> Result<(), Error> {
-        let now = super::EPOCH_MS + self.now_ms();
-        for peer in &mut self.peers {
-            if let Some(kernel) = peer.kernel.as_mut().filter(|_| peer.online) {
-                if kernel.next_expiry().is_some_and(|t| t <= now) {
-                    kernel.gc(now)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// A churning peer leaves: its connections close, its mesh links go, and its kernel is
     /// closed (its store parked if it will come back with it).
     pub(crate) fn leave(&mut self, peer: PeerId) {
@@ -137,7 +131,8 @@ impl Simulation {
         let mesh = std::mem::take(&mut me.mesh);
         let neighbours = me.neighbours.clone();
         for q in neighbours {
-            self.peers[q as usize].protocol.disconnect(&peer);
+            // A disconnect touches no store: it cannot fail.
+            let _ = self.step(q, Event::Disconnected(peer));
         }
         for q in mesh {
             self.peers[q as usize].mesh.retain(|m| *m != peer);
@@ -177,8 +172,8 @@ impl Simulation {
             .collect();
         for q in neighbours {
             if self.peers[q as usize].online {
-                self.connect(peer, q);
-                self.connect(q, peer);
+                self.connect(peer, q)?;
+                self.connect(q, peer)?;
             }
         }
         Ok(())

@@ -1,10 +1,12 @@
-//! Arrivals: sync messages go through the peer's `sync::Protocol`; pushed blocks wait in the
-//! peer's inbox and are dispatched together, then forwarded along the mesh.
+//! Arrivals: everything a peer's sync machine should know becomes one `sync::Event` for it
+//! (connects, sync messages, pushed blocks, ticks); the engine only carries out the outputs
+//! and keeps the figures. Pushed blocks wait in the peer's inbox and are dispatched together,
+//! one event per sender (so the kernel knows whom to blame), then forwarded along the mesh.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use blockend_kernel::sync::{DisconnectReason, Message, Output};
+use blockend_kernel::sync::{DisconnectReason, Event, Message, Output, Step};
 use blockend_kernel::{Block, BlockError, BlockId, DecodeError, Outcome, Report};
 
 use super::{Role, Simulation, NO_HOP};
@@ -13,32 +15,48 @@ use crate::network::Wire;
 use crate::topology::PeerId;
 
 /// Where the hop counts of newly counted blocks come from.
-enum Hops<'a> {
+pub(crate) enum Hops<'a> {
     /// Pushed blocks carry their own.
     Inbox(&'a [(PeerId, Arc<Block>, u16)]),
     /// Blocks from a sync answer: one more than the sender's.
     From(PeerId),
+    /// Blocks the peer held and released itself (their time came): one hop.
+    Held,
 }
 
 impl Simulation {
     /// Opens every connection of the topology (both sides greet with their heads).
-    pub(crate) fn connect_all(&mut self) {
+    pub(crate) fn connect_all(&mut self) -> Result<(), Error> {
         for p in 0..self.peers.len() {
             let neighbours = self.peers[p].neighbours.clone();
             for q in neighbours {
-                self.connect(p as PeerId, q);
+                self.connect(p as PeerId, q)?;
             }
         }
+        Ok(())
     }
 
     /// `p` greets `q` (the other side greets in its own call).
-    pub(crate) fn connect(&mut self, p: PeerId, q: PeerId) {
+    pub(crate) fn connect(&mut self, p: PeerId, q: PeerId) -> Result<(), Error> {
+        self.step(p, Event::Connected(q))?;
+        Ok(())
+    }
+
+    /// Hands `event` to peer `p`'s machine (if the peer runs a kernel) and carries out the
+    /// outputs. Returns the step for the figures.
+    pub(crate) fn step(
+        &mut self,
+        p: PeerId,
+        event: Event<PeerId>,
+    ) -> Result<Option<Step<PeerId>>, Error> {
         let peer = &mut self.peers[p as usize];
-        let Some(kernel) = peer.kernel.as_ref() else {
-            return;
+        let Some(kernel) = peer.kernel.as_mut() else {
+            return Ok(None);
         };
-        let outputs = peer.protocol.connect(kernel, q);
+        let mut step = peer.protocol.event(kernel, event)?;
+        let outputs = std::mem::take(&mut step.outputs);
         self.outputs(p, outputs);
+        Ok(Some(step))
     }
 
     pub(crate) fn deliver(
@@ -76,16 +94,31 @@ impl Simulation {
                 }
             }
             Wire::Sync(message) => self.on_message(to, from, message)?,
-            Wire::Bytes(bytes) => match Message::decode(&bytes, &self.sync_config.limits) {
-                Ok(message) => self.on_message(to, from, message)?,
-                Err(error) => {
-                    if self.peers[t].role == Role::Honest {
-                        self.counters.rejections.malformed_messages += 1;
+            Wire::Bytes(bytes) => {
+                let max = self.sync_config.limits.max_message_bytes;
+                // Like the node's transport, a frame over the cap is refused before it is read
+                // (and so never copied here); the machine counts it as malformed.
+                let event = if bytes.len() > max {
+                    Event::Malformed {
+                        from,
+                        error: DecodeError::TooMany {
+                            what: "message bytes",
+                            count: bytes.len() as u64,
+                            max: max as u64,
+                        },
                     }
-                    let outputs = self.peers[t].protocol.malformed(&from, &error);
-                    self.outputs(to, outputs);
+                } else {
+                    Event::Message {
+                        from,
+                        bytes: bytes.as_ref().clone(),
+                    }
+                };
+                let step = self.step(to, event)?;
+                if step.is_some_and(|s| s.malformed.is_some()) && self.peers[t].role == Role::Honest
+                {
+                    self.counters.rejections.malformed_messages += 1;
                 }
-            },
+            }
         }
         Ok(())
     }
@@ -98,74 +131,52 @@ impl Simulation {
                 .count();
             self.tracked.deliveries += tracked as u64;
         }
-        let peer = &mut self.peers[to as usize];
-        let Some(kernel) = peer.kernel.as_mut() else {
-            return Ok(());
-        };
-        let (outputs, report) = peer.protocol.handle(kernel, &from, message)?;
-        self.outputs(to, outputs);
-        if let Some(report) = report {
+        let step = self.step(to, Event::Received { from, message })?;
+        if let Some(report) = step.and_then(|s| s.report) {
             self.account(to, &report);
             self.absorb(to, &report, Hops::From(from));
         }
         Ok(())
     }
 
-    /// Dispatches a peer's inbox in one kernel call, blames the senders of invalid blocks,
-    /// forwards what is newly counted along the mesh, and spreads fork proofs.
+    /// Dispatches a peer's inbox, one event per sender in order of arrival (the machine
+    /// charges invalid blocks to their sender and asks a sender of orphans for the gap), and
+    /// forwards what is newly counted along the mesh.
     pub(crate) fn flush(&mut self, to: PeerId) -> Result<(), Error> {
         let t = to as usize;
         self.peers[t].flush_pending = false;
         let inbox = std::mem::take(&mut self.peers[t].inbox);
-        if inbox.is_empty() || !self.peers[t].online {
+        if inbox.is_empty() || !self.peers[t].online || self.peers[t].kernel.is_none() {
             return Ok(());
         }
-        let Some(kernel) = self.peers[t].kernel.as_mut() else {
-            return Ok(());
-        };
-        let report = kernel.dispatch_shared(inbox.iter().map(|(_, b, _)| b.clone()))?;
+        let mut by_sender: Vec<(PeerId, Vec<Arc<Block>>)> = Vec::new();
+        for (from, block, _) in &inbox {
+            match by_sender.iter_mut().find(|(s, _)| s == from) {
+                Some((_, blocks)) => blocks.push(block.clone()),
+                None => by_sender.push((*from, vec![block.clone()])),
+            }
+        }
+        let mut accepted = Vec::new();
+        for (from, blocks) in by_sender {
+            let Some(report) = self
+                .step(to, Event::Pushed { from, blocks })?
+                .and_then(|s| s.report)
+            else {
+                continue;
+            };
+            self.account(to, &report);
+            self.absorb(to, &report, Hops::Inbox(&inbox));
+            accepted.extend(report.accepted);
+        }
         self.trace
-            .event(self.now, 2, u64::from(to), report.accepted.len() as u64);
-        self.account(to, &report);
-        if report.invalid() > 0 {
-            self.blame(to, &report, &inbox);
-        }
-        self.absorb(to, &report, Hops::Inbox(&inbox));
-        self.forward(to, &report, &inbox);
-        let outputs = self.peers[t].protocol.announce(&report, None);
-        self.outputs(to, outputs);
+            .event(self.now, 2, u64::from(to), accepted.len() as u64);
+        // One message per mesh peer for the whole inbox, as gossipsub batches an RPC.
+        self.forward(to, &accepted, &inbox);
         Ok(())
     }
 
-    /// Counts an invalid block against each sender of a copy that is not the one now held
-    /// (a forged copy shares the honest block's id, so the id alone does not say who lied).
-    fn blame(&mut self, to: PeerId, report: &Report, inbox: &[(PeerId, Arc<Block>, u16)]) {
-        let t = to as usize;
-        let mut blamed = Vec::new();
-        for (id, outcome) in &report.outcomes {
-            if !outcome.is_invalid() {
-                continue;
-            }
-            let held = self.peers[t]
-                .kernel
-                .as_ref()
-                .and_then(|k| k.block(id))
-                .map(|b| b.fingerprint());
-            for (from, block, _) in inbox.iter().filter(|(_, b, _)| b.id() == *id) {
-                if held != Some(block.fingerprint()) {
-                    blamed.push(*from);
-                }
-            }
-        }
-        let error = DecodeError::Malformed { what: "block" };
-        for from in blamed {
-            let outputs = self.peers[t].protocol.malformed(&from, &error);
-            self.outputs(to, outputs);
-        }
-    }
-
     /// Counts rejections (at honest peers) and activity.
-    fn account(&mut self, to: PeerId, report: &Report) {
+    pub(crate) fn account(&mut self, to: PeerId, report: &Report) {
         self.counters.activity += report.accepted.len() as u64;
         if self.peers[to as usize].role != Role::Honest {
             return;
@@ -188,7 +199,7 @@ impl Simulation {
     }
 
     /// Records newly counted tracked blocks: first hop, and the peer's progress.
-    fn absorb(&mut self, to: PeerId, report: &Report, hops: Hops<'_>) {
+    pub(crate) fn absorb(&mut self, to: PeerId, report: &Report, hops: Hops<'_>) {
         let n = self.peers.len();
         let t = to as usize;
         for block in &report.accepted {
@@ -206,6 +217,7 @@ impl Simulation {
                     .map(|(_, _, h)| *h)
                     .min()
                     .unwrap_or(1),
+                Hops::Held => 1,
                 Hops::From(from) => {
                     let theirs = self.tracked.hops[idx as usize * n + *from as usize];
                     if theirs == NO_HOP {
@@ -224,8 +236,13 @@ impl Simulation {
 
     /// Pushes newly counted blocks to every mesh peer that did not send them here, one
     /// message per mesh peer (gossipsub batches messages in one RPC the same way).
-    fn forward(&mut self, from: PeerId, report: &Report, inbox: &[(PeerId, Arc<Block>, u16)]) {
-        if report.accepted.is_empty() {
+    fn forward(
+        &mut self,
+        from: PeerId,
+        accepted: &[Arc<Block>],
+        inbox: &[(PeerId, Arc<Block>, u16)],
+    ) {
+        if accepted.is_empty() {
             return;
         }
         let n = self.peers.len();
@@ -238,7 +255,7 @@ impl Simulation {
         let mesh = self.peers[f].mesh.clone();
         for q in mesh {
             let mut out: Vec<(Arc<Block>, u16)> = Vec::new();
-            for block in &report.accepted {
+            for block in accepted {
                 if senders.get(&block.id()).is_some_and(|s| s.contains(&q)) {
                     continue;
                 }
@@ -259,7 +276,7 @@ impl Simulation {
         for output in outputs {
             match output {
                 Output::Send { to, message } => {
-                    if matches!(message, Message::Want(_)) {
+                    if matches!(message, Message::Want(_) | Message::WantBodies(_)) {
                         self.counters.wants += 1;
                     }
                     self.send(from, to, Wire::Sync(message));
@@ -269,7 +286,8 @@ impl Simulation {
         }
     }
 
-    /// `by` drops its connection to `peer` for good (both sides forget it).
+    /// `by` drops its connection to `peer` for good (both sides forget it; `by`'s machine
+    /// already has).
     fn drop_link(&mut self, by: PeerId, peer: PeerId, reason: DisconnectReason) {
         if self.peers[by as usize].role == Role::Honest
             && reason == DisconnectReason::TooManyInvalid
@@ -279,8 +297,12 @@ impl Simulation {
         self.trace
             .event(self.now, 3, u64::from(by), u64::from(peer));
         for (a, b) in [(by, peer), (peer, by)] {
+            // A disconnect touches no store, and an offline peer's machine is empty.
             let side = &mut self.peers[a as usize];
-            side.protocol.disconnect(&b);
+            if let Some(kernel) = side.kernel.as_mut() {
+                let step = side.protocol.event(kernel, Event::Disconnected(b));
+                debug_assert!(step.is_ok_and(|s| s.outputs.is_empty()));
+            }
             side.mesh.retain(|m| *m != b);
             if !side.banned.contains(&b) {
                 side.banned.push(b);

@@ -1,0 +1,302 @@
+//! What arrives: messages, pushed blocks, and the penalties they earn.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::message::block_len;
+use super::{DisconnectReason, Message, Output, Protocol, Step, Want};
+use crate::block::{Block, BlockId, DecodeError};
+use crate::identity::PublicKey;
+use crate::kernel::{Error, Head, Kernel, Outcome, Report, Source};
+
+/// How blocks reached the machine.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Via {
+    /// In a sync `Blocks` message: what the kernel newly accepts is pushed on.
+    Sync,
+    /// By another channel, which spreads them itself.
+    Pushed,
+}
+
+impl<P: Ord + Clone> Protocol<P> {
+    pub(super) fn on_bytes(
+        &mut self,
+        kernel: &mut Kernel,
+        from: &P,
+        bytes: &[u8],
+        step: &mut Step<P>,
+    ) -> Result<(), Error> {
+        if !self.peers.contains_key(from) {
+            return Ok(());
+        }
+        match Message::decode(bytes, &self.config.limits) {
+            Ok(message) => self.on_message(kernel, from, message, step),
+            Err(error) => {
+                self.on_malformed(from, error, step);
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn on_malformed(&mut self, from: &P, error: DecodeError, step: &mut Step<P>) {
+        step.malformed = Some(error);
+        self.penalise(from, 1, step);
+    }
+
+    pub(super) fn on_message(
+        &mut self,
+        kernel: &mut Kernel,
+        from: &P,
+        message: Message,
+        step: &mut Step<P>,
+    ) -> Result<(), Error> {
+        match message {
+            Message::Heads(heads) => self.on_heads(kernel, from, heads, step),
+            Message::Want(wants) => self.on_want(kernel, from, &wants, step),
+            Message::WantBodies(ids) => self.on_want_bodies(kernel, from, &ids, step),
+            Message::Blocks(blocks) => self.receive(kernel, from, blocks, Via::Sync, step)?,
+        }
+        Ok(())
+    }
+
+    fn on_heads(&mut self, kernel: &Kernel, from: &P, heads: Vec<Head>, step: &mut Step<P>) {
+        let now = self.ticks;
+        let Some(peer) = self.peers.get_mut(from) else {
+            return;
+        };
+        let mut wants = Vec::new();
+        let mut proofs = Vec::new();
+        for head in heads {
+            peer.knows(head.author, head.seq);
+            if let Some((a, b)) = kernel.fork_proof(&head.author) {
+                // We froze this feed; if the peer holds blocks past the fork, show it why.
+                if head.seq >= a.seq() {
+                    proofs.push((a, b));
+                }
+                continue;
+            }
+            if kernel.is_tombstoned(&head.author) {
+                continue;
+            }
+            let ours = kernel.head(&head.author).map(|h| h.seq);
+            let from_seq = ours.map_or(0, |s| s + 1);
+            if ours < Some(head.seq) && !peer.asked(&head.author, from_seq, now) {
+                wants.push(Want {
+                    author: head.author,
+                    from_seq,
+                });
+            }
+        }
+        self.send_wants(from, wants, step);
+        self.send_proofs(from, proofs, step);
+    }
+
+    fn on_want(&mut self, kernel: &Kernel, from: &P, wants: &[Want], step: &mut Step<P>) {
+        let max_blocks = self.config.limits.max_blocks.max(1);
+        let mut budget = self.config.batch_bytes;
+        let mut blocks = Vec::new();
+        for want in wants {
+            if blocks.len() >= max_blocks || budget == 0 {
+                break;
+            }
+            let batch = kernel.blocks_from(
+                &want.author,
+                want.from_seq,
+                max_blocks - blocks.len(),
+                budget,
+            );
+            let bytes: usize = batch.iter().map(|b| block_len(b)).sum();
+            budget = budget.saturating_sub(bytes);
+            blocks.extend(batch);
+        }
+        self.send_blocks(from, blocks, step);
+    }
+
+    /// Answers a want-bodies with the full copies held, within the batch budget.
+    fn on_want_bodies(&mut self, kernel: &Kernel, from: &P, ids: &[BlockId], step: &mut Step<P>) {
+        let max_blocks = self.config.limits.max_blocks.max(1);
+        let mut budget = self.config.batch_bytes;
+        let mut blocks = Vec::new();
+        for id in ids {
+            if blocks.len() >= max_blocks {
+                break;
+            }
+            let Some(block) = kernel.block(id).filter(|b| b.body().is_some()) else {
+                continue;
+            };
+            let size = block_len(&block);
+            if !blocks.is_empty() && size > budget {
+                break;
+            }
+            budget = budget.saturating_sub(size);
+            blocks.push(block);
+        }
+        self.send_blocks(from, blocks, step);
+    }
+
+    /// Dispatches blocks from `from` in its name, penalises the senders the kernel blames,
+    /// asks `from` for what it still has and we lack, and spreads what is new.
+    pub(super) fn receive(
+        &mut self,
+        kernel: &mut Kernel,
+        from: &P,
+        blocks: Vec<Arc<Block>>,
+        via: Via,
+        step: &mut Step<P>,
+    ) -> Result<(), Error> {
+        step.received = blocks.iter().map(|b| b.id()).collect();
+        let source = self.peers.get(from).map(|p| p.source);
+        if source.is_none() && via == Via::Sync {
+            return Ok(());
+        }
+        let report = match source {
+            Some(source) => kernel.dispatch_from(source, blocks.iter().cloned())?,
+            // A channel may deliver from a peer the machine does not know (yet): the blocks
+            // are judged all the same, but nobody can be charged for them.
+            None => kernel.dispatch_shared(blocks.iter().cloned())?,
+        };
+        if let Some(source) = source {
+            let peer = self
+                .peers
+                .get_mut(from)
+                .expect("source of a connected peer");
+            peer.stats.blocks_received += blocks.len() as u64;
+            match via {
+                Via::Sync => {
+                    // The peer holds what it sent us, except what was invalid: a forgery in an
+                    // honest author's name says nothing about what the peer holds.
+                    let invalid: BTreeSet<BlockId> = report
+                        .blame
+                        .iter()
+                        .filter(|(s, _)| *s == source)
+                        .map(|(_, id)| *id)
+                        .collect();
+                    for block in blocks.iter().filter(|b| !invalid.contains(&b.id())) {
+                        peer.knows(block.author(), block.seq());
+                    }
+                }
+                // Pushes are the bulk of the traffic and their channel spreads them, so only
+                // what reveals a gap is noted (a waiting block passed every check made so
+                // far); the sender's heads tell the rest.
+                Via::Pushed => {
+                    for block in waiting(&blocks, &report) {
+                        peer.knows(block.author(), block.seq());
+                    }
+                }
+            }
+        }
+        self.blame(&report, step);
+        match via {
+            Via::Sync => {
+                let authors: BTreeSet<PublicKey> = blocks.iter().map(|b| b.author()).collect();
+                self.ask_for_more(kernel, from, &authors, step);
+            }
+            Via::Pushed => {
+                let waiting: BTreeSet<PublicKey> =
+                    waiting(&blocks, &report).map(|b| b.author()).collect();
+                self.note_gaps(kernel, from, &waiting);
+            }
+        }
+        self.spread(&report, Some(from), via == Via::Sync, step);
+        step.report = Some(report);
+        Ok(())
+    }
+
+    /// Remembers the feeds in `authors` that `from` holds further than we do after its push
+    /// (an orphan came before its parent): the next tick asks `from` for the gap if no other
+    /// delivery filled it by then. Asking at once would mostly buy duplicates: a parent pushed
+    /// along another path usually arrives a moment later.
+    fn note_gaps(&mut self, kernel: &Kernel, from: &P, authors: &BTreeSet<PublicKey>) {
+        let Some(peer) = self.peers.get_mut(from) else {
+            return; // dropped for its invalid blocks
+        };
+        for author in authors {
+            if peer.is_ahead(author, kernel.head(author).map(|h| h.seq)) {
+                peer.note_gap(*author);
+            }
+        }
+    }
+
+    /// Wants the rest of every feed in `authors` that `from` holds further than we do: the next
+    /// batch of a catch-up, or the gap below an orphan it sent.
+    fn ask_for_more(
+        &mut self,
+        kernel: &Kernel,
+        from: &P,
+        authors: &BTreeSet<PublicKey>,
+        step: &mut Step<P>,
+    ) {
+        let now = self.ticks;
+        let Some(peer) = self.peers.get(from) else {
+            return; // dropped for its invalid blocks
+        };
+        let wants: Vec<Want> = authors
+            .iter()
+            .filter(|a| kernel.fork_proof(a).is_none() && !kernel.is_tombstoned(a))
+            .filter_map(|author| {
+                let ours = kernel.head(author).map(|h| h.seq);
+                let from_seq = ours.map_or(0, |s| s + 1);
+                (peer.is_ahead(author, ours) && !peer.asked(author, from_seq, now)).then_some(
+                    Want {
+                        author: *author,
+                        from_seq,
+                    },
+                )
+            })
+            .collect();
+        self.send_wants(from, wants, step);
+    }
+
+    /// Penalises exactly the peers the kernel blames for invalid blocks (a source whose peer
+    /// is gone is ignored).
+    pub(super) fn blame(&mut self, report: &Report, step: &mut Step<P>) {
+        let mut counts: BTreeMap<Source, u32> = BTreeMap::new();
+        for (source, _) in &report.blame {
+            *counts.entry(*source).or_default() += 1;
+        }
+        for (source, count) in counts {
+            if let Some(peer) = self.sources.get(&source).cloned() {
+                self.penalise(&peer, count, step);
+            }
+        }
+    }
+
+    pub(super) fn penalise(&mut self, who: &P, count: u32, step: &mut Step<P>) {
+        let Some(peer) = self.peers.get_mut(who) else {
+            return;
+        };
+        peer.stats.invalid = peer.stats.invalid.saturating_add(count);
+        step.penalties.push((who.clone(), count));
+        if peer.stats.invalid > self.config.max_invalid {
+            self.on_disconnect(who);
+            step.outputs.push(Output::Disconnect {
+                peer: who.clone(),
+                reason: DisconnectReason::TooManyInvalid,
+            });
+        }
+    }
+}
+
+/// The blocks of `blocks` that wait in the mempool after `report` (orphans, held blocks):
+/// only a block that waits can leave a gap behind it.
+fn waiting<'a>(
+    blocks: &'a [Arc<Block>],
+    report: &Report,
+) -> impl Iterator<Item = &'a Arc<Block>> + 'a {
+    let waits = |o: &Outcome| {
+        matches!(
+            o,
+            Outcome::WaitingForParent | Outcome::TimestampFromFuture { .. }
+        )
+    };
+    // The last outcome of a block is its fate (an orphan stitched in later is accepted).
+    let mut last = BTreeMap::new();
+    if report.outcomes.iter().any(|(_, o)| waits(o)) {
+        for (id, outcome) in &report.outcomes {
+            last.insert(*id, waits(outcome));
+        }
+    }
+    blocks
+        .iter()
+        .filter(move |b| last.get(&b.id()).copied().unwrap_or(false))
+}

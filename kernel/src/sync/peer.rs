@@ -1,0 +1,108 @@
+//! What the machine remembers about one connected peer. Everything here grows from the
+//! peer's own claims or from what was sent to it, so every map is capped.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::block::{Block, BlockId};
+use crate::identity::PublicKey;
+use crate::kernel::Source;
+
+/// Most feeds remembered per peer (known heads, pending wants).
+const MAX_KNOWN_FEEDS: usize = 1 << 16;
+
+/// Most proof blocks remembered as sent to one peer on one connection. Past it, no more
+/// proofs go to that peer until it reconnects: a peer cannot make the machine resend proofs by
+/// filling the memory of what it was sent.
+pub(super) const MAX_PROOFS_SENT: usize = 1 << 12;
+
+/// Most body requests remembered per peer per connection; past it, that peer is asked no more.
+pub(super) const MAX_BODIES_ASKED: usize = 1 << 12;
+
+/// Ticks after which an unanswered want counts as lost.
+pub(super) const WANT_TICKS: u64 = 2;
+
+/// Per-peer counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerStats {
+    /// Blocks received from the peer.
+    pub blocks_received: u64,
+    /// Blocks sent to the peer.
+    pub blocks_sent: u64,
+    /// Invalid blocks and malformed messages from the peer.
+    pub invalid: u32,
+    /// Blocks not sent because one alone is larger than [`super::Limits::max_message_bytes`]
+    /// (only with a cap set below the kernel's block size cap).
+    pub blocks_not_sent: u64,
+}
+
+pub(super) struct Peer {
+    /// How the kernel knows this peer (see [`crate::Kernel::dispatch_from`]). Never reused.
+    pub source: Source,
+    /// Highest seq per feed the peer is known to hold (from its heads, or what we exchanged).
+    pub known: BTreeMap<PublicKey, u64>,
+    /// The want in flight per feed: (from_seq asked, tick when asked). A heads message does not
+    /// ask again for what is already asked, so a periodic heads exchange during a long
+    /// catch-up does not start a second transfer of the same blocks. A want unanswered for
+    /// [`WANT_TICKS`] ticks counts as lost and is asked again on the next tick.
+    pub pending: BTreeMap<PublicKey, (u64, u64)>,
+    /// Fork-proof blocks sent on this connection: each goes to a peer once.
+    pub proofs_sent: BTreeSet<BlockId>,
+    /// Bodies asked of this peer on this connection: each id is asked of a peer once.
+    pub bodies_asked: BTreeSet<BlockId>,
+    /// Feeds the peer pushed past a gap (orphans): asked for on the next tick if still behind.
+    pub gaps: BTreeSet<PublicKey>,
+    pub stats: PeerStats,
+}
+
+impl Peer {
+    pub fn new(source: Source) -> Self {
+        Self {
+            source,
+            known: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            proofs_sent: BTreeSet::new(),
+            bodies_asked: BTreeSet::new(),
+            gaps: BTreeSet::new(),
+            stats: PeerStats::default(),
+        }
+    }
+
+    pub fn knows(&mut self, author: PublicKey, seq: u64) {
+        if self.known.len() >= MAX_KNOWN_FEEDS && !self.known.contains_key(&author) {
+            return;
+        }
+        let known = self.known.entry(author).or_insert(seq);
+        *known = (*known).max(seq);
+    }
+
+    pub fn has(&self, block: &Block) -> bool {
+        self.known
+            .get(&block.author())
+            .is_some_and(|&s| s >= block.seq())
+    }
+
+    /// Whether the peer claims more of `author`'s feed than `ours` (our newest counted seq).
+    pub fn is_ahead(&self, author: &PublicKey, ours: Option<u64>) -> bool {
+        self.known.get(author).copied() > ours
+    }
+
+    /// Whether `from_seq` of `author` was asked of this peer less than [`WANT_TICKS`] ago.
+    pub fn asked(&self, author: &PublicKey, from_seq: u64, now: u64) -> bool {
+        self.pending
+            .get(author)
+            .is_some_and(|&(seq, at)| seq == from_seq && now.saturating_sub(at) < WANT_TICKS)
+    }
+
+    pub fn note_gap(&mut self, author: PublicKey) {
+        if self.gaps.len() < MAX_KNOWN_FEEDS {
+            self.gaps.insert(author);
+        }
+    }
+
+    pub fn record_want(&mut self, author: PublicKey, from_seq: u64, now: u64) {
+        if self.pending.len() < MAX_KNOWN_FEEDS || self.pending.contains_key(&author) {
+            self.pending.insert(author, (from_seq, now));
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The tick: everything periodic, driven by the driver's timer.
+
+use std::collections::BTreeMap;
+
+use super::peer::{MAX_BODIES_ASKED, WANT_TICKS};
+use super::{Message, Protocol, Step, Want};
+use crate::block::BlockId;
+use crate::kernel::{Error, Kernel};
+
+/// Missing bodies looked at per tick: ids every peer was already asked for stay at the front
+/// of the kernel's list, so the machine looks past them, this far.
+const BODIES_SCANNED: usize = 1024;
+
+impl<P: Ord + Clone> Protocol<P> {
+    /// Releases held blocks whose time came, collects expired ones, then the periodic work.
+    pub(super) fn on_tick(&mut self, kernel: &mut Kernel, step: &mut Step<P>) -> Result<(), Error> {
+        let now = kernel.now();
+        if kernel.next_wakeup().is_some_and(|t| t <= now) {
+            let report = kernel.poll()?;
+            self.blame(&report, step);
+            self.spread(&report, None, true, step);
+            step.report = Some(report);
+        }
+        if kernel.next_expiry().is_some_and(|t| t <= now) {
+            step.collected = kernel.gc(now)?.collected;
+        }
+        self.periodic(kernel, step);
+        Ok(())
+    }
+
+    /// Lost wants asked again, heads to every peer, missing bodies asked for.
+    pub(super) fn periodic(&mut self, kernel: &Kernel, step: &mut Step<P>) {
+        self.ticks += 1;
+        self.retry_wants(kernel, step);
+        let peers: Vec<P> = self.peers.keys().cloned().collect();
+        for peer in &peers {
+            step.outputs.extend(self.heads(kernel, peer));
+        }
+        self.fetch_bodies(kernel, step);
+    }
+
+    /// A want unanswered for [`WANT_TICKS`] ticks counts as lost: asked again if the peer is
+    /// still ahead, forgotten otherwise. A gap a peer pushed past (an orphan) that no delivery
+    /// filled since is asked of that peer now.
+    fn retry_wants(&mut self, kernel: &Kernel, step: &mut Step<P>) {
+        let now = self.ticks;
+        let max = self.config.limits.max_wants.max(1);
+        let mut again: Vec<(P, Vec<Want>)> = Vec::new();
+        for (p, peer) in &mut self.peers {
+            let mut wants = Vec::new();
+            for author in std::mem::take(&mut peer.gaps) {
+                let ours = kernel.head(&author).map(|h| h.seq);
+                let from_seq = ours.map_or(0, |s| s + 1);
+                if wants.len() < max
+                    && peer.is_ahead(&author, ours)
+                    && !peer.asked(&author, from_seq, now)
+                    && kernel.fork_proof(&author).is_none()
+                    && !kernel.is_tombstoned(&author)
+                {
+                    wants.push(Want { author, from_seq });
+                }
+            }
+            let known = &peer.known;
+            let gaps: Vec<_> = wants.iter().map(|w: &Want| w.author).collect();
+            peer.pending.retain(|author, &mut (_, at)| {
+                if now.saturating_sub(at) < WANT_TICKS || gaps.contains(author) {
+                    return true;
+                }
+                let ours = kernel.head(author).map(|h| h.seq);
+                let behind = known.get(author).copied() > ours
+                    && kernel.fork_proof(author).is_none()
+                    && !kernel.is_tombstoned(author);
+                if behind && wants.len() < max {
+                    wants.push(Want {
+                        author: *author,
+                        from_seq: ours.map_or(0, |s| s + 1),
+                    });
+                }
+                behind
+            });
+            if !wants.is_empty() {
+                again.push((p.clone(), wants));
+            }
+        }
+        for (peer, wants) in again {
+            self.send_wants(&peer, wants, step);
+        }
+    }
+
+    /// Asks for bodies the kernel lacks: each id of the first peer that claims the block and
+    /// was not asked for it on this connection, at most [`super::Config::bodies_per_tick`] ids.
+    fn fetch_bodies(&mut self, kernel: &Kernel, step: &mut Step<P>) {
+        if self.peers.is_empty() || self.config.bodies_per_tick == 0 {
+            return;
+        }
+        let mut asks: BTreeMap<P, Vec<BlockId>> = BTreeMap::new();
+        let mut asked = 0;
+        for id in kernel.missing_bodies(BODIES_SCANNED) {
+            if asked >= self.config.bodies_per_tick {
+                break;
+            }
+            let Some(block) = kernel.block(&id) else {
+                continue;
+            };
+            let holder = self.peers.iter_mut().find(|(_, peer)| {
+                peer.has(&block)
+                    && !peer.bodies_asked.contains(&id)
+                    && peer.bodies_asked.len() < MAX_BODIES_ASKED
+            });
+            if let Some((p, peer)) = holder {
+                peer.bodies_asked.insert(id);
+                asks.entry(p.clone()).or_default().push(id);
+                asked += 1;
+            }
+        }
+        for (peer, ids) in asks {
+            let pages = Message::want_bodies_pages(ids, &self.config.limits);
+            self.send(&peer, pages, step);
+        }
+    }
+}
