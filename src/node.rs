@@ -13,18 +13,27 @@
 //! message is dropped and counted (anti-entropy repairs the loss), so the network actor never
 //! waits on the kernel. Connection events are never dropped.
 //!
-//! Gossip validation follows DESIGN.md "Drivers": an intrinsic fault (decoding, signature, body
-//! hash, size, link) is `Reject` and counts against the peer that forwarded it; a valid block
-//! is `Accept`; anything not decidable at once (orphan, held, rejected by a slice in the current
-//! state) is `Ignore`, so honest relays are never punished. A peer whose invalid blocks and
-//! malformed messages pass [`Config::max_invalid`] is disconnected and banned for
-//! [`Config::ban`]. The gossipsub message id is blake3 of the whole encoded block (DESIGN.md),
-//! not the block id, so a forged copy cannot shadow the honest block in gossipsub's seen-cache.
+//! The kernel actor is a thin shell around the sync machine: connections, sync messages,
+//! gossip blocks (as `sync::Event::Pushed`) and the anti-entropy timer ([`Config::tick`]) are
+//! events for it, and everything it keeps about peers (known heads, wants in flight,
+//! penalties) lives in the machine alone.
 //!
-//! Own blocks are published by gossipsub; when gossipsub has no peer for the topic yet (the
-//! mesh forms at the first heartbeat) they go to every connected peer as a sync push instead.
-//! Blocks that arrive by sync are pushed on by the sync machine to peers not known to hold
-//! them, so a catch-up travels the same way as live traffic.
+//! Gossip validation follows DESIGN.md "Drivers": an intrinsic fault (decoding, signature, body
+//! hash, size, link) is `Reject`; a valid block is `Accept`; anything not decidable at once
+//! (orphan, held, rejected by a slice in the current state) is `Ignore`, so honest relays are
+//! never punished. Invalid blocks count against the peer the kernel names as their sender (an
+//! orphan found invalid when its parent arrives is charged to whoever sent the orphan, not to
+//! whoever sent the parent). A peer whose invalid blocks and malformed messages pass the
+//! machine's budget (`sync::Config::max_invalid`, set with [`Config::with_ban`]) is
+//! disconnected and banned for [`Config::ban`]. The gossipsub message id is blake3 of the whole
+//! encoded block (DESIGN.md), not the block id, so a forged copy cannot shadow the honest block
+//! in gossipsub's seen-cache.
+//!
+//! Own blocks are published by gossipsub (not handed to the machine to push, which would send
+//! them twice); when gossipsub has no peer for the topic yet (the mesh forms at the first
+//! heartbeat) they go to every connected peer as a sync push instead. Blocks that arrive by
+//! sync are pushed on by the sync machine to peers not known to hold them, so a catch-up travels
+//! the same way as live traffic; gossip blocks are left to gossipsub.
 
 mod behaviour;
 mod kernel_actor;
@@ -69,7 +78,8 @@ pub struct Config {
     pub transport: Transport,
     /// The app's name: it names the gossip topic, so nodes of different apps do not mix.
     pub app: String,
-    /// The sync machine's configuration.
+    /// The sync machine's configuration, including the budget of invalid blocks and malformed
+    /// messages per peer before a ban (`max_invalid`, default 16).
     pub sync: sync::Config,
     /// Anti-entropy period: heads are re-sent to every peer, held blocks released and expired
     /// ones collected this often. Default 2 s.
@@ -78,9 +88,6 @@ pub struct Config {
     pub heartbeat: Duration,
     /// Largest gossip message. Default: the kernel's body cap plus 4 KiB (set by the node).
     pub max_gossip_bytes: usize,
-    /// Invalid blocks and malformed messages tolerated from one peer before it is banned.
-    /// Default 16.
-    pub max_invalid: u32,
     /// How long a ban lasts. Default 10 minutes.
     pub ban: Duration,
     /// Most established connections. Default 128.
@@ -103,7 +110,6 @@ impl Default for Config {
             tick: Duration::from_secs(2),
             heartbeat: Duration::from_secs(1),
             max_gossip_bytes: 0,
-            max_invalid: 16,
             ban: Duration::from_secs(600),
             max_connections: 128,
             queue: 4096,
@@ -138,9 +144,10 @@ impl Config {
         self.tick = tick;
         self
     }
-    /// Sets the number of invalid messages tolerated per peer, and the ban length.
+    /// Sets the number of invalid blocks and malformed messages tolerated per peer (the sync
+    /// machine's `max_invalid`: there is one budget, kept by the machine) and the ban length.
     pub fn with_ban(mut self, max_invalid: u32, ban: Duration) -> Self {
-        self.max_invalid = max_invalid;
+        self.sync = self.sync.with_max_invalid(max_invalid);
         self.ban = ban;
         self
     }

@@ -121,11 +121,7 @@ impl Peer {
     /// As [`Kernel::create_block`].
     pub fn create_block(&self, body: impl Into<Vec<u8>>) -> Result<Arc<Block>, Error> {
         let mut inner = self.lock();
-        let block = inner.kernel.create_block(body)?;
-        let report = Report {
-            accepted: vec![block.clone()],
-            ..Report::default()
-        };
+        let (block, report) = inner.kernel.create_block_reported(body)?;
         inner.event(Event::Local(report))?;
         Ok(block)
     }

@@ -128,8 +128,8 @@ fn gossipsub(config: &Config) -> Result<gossipsub::Behaviour, Error> {
             .map_err(|e| Error::Config(format!("gossipsub: {e}")))?;
     // Invalid blocks lower a peer's score (P4 = -0.5 x invalid^2): past 10 it falls below the
     // gossip threshold, past 14 below the publish threshold; graylisting (past 20) comes after
-    // the node's own ban (past `max_invalid`, default 16), which disconnects the peer for a
-    // while. Quiet peers are not punished: feeds are often idle.
+    // the node's own ban (past the sync machine's `max_invalid`, default 16), which
+    // disconnects the peer for a while. Quiet peers are not punished: feeds are often idle.
     let topic = gossipsub::TopicScoreParams {
         topic_weight: 1.0,
         mesh_message_deliveries_weight: 0.0,

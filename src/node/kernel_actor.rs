@@ -1,10 +1,16 @@
 //! The kernel actor: owns the kernel and the sync machine on a thread of its own (RocksDB calls
 //! block), takes requests from the network and the local API, and sends what the sync machine
 //! asks for to the network actor.
+//!
+//! Toward the sync machine it is a thin shell: connects, sync messages, gossip blocks and
+//! ticks become `sync::Event`s, and the machine's outputs become network commands. Who is
+//! penalised, and when a peer is over its budget, is the machine's decision alone; the actor
+//! bans on `Output::Disconnect { reason: TooManyInvalid }` and mirrors the machine's penalties
+//! in the per-peer counters.
 
 use std::sync::{Arc, Mutex};
 
-use blockend_kernel::sync::{self, DisconnectReason, Message, Output, Protocol, Want};
+use blockend_kernel::sync::{DisconnectReason, Event, Message, Output, Protocol, Step};
 use blockend_kernel::{Block, BlockId, Kernel, Outcome, Report};
 use libp2p::gossipsub::{MessageAcceptance, MessageId};
 use libp2p::PeerId;
@@ -18,8 +24,6 @@ pub(super) struct Actor {
     kernel: Kernel,
     app: Arc<dyn NodeApp>,
     sync: Protocol<PeerId>,
-    limits: sync::Limits,
-    max_invalid: u32,
     net: mpsc::Sender<NetCmd>,
     blocks: broadcast::Sender<Arc<Block>>,
     changes: watch::Sender<u64>,
@@ -36,14 +40,10 @@ impl Actor {
         changes: watch::Sender<u64>,
         stats: Arc<Mutex<Stats>>,
     ) -> Self {
-        let mut sync_config = config.sync;
-        sync_config.max_invalid = config.max_invalid;
         Self {
             kernel,
             app,
-            sync: Protocol::new(sync_config),
-            limits: config.sync.limits,
-            max_invalid: config.max_invalid,
+            sync: Protocol::new(config.sync),
             net,
             blocks,
             changes,
@@ -57,11 +57,12 @@ impl Actor {
         while let Some(cmd) = rx.blocking_recv() {
             match cmd {
                 KernelCmd::Connected(peer) => {
-                    let out = self.sync.connect(&self.kernel, peer);
-                    self.route(out);
+                    self.event(Event::Connected(peer));
                 }
-                KernelCmd::Disconnected(peer) => self.sync.disconnect(&peer),
-                KernelCmd::Sync { peer, bytes } => self.on_sync(peer, &bytes),
+                KernelCmd::Disconnected(peer) => {
+                    self.event(Event::Disconnected(peer));
+                }
+                KernelCmd::Sync { peer, bytes } => self.on_sync(peer, bytes),
                 KernelCmd::Gossip { source, id, bytes } => self.on_gossip(source, id, &bytes),
                 KernelCmd::Tick => self.on_tick(),
                 KernelCmd::Append(body, reply) => {
@@ -86,44 +87,52 @@ impl Actor {
         self.stats.lock().expect("stats lock")
     }
 
-    fn on_sync(&mut self, peer: PeerId, bytes: &[u8]) {
+    /// Hands `event` to the sync machine, carries out its outputs and counts its penalties.
+    /// A store failure is logged; the event is then lost (anti-entropy repairs it).
+    fn event(&mut self, event: Event<PeerId>) -> Option<Step<PeerId>> {
+        match self.sync.event(&mut self.kernel, event) {
+            Ok(mut step) => {
+                if !step.penalties.is_empty() {
+                    let mut stats = self.stats();
+                    for (peer, count) in &step.penalties {
+                        let counters = stats.peer(peer);
+                        counters.invalid = counters.invalid.saturating_add(*count);
+                    }
+                }
+                let outputs = std::mem::take(&mut step.outputs);
+                self.route(outputs);
+                Some(step)
+            }
+            Err(error) => {
+                tracing::error!(%error, "the kernel failed on a sync event");
+                None
+            }
+        }
+    }
+
+    fn on_sync(&mut self, peer: PeerId, bytes: Vec<u8>) {
         {
             let mut stats = self.stats();
             stats.bytes_received += bytes.len() as u64;
             stats.peer(&peer).bytes_received += bytes.len() as u64;
         }
-        let message = match Message::decode(bytes, &self.limits) {
-            Ok(message) => message,
-            Err(error) => {
-                tracing::debug!(%peer, %error, "malformed sync message");
-                self.stats().malformed();
-                let out = self.sync.malformed(&peer, &error);
-                self.route(out);
-                self.blame(peer, 1);
-                return;
-            }
+        let Some(step) = self.event(Event::Message { from: peer, bytes }) else {
+            return;
         };
-        let ids: Vec<BlockId> = match &message {
-            Message::Blocks(blocks) => blocks.iter().map(|b| b.id()).collect(),
-            _ => Vec::new(),
-        };
-        if !ids.is_empty() {
-            let n = ids.len() as u64;
+        if let Some(error) = &step.malformed {
+            tracing::debug!(%peer, %error, "malformed sync message");
+            self.stats().malformed();
+        }
+        if !step.received.is_empty() {
+            let n = step.received.len() as u64;
             let mut stats = self.stats();
             stats.blocks_received += n;
             stats.sync_blocks_received += n;
             stats.peer(&peer).blocks_received += n;
         }
-        match self.sync.handle(&mut self.kernel, &peer, message) {
-            Ok((out, report)) => {
-                if let Some(report) = report {
-                    let invalid = self.account(&ids, &report);
-                    self.published(&report);
-                    self.blame(peer, invalid);
-                }
-                self.route(out);
-            }
-            Err(error) => tracing::error!(%error, "kernel failed on a sync message"),
+        if let Some(report) = &step.report {
+            self.account(&step.received, report);
+            self.published(report);
         }
     }
 
@@ -139,7 +148,10 @@ impl Actor {
                 tracing::debug!(peer = %source, %error, "malformed gossip message");
                 self.stats().malformed();
                 self.validate(source, id, MessageAcceptance::Reject);
-                self.blame(source, 1);
+                self.event(Event::Malformed {
+                    from: source,
+                    error,
+                });
                 return;
             }
         };
@@ -149,58 +161,53 @@ impl Actor {
             stats.gossip_blocks_received += 1;
             stats.peer(&source).blocks_received += 1;
         }
-        let (block_id, author) = (block.id(), block.author());
-        let report = match self.kernel.dispatch([block]) {
-            Ok(report) => report,
-            Err(error) => {
-                tracing::error!(%error, "kernel failed on a gossip message");
-                self.validate(source, id, MessageAcceptance::Ignore);
-                return;
-            }
+        let block_id = block.id();
+        let pushed = Event::Pushed {
+            from: source,
+            blocks: vec![Arc::new(block)],
         };
-        let invalid = self.account(&[block_id], &report);
+        let Some(report) = self.event(pushed).and_then(|step| step.report) else {
+            self.validate(source, id, MessageAcceptance::Ignore);
+            return;
+        };
+        // An orphan is Ignore: the sync machine asks the relay for the gap on its next tick.
         let verdict = match report.outcome(&block_id) {
             Some(Outcome::Invalid(_)) => MessageAcceptance::Reject,
             Some(
                 Outcome::Accepted | Outcome::Duplicate | Outcome::Collected | Outcome::Fork { .. },
             ) => MessageAcceptance::Accept,
-            Some(Outcome::WaitingForParent) => {
-                // Ask the relay for the gap rather than wait for the next heads exchange.
-                let from_seq = self.kernel.head(&author).map_or(0, |h| h.seq + 1);
-                let want = Message::Want(vec![Want { author, from_seq }]);
-                self.send(source, &want);
-                MessageAcceptance::Ignore
-            }
             _ => MessageAcceptance::Ignore,
         };
         self.validate(source, id, verdict);
+        self.account(&[block_id], &report);
         self.published(&report);
-        self.blame(source, invalid);
     }
 
+    /// The machine's tick: anti-entropy, lost wants, held blocks, garbage collection, missing
+    /// bodies.
     fn on_tick(&mut self) {
-        match self.kernel.poll() {
-            Ok(report) => {
-                self.published(&report);
-                let out = self.sync.announce(&report, None);
-                self.route(out);
-            }
-            Err(error) => tracing::error!(%error, "kernel poll failed"),
+        let Some(step) = self.event(Event::Tick) else {
+            return;
+        };
+        if let Some(report) = &step.report {
+            self.published(report);
         }
-        let now = self.kernel.now();
-        match self.kernel.gc(now) {
-            Ok(gc) if gc != Default::default() => self.bump(),
-            Ok(_) => {}
-            Err(error) => tracing::error!(%error, "garbage collection failed"),
+        if step.collected > 0 {
+            self.bump();
         }
-        let out = self.sync.tick(&self.kernel);
-        self.route(out);
     }
 
     fn append(&mut self, body: Vec<u8>) -> Result<Arc<Block>, Error> {
-        let block = self.kernel.create_block(body)?;
+        let (block, mut report) = self.kernel.create_block_reported(body)?;
         let _ = self.blocks.send(block.clone());
         self.bump();
+        // The own block goes out by gossipsub; whatever else the call changed (held blocks
+        // released first, with their blame and fork proofs) is the machine's to spread.
+        report.accepted.retain(|b| b.id() != block.id());
+        if !report.accepted.is_empty() || !report.proofs.is_empty() || !report.blame.is_empty() {
+            self.published(&report);
+            self.event(Event::Local(report));
+        }
         {
             let mut stats = self.stats();
             stats.blocks_sent += 1;
@@ -228,17 +235,14 @@ impl Actor {
         stats
     }
 
-    /// Counts the outcomes of the blocks a peer sent; returns how many were invalid.
-    fn account(&self, ids: &[BlockId], report: &Report) -> u32 {
+    /// Counts the outcomes of the blocks a peer sent.
+    fn account(&self, ids: &[BlockId], report: &Report) {
         let mut stats = self.stats();
-        let mut invalid = 0;
         for id in ids {
             if let Some(outcome) = report.outcome(id) {
-                invalid += u32::from(outcome.is_invalid());
                 stats.outcome(outcome);
             }
         }
-        invalid
     }
 
     /// Tells local subscribers what a dispatch changed.
@@ -254,23 +258,6 @@ impl Actor {
 
     fn bump(&self) {
         self.changes.send_modify(|n| *n += 1);
-    }
-
-    /// Counts invalid data against a peer; past the budget, bans it.
-    fn blame(&mut self, peer: PeerId, invalid: u32) {
-        if invalid == 0 {
-            return;
-        }
-        let total = {
-            let mut stats = self.stats();
-            let counters = stats.peer(&peer);
-            counters.invalid = counters.invalid.saturating_add(invalid);
-            counters.invalid
-        };
-        if total > self.max_invalid {
-            self.sync.disconnect(&peer);
-            let _ = self.net.blocking_send(NetCmd::Ban(peer));
-        }
     }
 
     fn validate(&self, source: PeerId, id: MessageId, verdict: MessageAcceptance) {
