@@ -461,11 +461,30 @@ impl Kernel {
 
     /// Signs a block with `body` on the own feed, applies it, and stores it.
     ///
+    /// The block is dated by the kernel's clock, or at its parent's time if the clock went
+    /// back; it is never held as future-dated here (its parent already counts), so an own
+    /// feed stays writable after the clock steps back.
+    ///
     /// # Errors
     /// [`Error::Rejected`] or [`Error::Ignored`] when no slice takes the block (state and
     /// store are then unchanged), [`Error::Invalid`] for a body over the size limit,
     /// [`Error::FeedFrozen`], or [`Error::Store`].
     pub fn create_block(&mut self, body: impl Into<Vec<u8>>) -> Result<Arc<Block>, Error> {
+        self.create_block_reported(body).map(|(block, _)| block)
+    }
+
+    /// [`Kernel::create_block`], with the report of everything the call changed: the new
+    /// block and any held blocks whose time came and were released first (with their blame
+    /// and fork proofs), for a driver's [`crate::sync::Event::Local`]. On an error the
+    /// released blocks are committed all the same, without a report (anti-entropy spreads
+    /// them).
+    ///
+    /// # Errors
+    /// As [`Kernel::create_block`].
+    pub fn create_block_reported(
+        &mut self,
+        body: impl Into<Vec<u8>>,
+    ) -> Result<(Arc<Block>, Report), Error> {
         let body = body.into();
         if body.len() > self.config.max_body_bytes as usize {
             return Err(Error::Invalid(BlockError::TooLarge {
@@ -473,22 +492,28 @@ impl Kernel {
                 max: u64::from(self.config.max_body_bytes),
             }));
         }
+        let now = self.clock.now();
+        let mut run = Run::default();
+        // Blocks of the own feed held as future-dated (a copy from another device with the
+        // same key) are released before the parent is read.
+        self.release_due(now, &mut run);
         let author = self.author();
         let feed = self.index.feeds.get(&author);
         if let Some(at) = feed.and_then(|f| f.frozen_at) {
+            self.fold_run(&mut run);
+            self.commit_run(run)?;
             return Err(Error::FeedFrozen { at });
         }
         let parent = feed
             .and_then(|f| f.ids.last())
             .map(|id| &self.index.blocks[id])
             .map(|b| (b.id(), b.seq(), b.time()));
-        let now = self.clock.now();
         let block = Arc::new(Block::sign(&self.identity, parent, now, body));
         let id = block.id();
-        let mut run = Run::default();
-        self.release_due(now, &mut run);
-        // Our own signature needs no check; the block goes through the same admission path.
-        self.admit(block, None, now, &mut run);
+        // Our own signature needs no check; the block goes through the same admission path,
+        // judged at its own time when the clock is behind its parent's.
+        let admitted_at = now.max(block.time());
+        self.admit(block, None, admitted_at, &mut run);
         self.fold_run(&mut run);
         let refusal = match self.fold.status.get(&id) {
             Some(Status::Counted) => None,
@@ -511,8 +536,8 @@ impl Kernel {
             self.commit_run(run)?;
             return Err(error);
         }
-        self.commit_run(run)?;
-        Ok(self.index.blocks[&id].clone())
+        let report = self.commit_run(run)?;
+        Ok((self.index.blocks[&id].clone(), report))
     }
 
     /// Offers blocks from anywhere (a peer, a file). Each is checked (structure, size,
@@ -784,6 +809,16 @@ impl Kernel {
             if let Some(at) = feed.and_then(|f| f.frozen_at) {
                 if block.seq() >= at {
                     run.outcome(id, Outcome::Frozen { at });
+                    continue;
+                }
+            }
+            // The screen checks tombstones on arrival; a block that waited (an orphan, a held
+            // block) is checked again here, or an evicted feed would come back through the
+            // mempool the moment it was tombstoned.
+            if let Some(&until) = self.tombstones.get(&author) {
+                if until > now {
+                    self.stats.tombstoned += 1;
+                    run.outcome(id, Outcome::Tombstoned { until });
                     continue;
                 }
             }

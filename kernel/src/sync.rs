@@ -34,10 +34,17 @@
 //! 4. **Fork proofs** go to every peer that may hold blocks past the fork, each proof to each
 //!    peer once per connection, and what one incoming message can make the machine send is
 //!    bounded ([`Config::batch_bytes`], [`MAX_PROOFS_PER_EVENT`]); the rest follows on later
-//!    heads exchanges.
+//!    heads exchanges. A fork may also lie below the heads (an author that signed two chains
+//!    into two partitions): a peer whose head has another id than ours at a height we hold is
+//!    shown our block there (once per feed per 30 ticks, 16 per message); an orphan whose
+//!    parent diverges from a feed we hold ([`Kernel::diverging_parent`]) makes the machine ask
+//!    its sender for that parent by id, and so on down to where the chains part, where the
+//!    kernel finds the fork and the proof spreads as above.
 //! 5. A block the kernel holds without its body (a peer sent the header only) is asked for by
 //!    **want bodies** on the tick, each id of one peer that claims the block per tick and of
-//!    each peer at most once per connection; the answer is the full copies the peer holds.
+//!    each peer at most once per 30 ticks; the answer is the full copies the peer holds. The
+//!    scan over missing bodies resumes where the last tick stopped, so bodies nobody can give
+//!    never hold the others back.
 //! 6. Every outgoing message is cut to the receiver's [`Limits`] by count and by bytes.
 //! 7. Intrinsically invalid blocks and undecodable messages count against the peer that sent
 //!    them: the kernel names the sender of every invalid block in [`Report::blame`], also for
@@ -248,6 +255,8 @@ pub struct Protocol<P> {
     next_source: u64,
     /// Ticks so far: the machine's only notion of time.
     ticks: u64,
+    /// The last missing body looked at: the next tick's scan resumes after it.
+    body_cursor: Option<BlockId>,
 }
 
 impl<P: Ord + Clone> Default for Protocol<P> {
@@ -265,6 +274,7 @@ impl<P: Ord + Clone> Protocol<P> {
             sources: BTreeMap::new(),
             next_source: 0,
             ticks: 0,
+            body_cursor: None,
         }
     }
 

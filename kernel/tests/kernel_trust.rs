@@ -627,3 +627,114 @@ fn a_block_evicted_in_its_own_dispatch_and_readmitted_is_not_counted_twice() {
         "same blocks, same state"
     );
 }
+
+/// Found by a hostile review: after the clock stepped back more than the allowed skew, the own
+/// block (dated at its parent's time) was held as future-dated, the caller got `Ignored`, and
+/// the block was published on the next tick all the same (or forked the feed with a retry).
+#[test]
+fn an_own_feed_stays_writable_after_the_clock_steps_back() {
+    let clock = ManualClock::new(NOW);
+    let mut k = kernel(&clock);
+    let first = k.create_block(vec![3]).expect("accepted");
+    clock.set(NOW - 60_000);
+    let second = k.create_block(vec![4]).expect("the feed stays writable");
+    let third = k.create_block(vec![5]).expect("and again");
+    assert_eq!((second.seq(), third.seq()), (1, 2));
+    assert_eq!(second.parent(), Some(first.id()));
+    assert_eq!(third.parent(), Some(second.id()));
+    assert!(second.time() >= first.time() && third.time() >= second.time());
+    assert!(k.counts(&second.id()) && k.counts(&third.id()));
+    assert_eq!(
+        k.stats().mempool_blocks,
+        0,
+        "nothing of the own feed is held"
+    );
+    assert_eq!(k.state::<Sum>(), Some(&12));
+    // A refused body while the clock is behind leaves nothing behind to publish later.
+    assert!(matches!(
+        k.create_block(vec![0]),
+        Err(Error::Rejected { .. })
+    ));
+    assert_eq!(k.stats().mempool_blocks, 0);
+    assert_eq!(k.poll().expect("poll").accepted.len(), 0);
+    assert_eq!(k.head(&k.author()).map(|h| h.seq), Some(2));
+}
+
+/// Found by a hostile review: the tombstone was checked when a block arrived, not when a block
+/// that waited (held as future-dated, or an orphan) was released, so an evicted feed came back
+/// through the mempool.
+#[test]
+fn a_tombstoned_feed_does_not_come_back_through_the_mempool() {
+    let clock = ManualClock::new(NOW);
+    let mut k = kernel_on(MemoryStore::new(), &clock, capacity_config());
+    let old = chain(1, &[&[1], &[1]], NOW - 3_000);
+    let mid = chain(2, &[&[1], &[1]], NOW - 2_000);
+    k.dispatch(old.iter().chain(&mid).cloned())
+        .expect("dispatch");
+    // The youngest feed, with a block dated 20 s ahead: held.
+    let young = chain(3, &[&[1]], NOW - 1_000);
+    let id = identity(3);
+    let ahead = Block::sign(
+        &id,
+        Some((young[0].id(), young[0].seq(), young[0].time())),
+        NOW + 20_000,
+        vec![1],
+    );
+    let report = k
+        .dispatch([young[0].clone(), ahead.clone()])
+        .expect("dispatch");
+    assert!(matches!(
+        report.outcome(&ahead.id()),
+        Some(Outcome::TimestampFromFuture { .. })
+    ));
+    // A bigger, older feed pushes the young one out.
+    let big = chain(4, &[&[1; 600], &[1; 600]], NOW - 2_500);
+    k.dispatch(big).expect("dispatch");
+    assert!(k.is_tombstoned(&id.public()));
+    assert!(!k.contains(&young[0].id()));
+    // Its held block's time comes while the tombstone lasts.
+    clock.set(NOW + 20_000);
+    let report = k.poll().expect("poll");
+    assert!(
+        matches!(
+            report.outcome(&ahead.id()),
+            Some(Outcome::Tombstoned { .. })
+        ),
+        "{report:?}"
+    );
+    assert!(!k.contains(&ahead.id()));
+    assert!(k.head(&id.public()).is_none(), "the evicted feed stays out");
+}
+
+/// Found by a hostile review: `create_block` releases held blocks whose time came, but only
+/// returned the new block, so drivers never pushed, nor blamed the senders of, what it released.
+#[test]
+fn create_block_reports_the_held_blocks_it_releases() {
+    let clock = ManualClock::new(NOW);
+    let mut k = kernel(&clock);
+    let parent = chain(1, &[&[7]], NOW + 30_000).remove(0);
+    // A child dated before its parent: invalid, but only once the parent is known.
+    let body = vec![9u8];
+    let header = Header {
+        author: identity(1).public(),
+        parent: Some(parent.id()),
+        seq: 1,
+        time: NOW + 20_000,
+        body_len: 1,
+        body_hash: *blake3::hash(&body).as_bytes(),
+    };
+    let signature = identity(1).sign(&header.id());
+    let child = Block::from_parts(header, signature, Some(body)).expect("body matches");
+    k.dispatch_from(Source(5), [Arc::new(parent.clone())])
+        .expect("dispatch");
+    k.dispatch_from(Source(6), [Arc::new(child.clone())])
+        .expect("dispatch");
+    assert_eq!(k.stats().mempool_blocks, 2, "both held");
+    clock.set(NOW + 30_000);
+    let (own, report) = k.create_block_reported(vec![1]).expect("accepted");
+    let accepted: Vec<BlockId> = report.accepted.iter().map(|b| b.id()).collect();
+    assert!(accepted.contains(&parent.id()), "{report:?}");
+    assert!(accepted.contains(&own.id()));
+    assert_eq!(report.blame, vec![(Source(6), child.id())], "{report:?}");
+    assert_eq!(k.state::<Sum>(), Some(&8));
+}

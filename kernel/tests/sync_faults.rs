@@ -490,7 +490,7 @@ fn a_body_the_kernel_lacks_is_fetched_from_a_peer_on_tick() {
 }
 
 #[test]
-fn a_body_nobody_has_is_asked_of_each_peer_once_per_connection() {
+fn a_body_nobody_has_is_asked_of_each_peer_at_most_once_per_retry_period() {
     let mut net = Net::new(3);
     let author = Identity::from_secret([61; 32]);
     let blocks = feed(&author, 2, 100, START - 1_000);
@@ -509,6 +509,55 @@ fn a_body_nobody_has_is_asked_of_each_peer_once_per_connection() {
     assert_eq!(net.sent(0, 2, "want_bodies"), 1);
     assert_eq!(net.sent(1, 0, "blocks") + net.sent(2, 0, "blocks"), 0);
     assert_eq!(net.kernels[0].missing_bodies(10).len(), 2);
+    // Thirty ticks later each peer is asked once more: a body may have reached it since.
+    for _ in 0..30 {
+        net.tick();
+    }
+    assert_eq!(net.sent(0, 1, "want_bodies"), 2);
+    assert_eq!(net.sent(0, 2, "want_bodies"), 2);
+}
+
+/// Found by a hostile review: the scan over missing bodies started at the lowest id every tick,
+/// so 1,024 headers whose bodies nobody has (an attacker's, with ids ground low) held back
+/// every other body for good.
+#[test]
+fn bodies_nobody_can_give_do_not_hold_back_a_body_a_peer_has() {
+    let mut net = Net::new(2);
+    let author = Identity::from_secret([62; 32]);
+    let blocks = feed(&author, 1_100, 8, START - 10_000);
+    // The body peer 1 holds is the one with the highest id: last in the kernel's list.
+    let wanted = blocks
+        .iter()
+        .max_by_key(|b| b.id())
+        .expect("blocks")
+        .clone();
+    for at in 0..2 {
+        net.kernels[at]
+            .dispatch(blocks.iter().map(Block::pruned))
+            .expect("memory store");
+    }
+    net.kernels[1]
+        .dispatch([wanted.clone()])
+        .expect("memory store");
+    assert!(net.kernels[1]
+        .block(&wanted.id())
+        .expect("held")
+        .body()
+        .is_some());
+    net.connect(0, 1);
+    net.run();
+    let mut ticks = 0;
+    while net.kernels[0]
+        .block(&wanted.id())
+        .expect("held")
+        .body()
+        .is_none()
+    {
+        ticks += 1;
+        assert!(ticks <= 40, "the body was never asked for");
+        net.tick();
+    }
+    assert_eq!(net.kernels[0].missing_bodies(2_000).len(), 1_099);
 }
 
 #[test]
@@ -653,4 +702,112 @@ fn a_local_report_is_pushed_in_pages_within_the_byte_cap() {
     assert_eq!(net.kernels[1].stats().blocks, 100);
     assert_eq!(net.invalid(1, 0), Some(0));
     assert!(net.same_state(0, 1));
+}
+
+/// `n` blocks by `author` after `from`, with bodies of byte `byte`.
+fn extend(author: &Identity, from: &Block, n: usize, byte: u8) -> Vec<Block> {
+    let mut out: Vec<Block> = Vec::new();
+    for _ in 0..n {
+        let last = out.last().unwrap_or(from);
+        let parent = Some((last.id(), last.seq(), last.time()));
+        out.push(Block::sign(author, parent, last.time() + 1, vec![byte]));
+    }
+    out
+}
+
+/// Found by a hostile review: heads were compared by seq alone, so an author that signed two
+/// chains into two partitions left the honest peers split for good after the heal (equal
+/// lengths: nothing wanted; one longer: the answer is an orphan, asked for again forever).
+#[test]
+fn a_fork_below_the_heads_is_found_after_a_partition_heals() {
+    for (a_len, b_len) in [(2, 2), (2, 4), (5, 1)] {
+        let mut net = Net::new(2);
+        let author = Identity::from_secret([63; 32]);
+        let shared = feed(&author, 4, 8, START - 10_000);
+        let a = extend(&author, &shared[3], a_len, 1);
+        let b = extend(&author, &shared[3], b_len, 2);
+        net.kernels[0]
+            .dispatch(shared.iter().chain(&a).cloned())
+            .expect("memory store");
+        net.kernels[1]
+            .dispatch(shared.iter().chain(&b).cloned())
+            .expect("memory store");
+        net.connect(0, 1);
+        net.run();
+        for _ in 0..4 {
+            net.tick();
+        }
+        for at in 0..2 {
+            let (x, y) = net.kernels[at]
+                .fork_proof(&author.public())
+                .unwrap_or_else(|| panic!("{a_len}/{b_len}: peer {at} never found the fork"));
+            assert_eq!(
+                (x.seq(), y.seq()),
+                (4, 4),
+                "{a_len}/{b_len}: where they part"
+            );
+        }
+        assert!(net.same_state(0, 1), "{a_len}/{b_len}: one set, one state");
+        assert!(net.penalties.is_empty(), "{:?}", net.penalties);
+    }
+}
+
+/// The fork search is not an amplifier: heads that claim other ids for every feed we hold buy
+/// at most 16 of our blocks per message, and each feed once per 30 ticks.
+#[test]
+fn heads_that_claim_other_ids_buy_a_bounded_answer() {
+    let mut net = Net::new(2);
+    let mut heads = Vec::new();
+    for n in 0..100u8 {
+        let author = Identity::from_secret([n.wrapping_add(100); 32]);
+        let blocks = feed(&author, 1, 8, START - 10_000);
+        net.kernels[0].dispatch(blocks).expect("memory store");
+        heads.push(Head {
+            author: author.public(),
+            seq: 0,
+            id: BlockId([n; 32]),
+        });
+    }
+    net.event(0, Event::Connected(1));
+    net.queue.clear();
+    let lie = Message::Heads(heads).encode();
+    let shown = |step: &Step<usize>| -> BTreeSet<BlockId> {
+        blocks_to(&step.outputs, 1).iter().map(|b| b.id()).collect()
+    };
+    let step = net.event(
+        0,
+        Event::Message {
+            from: 1,
+            bytes: lie.clone(),
+        },
+    );
+    let first = shown(&step);
+    assert_eq!(first.len(), 16);
+    let step = net.event(
+        0,
+        Event::Message {
+            from: 1,
+            bytes: lie,
+        },
+    );
+    let second = shown(&step);
+    assert_eq!(second.len(), 16);
+    assert!(
+        first.is_disjoint(&second),
+        "each feed is shown once per 30 ticks"
+    );
+}
+
+fn blocks_to(outputs: &[Output<usize>], to: usize) -> Vec<Arc<Block>> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send {
+                to: t,
+                message: Message::Blocks(blocks),
+            } if *t == to => Some(blocks.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }

@@ -416,4 +416,10 @@ pub enum AdversaryKind {
     Oversized,
     /// Sends bytes that do not decode as a message.
     Malformed,
+    /// Writes a feed of validly signed blocks in which every other block is one the
+    /// application rejects in the author's state (for the counter, a value that does not
+    /// grow), and pushes each to one neighbour only. Honest peers keep such blocks in their
+    /// candidate set without counting or pushing them, and fetch them from each other when
+    /// they ask for the feed, so they still end with one `set_hash`.
+    Rejected,
 }

@@ -10,7 +10,7 @@ mod deliver;
 mod finish;
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -175,6 +175,8 @@ pub struct Simulation {
     /// Adversary state: the forker's fork is done; the oversized adversary's shared payloads.
     pub(crate) forked: Vec<PeerId>,
     pub(crate) oversized: Option<Oversized>,
+    /// The rejected-block writer's newest block and how many it wrote, per adversary.
+    pub(crate) rejecting: BTreeMap<PeerId, (Arc<Block>, u64)>,
 }
 
 impl Simulation {
@@ -252,6 +254,7 @@ impl Simulation {
             quiescent: false,
             forked: Vec::new(),
             oversized: None,
+            rejecting: BTreeMap::new(),
         };
         for (p, (neighbours, mesh)) in adjacency.into_iter().zip(mesh).enumerate() {
             let secret: [u8; 32] = sim.rng.gen();

@@ -67,3 +67,21 @@ fn flooding_oversized_and_malformed_peers_are_refused() {
         }
     }
 }
+
+/// DESIGN.md rule 5 against the convergence claim: blocks a slice rejects stay in every honest
+/// peer's candidate set and are never pushed, yet honest peers fetch them from each other when
+/// they ask for the feed, so with no capacity pressure they still end with one `set_hash` (the
+/// run's invariant check fails otherwise).
+#[test]
+fn state_rejected_blocks_travel_by_sync_and_honest_peers_end_with_one_set_hash() {
+    let report = run("rejected");
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert_eq!(report.converged_peers, 22);
+    // Each adversary pushes to one neighbour only: every other honest peer that rejected a
+    // block got it by sync.
+    assert!(
+        report.rejections.state_rejected >= 22,
+        "rejected blocks did not spread: {:?}",
+        report.rejections
+    );
+}

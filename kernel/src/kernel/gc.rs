@@ -126,6 +126,22 @@ impl Kernel {
         self.index.missing.iter().take(max).copied().collect()
     }
 
+    /// [`Kernel::missing_bodies`] in id order from just after `after`, wrapping around to the
+    /// lowest id: a scan that resumes where the last one stopped sees every id in turn.
+    pub fn missing_bodies_after(&self, after: Option<&BlockId>, max: usize) -> Vec<BlockId> {
+        use std::ops::Bound;
+        let Some(after) = after else {
+            return self.missing_bodies(max);
+        };
+        let missing = &self.index.missing;
+        missing
+            .range((Bound::Excluded(*after), Bound::Unbounded))
+            .chain(missing.range(..=*after))
+            .take(max)
+            .copied()
+            .collect()
+    }
+
     /// When the next block expires, for drivers that schedule [`Kernel::gc`].
     pub fn next_expiry(&self) -> Option<u64> {
         self.expiry.first().map(|(t, _)| *t)

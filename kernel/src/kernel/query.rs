@@ -129,6 +129,27 @@ impl Kernel {
         out
     }
 
+    /// The block at height `seq` of `author`'s feed in the candidate set.
+    pub fn block_at(&self, author: &PublicKey, seq: u64) -> Option<Arc<Block>> {
+        let feed = self.index.feeds.get(author)?;
+        let id = feed.ids.get(usize::try_from(seq).ok()?)?;
+        self.index.blocks.get(id).cloned()
+    }
+
+    /// For a block whose parent is unknown here: that parent's id, when the feed already holds
+    /// another block at the parent's height. The author then signed two chains that part at or
+    /// below that height, and fetching the parent (then its parent, while it diverges) walks
+    /// down to the height where they part, where the kernel finds the fork. `None` for a block
+    /// whose parent is known, or that only runs ahead of the feed.
+    pub fn diverging_parent(&self, block: &Block) -> Option<BlockId> {
+        let parent = block.parent()?;
+        if self.index.blocks.contains_key(&parent) {
+            return None;
+        }
+        let ours = self.block_at(&block.author(), block.seq().checked_sub(1)?)?;
+        (ours.id() != parent).then_some(parent)
+    }
+
     /// The two blocks proving a fork in `author`'s feed, if it is frozen.
     pub fn fork_proof(&self, author: &PublicKey) -> Option<(Arc<Block>, Arc<Block>)> {
         self.index.feeds.get(author)?.proof.clone()

@@ -9,6 +9,10 @@ use crate::block::{Block, BlockId, DecodeError};
 use crate::identity::PublicKey;
 use crate::kernel::{Error, Head, Kernel, Outcome, Report, Source};
 
+/// Most diverging blocks one heads message makes the machine show, and most diverging
+/// parents one delivery makes it ask for: what a lying peer can buy per message.
+const MAX_DIVERGING: usize = 16;
+
 /// How blocks reached the machine.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Via {
@@ -66,6 +70,7 @@ impl<P: Ord + Clone> Protocol<P> {
         };
         let mut wants = Vec::new();
         let mut proofs = Vec::new();
+        let mut diverging = Vec::new();
         for head in heads {
             peer.knows(head.author, head.seq);
             if let Some((a, b)) = kernel.fork_proof(&head.author) {
@@ -85,10 +90,23 @@ impl<P: Ord + Clone> Protocol<P> {
                     author: head.author,
                     from_seq,
                 });
+            } else if diverging.len() < MAX_DIVERGING {
+                // Another id at a height we hold: the author signed two chains (or the peer
+                // lies). Our block there is an orphan for the peer that diverges from its
+                // feed, so it fetches the parents down to the fork and spreads the proof.
+                if let Some(block) = kernel
+                    .block_at(&head.author, head.seq)
+                    .filter(|b| b.id() != head.id)
+                {
+                    if peer.show_divergence(head.author, now) {
+                        diverging.push(block);
+                    }
+                }
             }
         }
         self.send_wants(from, wants, step);
         self.send_proofs(from, proofs, step);
+        self.send_blocks(from, diverging, step);
     }
 
     fn on_want(&mut self, kernel: &Kernel, from: &P, wants: &[Want], step: &mut Step<P>) {
@@ -186,6 +204,16 @@ impl<P: Ord + Clone> Protocol<P> {
             }
         }
         self.blame(&report, step);
+        // Orphans that diverge from a feed we hold: ask their sender for the parents, down to
+        // where the two chains part (see `Kernel::diverging_parent`).
+        let parents: Vec<BlockId> = waiting(&blocks, &report)
+            .filter_map(|b| kernel.diverging_parent(b))
+            .take(MAX_DIVERGING)
+            .collect();
+        if !parents.is_empty() && self.peers.contains_key(from) {
+            let pages = Message::want_bodies_pages(parents, &self.config.limits);
+            self.send(from, pages, step);
+        }
         match via {
             Via::Sync => {
                 let authors: BTreeSet<PublicKey> = blocks.iter().map(|b| b.author()).collect();

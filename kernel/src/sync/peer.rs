@@ -15,8 +15,17 @@ const MAX_KNOWN_FEEDS: usize = 1 << 16;
 /// filling the memory of what it was sent.
 pub(super) const MAX_PROOFS_SENT: usize = 1 << 12;
 
-/// Most body requests remembered per peer per connection; past it, that peer is asked no more.
+/// Most body requests remembered per peer; past it, that peer is asked no more until old
+/// requests age out.
 pub(super) const MAX_BODIES_ASKED: usize = 1 << 12;
+
+/// Ticks after which a body asked of a peer may be asked of it again: a body nobody could
+/// give (collected everywhere, or never published) costs each peer one id per this many
+/// ticks, and never fills the memory of what was asked for good.
+pub(super) const BODY_RETRY_TICKS: u64 = 30;
+
+/// Most feeds remembered per peer as shown a diverging block (see `Peer::divergences`).
+pub(super) const MAX_DIVERGENCES: usize = 1 << 12;
 
 /// Ticks after which an unanswered want counts as lost.
 pub(super) const WANT_TICKS: u64 = 2;
@@ -48,8 +57,12 @@ pub(super) struct Peer {
     pub pending: BTreeMap<PublicKey, (u64, u64)>,
     /// Fork-proof blocks sent on this connection: each goes to a peer once.
     pub proofs_sent: BTreeSet<BlockId>,
-    /// Bodies asked of this peer on this connection: each id is asked of a peer once.
-    pub bodies_asked: BTreeSet<BlockId>,
+    /// Bodies asked of this peer, with the tick when: each id is asked of a peer at most once
+    /// per [`BODY_RETRY_TICKS`].
+    pub bodies_asked: BTreeMap<BlockId, u64>,
+    /// Feeds whose head the peer claims with another id than ours at that height, with the
+    /// tick when we showed it our block there: once per [`BODY_RETRY_TICKS`] per feed.
+    pub divergences: BTreeMap<PublicKey, u64>,
     /// Feeds the peer pushed past a gap (orphans): asked for on the next tick if still behind.
     pub gaps: BTreeSet<PublicKey>,
     pub stats: PeerStats,
@@ -62,7 +75,8 @@ impl Peer {
             known: BTreeMap::new(),
             pending: BTreeMap::new(),
             proofs_sent: BTreeSet::new(),
-            bodies_asked: BTreeSet::new(),
+            bodies_asked: BTreeMap::new(),
+            divergences: BTreeMap::new(),
             gaps: BTreeSet::new(),
             stats: PeerStats::default(),
         }
@@ -92,6 +106,26 @@ impl Peer {
         self.pending
             .get(author)
             .is_some_and(|&(seq, at)| seq == from_seq && now.saturating_sub(at) < WANT_TICKS)
+    }
+
+    /// Whether to show the peer our block where its head diverges from `author`'s feed: once
+    /// per [`BODY_RETRY_TICKS`] per feed, and never for more than [`MAX_DIVERGENCES`] feeds
+    /// at once.
+    pub fn show_divergence(&mut self, author: PublicKey, now: u64) -> bool {
+        if let Some(&at) = self.divergences.get(&author) {
+            if now.saturating_sub(at) < BODY_RETRY_TICKS {
+                return false;
+            }
+        }
+        if self.divergences.len() >= MAX_DIVERGENCES {
+            self.divergences
+                .retain(|_, at| now.saturating_sub(*at) < BODY_RETRY_TICKS);
+            if self.divergences.len() >= MAX_DIVERGENCES {
+                return false;
+            }
+        }
+        self.divergences.insert(author, now);
+        true
     }
 
     pub fn note_gap(&mut self, author: PublicKey) {

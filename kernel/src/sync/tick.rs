@@ -1,14 +1,15 @@
 //! The tick: everything periodic, driven by the driver's timer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::peer::{MAX_BODIES_ASKED, WANT_TICKS};
+use super::peer::{BODY_RETRY_TICKS, MAX_BODIES_ASKED, WANT_TICKS};
 use super::{Message, Protocol, Step, Want};
 use crate::block::BlockId;
 use crate::kernel::{Error, Kernel};
 
-/// Missing bodies looked at per tick: ids every peer was already asked for stay at the front
-/// of the kernel's list, so the machine looks past them, this far.
+/// Missing bodies looked at per tick. The scan resumes where the last one stopped and wraps
+/// around, so ids nobody can give (an attacker's headers with bodies that never existed) can
+/// hold no other id back for more than a few ticks.
 const BODIES_SCANNED: usize = 1024;
 
 impl<P: Ord + Clone> Protocol<P> {
@@ -61,7 +62,7 @@ impl<P: Ord + Clone> Protocol<P> {
                 }
             }
             let known = &peer.known;
-            let gaps: Vec<_> = wants.iter().map(|w: &Want| w.author).collect();
+            let gaps: BTreeSet<_> = wants.iter().map(|w: &Want| w.author).collect();
             peer.pending.retain(|author, &mut (_, at)| {
                 if now.saturating_sub(at) < WANT_TICKS || gaps.contains(author) {
                     return true;
@@ -88,27 +89,34 @@ impl<P: Ord + Clone> Protocol<P> {
     }
 
     /// Asks for bodies the kernel lacks: each id of the first peer that claims the block and
-    /// was not asked for it on this connection, at most [`super::Config::bodies_per_tick`] ids.
+    /// was not asked for it in the last [`BODY_RETRY_TICKS`], at most
+    /// [`super::Config::bodies_per_tick`] ids, scanning on from where the last tick stopped.
     fn fetch_bodies(&mut self, kernel: &Kernel, step: &mut Step<P>) {
         if self.peers.is_empty() || self.config.bodies_per_tick == 0 {
             return;
         }
+        let now = self.ticks;
+        for peer in self.peers.values_mut() {
+            peer.bodies_asked
+                .retain(|_, at| now.saturating_sub(*at) < BODY_RETRY_TICKS);
+        }
         let mut asks: BTreeMap<P, Vec<BlockId>> = BTreeMap::new();
         let mut asked = 0;
-        for id in kernel.missing_bodies(BODIES_SCANNED) {
+        for id in kernel.missing_bodies_after(self.body_cursor.as_ref(), BODIES_SCANNED) {
             if asked >= self.config.bodies_per_tick {
                 break;
             }
+            self.body_cursor = Some(id);
             let Some(block) = kernel.block(&id) else {
                 continue;
             };
             let holder = self.peers.iter_mut().find(|(_, peer)| {
                 peer.has(&block)
-                    && !peer.bodies_asked.contains(&id)
+                    && !peer.bodies_asked.contains_key(&id)
                     && peer.bodies_asked.len() < MAX_BODIES_ASKED
             });
             if let Some((p, peer)) = holder {
-                peer.bodies_asked.insert(id);
+                peer.bodies_asked.insert(id, now);
                 asks.entry(p.clone()).or_default().push(id);
                 asked += 1;
             }

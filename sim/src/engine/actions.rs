@@ -205,6 +205,7 @@ impl Simulation {
                 AdversaryKind::Flooder => self.flood(peer),
                 AdversaryKind::Oversized => self.oversize(peer),
                 AdversaryKind::Malformed => self.malform(peer),
+                AdversaryKind::Rejected => self.write_rejected(peer),
             }
         }
         Ok(())
@@ -347,6 +348,30 @@ impl Simulation {
         for q in self.links(peer) {
             self.send(peer, q, Wire::Push(vec![(block.clone(), 1)]));
             self.send(peer, q, Wire::Bytes(bytes.clone()));
+        }
+    }
+
+    /// The next block of a feed that alternates blocks the application accepts with blocks it
+    /// rejects (the workload's first body again: for the counter, a value that does not grow),
+    /// pushed to the first neighbour only, so the rest of the swarm gets it by sync alone.
+    fn write_rejected(&mut self, peer: PeerId) {
+        let p = peer as usize;
+        let (parent, n) = match self.rejecting.get(&peer) {
+            Some((block, n)) => (Some((block.id(), block.seq(), block.time())), *n),
+            None => (None, 0),
+        };
+        let body = if n % 2 == 0 {
+            self.workload.body(p, n)
+        } else {
+            self.workload.body(p, 0)
+        };
+        let now = super::EPOCH_MS + self.now_ms();
+        let time = parent.map_or(now, |(_, _, t)| now.max(t));
+        let identity = Identity::from_secret(self.peers[p].secret);
+        let block = Arc::new(Block::sign(&identity, parent, time, body));
+        self.rejecting.insert(peer, (block.clone(), n + 1));
+        if let Some(q) = self.links(peer).first().copied() {
+            self.send(peer, q, Wire::Push(vec![(block, 1)]));
         }
     }
 
