@@ -305,6 +305,8 @@ impl KernelBuilder {
             tombstones: BTreeMap::new(),
             expiry: BTreeSet::new(),
             since_snapshot: 0,
+            releasing_deferred: false,
+            refold_spent: false,
             gc_time: 0,
             stats: Stats::default(),
             verdicts: self.verdicts,
@@ -332,6 +334,8 @@ struct Run {
     tombstones: Vec<(PublicKey, Option<u64>)>,
     /// Positions in `report.outcomes` to fill in once the fold has run, with the author.
     pending: Vec<(usize, PublicKey)>,
+    /// A peer's block in this run re-folds everything: the rest of the run rides along.
+    full_refold: bool,
     report: Report,
 }
 
@@ -365,6 +369,10 @@ pub struct Kernel {
     tombstones: BTreeMap<PublicKey, u64>,
     /// Changes since the last persisted snapshot.
     since_snapshot: usize,
+    /// Set while [`Kernel::poll`] places deferred blocks (see [`Outcome::Deferred`]).
+    releasing_deferred: bool,
+    /// Whether a peer's block re-folded everything since the last poll.
+    refold_spent: bool,
     /// When each block with an expiry dies: (time, block).
     expiry: BTreeSet<(u64, BlockId)>,
     /// The time of the last garbage collection: digests are defined as of it.
@@ -669,16 +677,33 @@ impl Kernel {
         }
     }
 
-    /// Releases held blocks whose time has come (see [`Kernel::next_wakeup`]).
+    /// Releases held blocks whose time has come and places the deferred ones (see
+    /// [`Kernel::next_wakeup`] and [`Outcome::Deferred`]). Drivers call it on their tick.
     ///
     /// # Errors
     /// Only [`Error::Store`].
     pub fn poll(&mut self) -> Result<Report, Error> {
-        self.dispatch_shared(std::iter::empty())
+        let now = self.clock.now();
+        let mut run = Run::default();
+        self.release_due(now, &mut run);
+        // Blocks deferred because each would re-fold everything: all of them at once, for
+        // one re-fold.
+        self.releasing_deferred = true;
+        for (block, source) in self.mempool.take_deferred() {
+            self.admit(block, source, now, &mut run);
+        }
+        self.releasing_deferred = false;
+        self.refold_spent = false;
+        self.fold_run(&mut run);
+        self.commit_run(run)
     }
 
-    /// When the next held block's time comes, if any block is held.
+    /// When [`Kernel::poll`] has work: the time the next held block's time comes, or now
+    /// when blocks wait for a poll ([`Outcome::Deferred`]); `None` if nothing waits.
     pub fn next_wakeup(&self) -> Option<u64> {
+        if self.mempool.has_deferred() {
+            return Some(self.clock.now());
+        }
         self.mempool.next_due()
     }
 
@@ -846,6 +871,25 @@ impl Kernel {
             if (seq as usize) < feed_len {
                 self.fork(block, run);
                 continue;
+            }
+            // A peer's block that would re-fold every retained block of an order-sensitive
+            // fold (a backdated one): the first dispatch of such blocks since the last poll
+            // re-folds at once, later ones wait for the next poll, so peers sending one per
+            // message buy at most two full re-folds per tick, not one per message. Local
+            // dispatches (no source) are never deferred.
+            if source.is_some()
+                && !self.releasing_deferred
+                && !run.full_refold
+                && self.index.order.len() >= self.config.checkpoint_interval
+                && self.fold.would_refold_all(key_of(&block))
+            {
+                if self.refold_spent {
+                    self.mempool.defer(block, source);
+                    run.outcome(id, Outcome::Deferred);
+                    continue;
+                }
+                self.refold_spent = true;
+                run.full_refold = true;
             }
             let block = self.schedule(block, run);
             run.touch(key_of(&block));

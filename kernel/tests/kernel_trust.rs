@@ -738,3 +738,88 @@ fn create_block_reports_the_held_blocks_it_releases() {
     assert_eq!(report.blame, vec![(Source(6), child.id())], "{report:?}");
     assert_eq!(k.state::<Sum>(), Some(&8));
 }
+
+/// An order-sensitive slice: the state is a running hash of the bodies in canonical order.
+struct Chain;
+impl Slice for Chain {
+    type State = u64;
+    fn name(&self) -> &str {
+        "chain"
+    }
+    fn initial(&self) -> u64 {
+        0
+    }
+    fn filter(&self, _: &Context<'_>, _: &u64) -> Verdict {
+        Verdict::Accept
+    }
+    fn reduce(&self, ctx: &Context<'_>, state: &mut u64) {
+        *state = state
+            .wrapping_mul(31)
+            .wrapping_add(u64::from(ctx.body().first().copied().unwrap_or(0)));
+    }
+}
+
+struct ChainApp;
+impl Application for ChainApp {
+    fn register(&self, slices: &mut Registry) {
+        slices.add(Chain);
+    }
+}
+
+fn chain_kernel(clock: &ManualClock) -> Kernel {
+    Kernel::builder(&ChainApp)
+        .with_clock(clock.clone())
+        .with_identity(identity(200))
+        .with_config(Config::default().with_checkpoints(16, 4))
+        .open()
+        .expect("open")
+}
+
+/// L, order-sensitive half: a block that sorts before every checkpoint (a genesis backdated to
+/// 1970) re-folds every retained block. One such block per message used to buy one full
+/// re-fold per message; now the first since the last poll re-folds at once and the rest wait
+/// for the next poll, where they cost one re-fold together.
+#[test]
+fn backdated_blocks_buy_one_full_refold_per_poll_not_one_per_message() {
+    let clock = ManualClock::new(NOW);
+    let mut k = chain_kernel(&clock);
+    let retained: Vec<Block> = (1..=10u8)
+        .flat_map(|n| {
+            let bodies: Vec<&[u8]> = vec![&[3]; 50];
+            chain(n, &bodies, NOW - 100_000 + u64::from(n) * 1_000)
+        })
+        .collect();
+    k.dispatch(retained.clone()).expect("dispatch");
+    let before = k.stats().full_refolds;
+    let peer = Source(7);
+    let backdated: Vec<Block> = (50..70u8).flat_map(|n| chain(n, &[&[n]], 1)).collect();
+    for (i, block) in backdated.iter().enumerate() {
+        let report = k
+            .dispatch_from(peer, [Arc::new(block.clone())])
+            .expect("dispatch");
+        let expected = if i == 0 {
+            Outcome::Accepted
+        } else {
+            Outcome::Deferred
+        };
+        assert_eq!(report.outcome(&block.id()), Some(&expected), "block {i}");
+        // A copy of a waiting block is a duplicate, not a second deferral.
+        let again = k
+            .dispatch_from(peer, [Arc::new(block.clone())])
+            .expect("dispatch");
+        assert_eq!(again.outcome(&block.id()), Some(&Outcome::Duplicate));
+    }
+    assert_eq!(k.stats().full_refolds, before + 1, "one re-fold, not one per message");
+    assert_eq!(k.next_wakeup(), Some(NOW), "the driver's next tick polls");
+    let report = k.poll().expect("poll");
+    assert_eq!(report.accepted.len(), backdated.len() - 1);
+    assert_eq!(k.stats().full_refolds, before + 2, "one re-fold for all the rest");
+    assert_eq!(k.next_wakeup(), None);
+    // The same state as a kernel that got everything at once.
+    let mut fresh = chain_kernel(&clock);
+    let mut all = retained;
+    all.extend(backdated);
+    fresh.dispatch(all).expect("dispatch");
+    assert_eq!(k.set_hash(), fresh.set_hash());
+    assert_eq!(k.state::<Chain>(), fresh.state::<Chain>());
+}

@@ -188,6 +188,15 @@ impl Fold {
         }
     }
 
+    /// Whether placing a block at `key` would re-fold everything: an order-sensitive fold,
+    /// and the key sorts before every checkpoint it keeps (but not after all it folded).
+    pub(crate) fn would_refold_all(&self, key: OrderKey) -> bool {
+        if self.commutative || self.folded.is_none_or(|f| key > f) {
+            return false;
+        }
+        self.checkpoints.front().is_none_or(|c| c.key >= key)
+    }
+
     /// Re-folds everything from scratch, in canonical order.
     pub(crate) fn refold_all(&mut self, index: &Index) {
         self.full_refolds += 1;

@@ -10,6 +10,9 @@ use crate::block::{Block, BlockId};
 /// Rough per-block cost beyond the body, for the byte bound.
 const BLOCK_OVERHEAD: usize = 192;
 
+/// The release time of deferred blocks: never by the clock, only by the next poll.
+const DEFERRED: u64 = u64::MAX;
+
 struct Pooled {
     block: Arc<Block>,
     held_until: Option<u64>,
@@ -169,9 +172,29 @@ impl Mempool {
         due.iter().filter_map(|(_, id)| self.remove(id)).collect()
     }
 
-    /// When the next held block is due.
+    /// Adds a block deferred to the next poll (see [`super::Outcome::Deferred`]).
+    pub(crate) fn defer(&mut self, block: Arc<Block>, source: Option<Source>) {
+        self.hold(block, DEFERRED, source);
+    }
+
+    /// Takes every deferred block out, in id order.
+    pub(crate) fn take_deferred(&mut self) -> Vec<Released> {
+        let deferred: Vec<BlockId> = self
+            .due
+            .range((DEFERRED, BlockId([0; 32]))..)
+            .map(|(_, id)| *id)
+            .collect();
+        deferred.iter().filter_map(|id| self.remove(id)).collect()
+    }
+
+    /// Whether any block waits for the next poll.
+    pub(crate) fn has_deferred(&self) -> bool {
+        self.due.last().is_some_and(|(t, _)| *t == DEFERRED)
+    }
+
+    /// When the next held block is due (deferred blocks are not held by time).
     pub(crate) fn next_due(&self) -> Option<u64> {
-        self.due.first().map(|(t, _)| *t)
+        self.due.first().map(|(t, _)| *t).filter(|t| *t != DEFERRED)
     }
 }
 

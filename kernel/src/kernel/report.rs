@@ -45,6 +45,12 @@ pub enum Outcome {
         /// The kernel's clock when it arrived.
         now: u64,
     },
+    /// Valid, from a peer, and it sorts before every checkpoint of an order-sensitive fold,
+    /// so placing it re-folds every retained block, and a peer's block already did so since
+    /// the last [`crate::Kernel::poll`]. It waits (like a held block) and is applied at the
+    /// next poll, together with every other such block: peers buy at most two full re-folds
+    /// per poll, however many messages bring them. Local dispatches are never deferred.
+    Deferred,
     /// Invalid in itself (signature, key, size, link to its parent). Dropped for good; the
     /// sender is to blame.
     Invalid(BlockError),
