@@ -57,6 +57,20 @@
 //!   [`Slice::version`], so a snapshot is restored only onto exactly what it was taken of (not
 //!   after a collection or a body restore that was committed after it, not after a reducer
 //!   changed).
+//! - **An own feed is never held**: [`Kernel::create_block`] dates its block by the clock, or at
+//!   its parent's time if the clock went back, and never holds it as future-dated (its parent
+//!   already counts), so the own feed stays writable after the clock steps back.
+//!   [`Kernel::create_block_reported`] also returns what releasing held blocks first changed.
+//! - **Tombstones hold for waiting blocks too**: a block released from the mempool (held or an
+//!   orphan) of a tombstoned feed is [`Outcome::Tombstoned`], so an evicted feed cannot come
+//!   back through the mempool.
+//! - **One full re-fold per poll for peers' backdated blocks** (DESIGN.md rule 7, bounded): in an
+//!   order-sensitive kernel, a peer's block sorting before every checkpoint re-folds everything;
+//!   the first such dispatch since the last [`Kernel::poll`] runs at once, later ones are
+//!   [`Outcome::Deferred`] to the next poll. Local dispatches are never deferred.
+//! - **Forks below the heads are found** ([`Kernel::diverging_parent`]): an orphan whose parent
+//!   differs from the block the feed holds at the parent's height proves its author signed two
+//!   chains; the sync machine fetches parents down to where they part, where the fork is found.
 //! - **A batch is the end state of its dispatch**: each block, timer and tombstone appears once,
 //!   so a store may apply a batch's parts in any order.
 //! - **Fork proofs count against capacity.** The pair is part of its feed's bytes; a fork found
