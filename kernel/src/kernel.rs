@@ -307,6 +307,7 @@ impl KernelBuilder {
             since_snapshot: 0,
             releasing_deferred: false,
             refold_spent: false,
+            carried: None,
             gc_time: 0,
             stats: Stats::default(),
             verdicts: self.verdicts,
@@ -373,6 +374,9 @@ pub struct Kernel {
     releasing_deferred: bool,
     /// Whether a peer's block re-folded everything since the last poll.
     refold_spent: bool,
+    /// What a refused `create_block` committed (held blocks it released first), carried into
+    /// the next report so drivers still push, blame and spread it.
+    carried: Option<Report>,
     /// When each block with an expiry dies: (time, block).
     expiry: BTreeSet<(u64, BlockId)>,
     /// The time of the last garbage collection: digests are defined as of it.
@@ -484,8 +488,8 @@ impl Kernel {
     /// [`Kernel::create_block`], with the report of everything the call changed: the new
     /// block and any held blocks whose time came and were released first (with their blame
     /// and fork proofs), for a driver's [`crate::sync::Event::Local`]. On an error the
-    /// released blocks are committed all the same, without a report (anti-entropy spreads
-    /// them).
+    /// released blocks are committed all the same and their outcomes come with the next
+    /// report (of a dispatch, a poll or a create).
     ///
     /// # Errors
     /// As [`Kernel::create_block`].
@@ -509,7 +513,8 @@ impl Kernel {
         let feed = self.index.feeds.get(&author);
         if let Some(at) = feed.and_then(|f| f.frozen_at) {
             self.fold_run(&mut run);
-            self.commit_run(run)?;
+            let released = self.commit_run(run)?;
+            self.carry(released);
             return Err(Error::FeedFrozen { at });
         }
         let parent = feed
@@ -541,7 +546,9 @@ impl Kernel {
                 self.expiry.remove(timer);
             }
             run.timers.retain(|(_, i)| *i != id);
-            self.commit_run(run)?;
+            let mut released = self.commit_run(run)?;
+            released.outcomes.retain(|(i, _)| *i != id);
+            self.carry(released);
             return Err(error);
         }
         let report = self.commit_run(run)?;
@@ -1020,7 +1027,27 @@ impl Kernel {
             self.store.commit(batch)?;
         }
         self.publish();
-        Ok(run.report)
+        let mut report = run.report;
+        if let Some(carried) = self.carried.take() {
+            let mut merged = carried;
+            merged.outcomes.append(&mut report.outcomes);
+            merged.accepted.append(&mut report.accepted);
+            merged.proofs.append(&mut report.proofs);
+            merged.blame.append(&mut report.blame);
+            report = merged;
+        }
+        Ok(report)
+    }
+
+    /// Keeps what a refused `create_block` committed for the next report.
+    fn carry(&mut self, released: Report) {
+        let empty = released.outcomes.is_empty()
+            && released.accepted.is_empty()
+            && released.proofs.is_empty()
+            && released.blame.is_empty();
+        if !empty {
+            self.carried = Some(released);
+        }
     }
 
     /// The writes of a run, as the end state it left: every block, timer and tombstone the run

@@ -661,8 +661,9 @@ fn an_own_feed_stays_writable_after_the_clock_steps_back() {
 }
 
 /// Found by a hostile review: the tombstone was checked when a block arrived, not when a block
-/// that waited (held as future-dated, or an orphan) was released, so an evicted feed came back
-/// through the mempool.
+/// that waited (held as future-dated, or an orphan) was released. A released block of an
+/// evicted feed is now refused as tombstoned, as it would be on arrival, instead of being
+/// parked again (as an orphan of the evicted chain) or let in.
 #[test]
 fn a_tombstoned_feed_does_not_come_back_through_the_mempool() {
     let clock = ManualClock::new(NOW);
@@ -809,11 +810,19 @@ fn backdated_blocks_buy_one_full_refold_per_poll_not_one_per_message() {
             .expect("dispatch");
         assert_eq!(again.outcome(&block.id()), Some(&Outcome::Duplicate));
     }
-    assert_eq!(k.stats().full_refolds, before + 1, "one re-fold, not one per message");
+    assert_eq!(
+        k.stats().full_refolds,
+        before + 1,
+        "one re-fold, not one per message"
+    );
     assert_eq!(k.next_wakeup(), Some(NOW), "the driver's next tick polls");
     let report = k.poll().expect("poll");
     assert_eq!(report.accepted.len(), backdated.len() - 1);
-    assert_eq!(k.stats().full_refolds, before + 2, "one re-fold for all the rest");
+    assert_eq!(
+        k.stats().full_refolds,
+        before + 2,
+        "one re-fold for all the rest"
+    );
     assert_eq!(k.next_wakeup(), None);
     // The same state as a kernel that got everything at once.
     let mut fresh = chain_kernel(&clock);

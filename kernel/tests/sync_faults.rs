@@ -507,8 +507,9 @@ fn a_body_nobody_has_is_asked_of_each_peer_at_most_once_per_retry_period() {
     }
     assert_eq!(net.sent(0, 1, "want_bodies"), 1);
     assert_eq!(net.sent(0, 2, "want_bodies"), 1);
-    assert_eq!(net.sent(1, 0, "blocks") + net.sent(2, 0, "blocks"), 0);
+    // They answer with the header-only copies they hold: nothing to restore, nobody blamed.
     assert_eq!(net.kernels[0].missing_bodies(10).len(), 2);
+    assert!(net.penalties.is_empty(), "{:?}", net.penalties);
     // Thirty ticks later each peer is asked once more: a body may have reached it since.
     for _ in 0..30 {
         net.tick();
@@ -704,6 +705,35 @@ fn a_local_report_is_pushed_in_pages_within_the_byte_cap() {
     assert!(net.same_state(0, 1));
 }
 
+/// Found by a hostile review of the retry above: the peer asked first for a body was always the
+/// lowest-ordered one that claims the block, so a peer that claims it without the body was
+/// asked again every retry period and the peer that has it never was.
+#[test]
+fn a_body_is_asked_of_every_peer_that_claims_it_in_turn() {
+    let mut net = Net::new(3);
+    let author = Identity::from_secret([64; 32]);
+    let blocks = feed(&author, 3, 100, START - 1_000);
+    for at in 0..3 {
+        net.kernels[at]
+            .dispatch(blocks.iter().map(Block::pruned))
+            .expect("memory store");
+    }
+    // Peer 2, which sorts after peer 1, holds the bodies.
+    net.kernels[2]
+        .dispatch(blocks.clone())
+        .expect("memory store");
+    net.connect(0, 1);
+    net.connect(0, 2);
+    net.run();
+    let mut ticks = 0;
+    while !net.kernels[0].missing_bodies(10).is_empty() {
+        ticks += 1;
+        assert!(ticks <= 70, "peer 2 was never asked");
+        net.tick();
+    }
+    assert!(net.same_state(0, 2));
+}
+
 /// `n` blocks by `author` after `from`, with bodies of byte `byte`.
 fn extend(author: &Identity, from: &Block, n: usize, byte: u8) -> Vec<Block> {
     let mut out: Vec<Block> = Vec::new();
@@ -720,35 +750,58 @@ fn extend(author: &Identity, from: &Block, n: usize, byte: u8) -> Vec<Block> {
 /// lengths: nothing wanted; one longer: the answer is an orphan, asked for again forever).
 #[test]
 fn a_fork_below_the_heads_is_found_after_a_partition_heals() {
-    for (a_len, b_len) in [(2, 2), (2, 4), (5, 1)] {
+    // (length past the fork on each side, peer 0 holds its side header-only, first request lost)
+    let cases = [
+        (2, 2, false, false),
+        (2, 4, false, false),
+        (5, 1, false, false),
+        (2, 5, true, false),
+        (5, 2, true, false),
+        (3, 3, false, true),
+        (2, 5, true, true),
+    ];
+    for (a_len, b_len, headers_only, lose_first) in cases {
+        let case = format!("{a_len}/{b_len} headers-only {headers_only} lost {lose_first}");
         let mut net = Net::new(2);
         let author = Identity::from_secret([63; 32]);
         let shared = feed(&author, 4, 8, START - 10_000);
         let a = extend(&author, &shared[3], a_len, 1);
         let b = extend(&author, &shared[3], b_len, 2);
+        if lose_first {
+            let mut lost = false;
+            net.drop = Some(Box::new(move |_, _, message| {
+                let first = matches!(message, Message::WantBodies(_)) && !lost;
+                lost |= first;
+                first
+            }));
+        }
+        let side_a: Vec<Block> = if headers_only {
+            a.iter().map(Block::pruned).collect()
+        } else {
+            a.clone()
+        };
         net.kernels[0]
-            .dispatch(shared.iter().chain(&a).cloned())
+            .dispatch(shared.iter().chain(&side_a).cloned())
             .expect("memory store");
         net.kernels[1]
             .dispatch(shared.iter().chain(&b).cloned())
             .expect("memory store");
         net.connect(0, 1);
         net.run();
-        for _ in 0..4 {
+        for _ in 0..8 {
             net.tick();
         }
         for at in 0..2 {
             let (x, y) = net.kernels[at]
                 .fork_proof(&author.public())
-                .unwrap_or_else(|| panic!("{a_len}/{b_len}: peer {at} never found the fork"));
-            assert_eq!(
-                (x.seq(), y.seq()),
-                (4, 4),
-                "{a_len}/{b_len}: where they part"
-            );
+                .unwrap_or_else(|| panic!("{case}: peer {at} never found the fork"));
+            assert_eq!((x.seq(), y.seq()), (4, 4), "{case}: where they part");
         }
-        assert!(net.same_state(0, 1), "{a_len}/{b_len}: one set, one state");
-        assert!(net.penalties.is_empty(), "{:?}", net.penalties);
+        assert!(net.same_state(0, 1), "{case}: one set, one state");
+        assert!(net.penalties.is_empty(), "{case}: {:?}", net.penalties);
+        if lose_first {
+            assert_eq!(net.dropped, 1, "{case}: the first request was lost");
+        }
     }
 }
 

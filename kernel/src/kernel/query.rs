@@ -8,6 +8,9 @@ use crate::identity::PublicKey;
 use crate::slice::{AnySlice, Cell, Digest, Slice, Subscription};
 use crate::store::BlockStore;
 
+/// Most waiting ancestors [`Kernel::diverging_parent`] walks through.
+const MAX_WALK: usize = 1024;
+
 impl Kernel {
     fn cell<S: Slice>(&self) -> Option<&Cell<S>> {
         self.fold
@@ -142,9 +145,20 @@ impl Kernel {
     /// down to the height where they part, where the kernel finds the fork. `None` for a block
     /// whose parent is known, or that only runs ahead of the feed.
     pub fn diverging_parent(&self, block: &Block) -> Option<BlockId> {
-        let parent = block.parent()?;
-        if self.index.blocks.contains_key(&parent) {
-            return None;
+        // Down through ancestors that wait in the mempool to the first one held nowhere.
+        let mut block = block;
+        let mut parent = block.parent()?;
+        for _ in 0..MAX_WALK {
+            if self.index.blocks.contains_key(&parent) {
+                return None;
+            }
+            match self.mempool.get(&parent) {
+                Some(waiting) => {
+                    block = waiting.as_ref();
+                    parent = block.parent()?;
+                }
+                None => break,
+            }
         }
         let ours = self.block_at(&block.author(), block.seq().checked_sub(1)?)?;
         (ours.id() != parent).then_some(parent)

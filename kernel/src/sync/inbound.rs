@@ -130,7 +130,10 @@ impl<P: Ord + Clone> Protocol<P> {
         self.send_blocks(from, blocks, step);
     }
 
-    /// Answers a want-bodies with the full copies held, within the batch budget.
+    /// Answers a want-bodies with the copies held, full where the body is held, within the
+    /// batch budget. A header-only copy cannot restore a body, but it is what the fork walk
+    /// needs (a fork is proved by headers), so a peer that asks for a parent below a
+    /// divergence gets it even where garbage collection dropped the body.
     fn on_want_bodies(&mut self, kernel: &Kernel, from: &P, ids: &[BlockId], step: &mut Step<P>) {
         let max_blocks = self.config.limits.max_blocks.max(1);
         let mut budget = self.config.batch_bytes;
@@ -139,7 +142,7 @@ impl<P: Ord + Clone> Protocol<P> {
             if blocks.len() >= max_blocks {
                 break;
             }
-            let Some(block) = kernel.block(id).filter(|b| b.body().is_some()) else {
+            let Some(block) = kernel.block(id) else {
                 continue;
             };
             let size = block_len(&block);
@@ -204,12 +207,17 @@ impl<P: Ord + Clone> Protocol<P> {
             }
         }
         self.blame(&report, step);
-        // Orphans that diverge from a feed we hold: ask their sender for the parents, down to
-        // where the two chains part (see `Kernel::diverging_parent`).
-        let parents: Vec<BlockId> = waiting(&blocks, &report)
+        // Blocks that wait and diverge from a feed we hold: ask their sender for the missing
+        // ancestor, down to where the two chains part (see `Kernel::diverging_parent`). Copies
+        // of blocks that already wait count too, so a request or answer lost on the way is
+        // made good the next time the peer shows the block.
+        let parents: BTreeSet<BlockId> = blocks
+            .iter()
+            .filter(|b| !matches!(report.outcome(&b.id()), Some(Outcome::Invalid(_)) | None))
             .filter_map(|b| kernel.diverging_parent(b))
             .take(MAX_DIVERGING)
             .collect();
+        let parents: Vec<BlockId> = parents.into_iter().collect();
         if !parents.is_empty() && self.peers.contains_key(from) {
             let pages = Message::want_bodies_pages(parents, &self.config.limits);
             self.send(from, pages, step);

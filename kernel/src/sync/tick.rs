@@ -8,8 +8,9 @@ use crate::block::BlockId;
 use crate::kernel::{Error, Kernel};
 
 /// Missing bodies looked at per tick. The scan resumes where the last one stopped and wraps
-/// around, so ids nobody can give (an attacker's headers with bodies that never existed) can
-/// hold no other id back for more than a few ticks.
+/// around, so ids nobody can give (an attacker's headers with bodies that never existed) never
+/// hold the others back for good: each id is reached within (missing ids / bodies per tick)
+/// ticks.
 const BODIES_SCANNED: usize = 1024;
 
 impl<P: Ord + Clone> Protocol<P> {
@@ -100,6 +101,7 @@ impl<P: Ord + Clone> Protocol<P> {
             peer.bodies_asked
                 .retain(|_, at| now.saturating_sub(*at) < BODY_RETRY_TICKS);
         }
+        let keys: Vec<P> = self.peers.keys().cloned().collect();
         let mut asks: BTreeMap<P, Vec<BlockId>> = BTreeMap::new();
         let mut asked = 0;
         for id in kernel.missing_bodies_after(self.body_cursor.as_ref(), BODIES_SCANNED) {
@@ -110,14 +112,23 @@ impl<P: Ord + Clone> Protocol<P> {
             let Some(block) = kernel.block(&id) else {
                 continue;
             };
-            let holder = self.peers.iter_mut().find(|(_, peer)| {
+            // The peer tried first turns with each retry period, so one peer that claims the
+            // block but cannot give the body (or lies about its heads) is not asked forever
+            // while another that has it never is.
+            let n = keys.len();
+            let turn = (now / BODY_RETRY_TICKS).wrapping_add(u64::from(id.0[0]));
+            let start = (turn % n as u64) as usize;
+            let holder = (0..n).map(|i| &keys[(start + i) % n]).find(|p| {
+                let peer = &self.peers[*p];
                 peer.has(&block)
                     && !peer.bodies_asked.contains_key(&id)
                     && peer.bodies_asked.len() < MAX_BODIES_ASKED
             });
-            if let Some((p, peer)) = holder {
-                peer.bodies_asked.insert(id, now);
-                asks.entry(p.clone()).or_default().push(id);
+            if let Some(p) = holder.cloned() {
+                if let Some(peer) = self.peers.get_mut(&p) {
+                    peer.bodies_asked.insert(id, now);
+                }
+                asks.entry(p).or_default().push(id);
                 asked += 1;
             }
         }
