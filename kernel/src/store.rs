@@ -2,7 +2,8 @@
 //!
 //! The kernel keeps its index (feeds, order, statuses) in memory and writes through to a
 //! [`BlockStore`]: every dispatch ends in one [`Batch`], committed atomically. [`MemoryStore`]
-//! serves tests and the simulator; the durable RocksDB backend implements the same trait.
+//! serves tests and the simulator; the durable RocksDB backend implements the same trait, and
+//! refuses to open damaged files ([`StoreError::Damaged`]) until a repair says what was lost.
 
 mod memory;
 #[cfg(feature = "rocksdb")]
@@ -13,7 +14,7 @@ use std::sync::Arc;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "rocksdb")]
-pub use rocks::{RocksConfig, RocksStore};
+pub use rocks::{FeedLoss, RepairReport, RocksConfig, RocksStore};
 
 use crate::block::{Block, BlockId};
 use crate::identity::PublicKey;
@@ -92,6 +93,44 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The store's database files are damaged (a corrupt write-ahead log or table file), so
+    /// the store was not opened (or the read failed) and nothing was changed. Nothing is
+    /// dropped silently: `RocksStore::repair` keeps what is intact and reports what was lost,
+    /// which peers may still hold.
+    #[error("{}", damaged(path, file, *offset, detail, *lost))]
+    Damaged {
+        /// The store's directory.
+        path: PathBuf,
+        /// The damaged file, or the database directory when the backend does not say which.
+        file: PathBuf,
+        /// Where in `file` the damage starts, when known.
+        offset: Option<u64>,
+        /// What is wrong, in the backend's words.
+        detail: String,
+        /// How many readable blocks were written after the damage (a repair cannot keep
+        /// them), when counted.
+        lost: Option<usize>,
+    },
+}
+
+fn damaged(
+    path: &std::path::Path,
+    file: &std::path::Path,
+    offset: Option<u64>,
+    detail: &str,
+    lost: Option<usize>,
+) -> String {
+    let at = offset.map_or(String::new(), |offset| format!(" at byte {offset}"));
+    let lost = match lost {
+        Some(lost) => format!("; {lost} readable blocks were written after the damage"),
+        None => String::new(),
+    };
+    format!(
+        "{}: damaged store: {} is corrupt{at} ({detail}){lost}; run `blockend repair --store {}` to keep what is intact",
+        path.display(),
+        file.display(),
+        path.display()
+    )
 }
 
 /// A block store backend.

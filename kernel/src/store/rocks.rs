@@ -20,8 +20,30 @@
 //! dispatch.
 //!
 //! Opening refuses, without writing anything, a directory that is not a blockend store
-//! ([`StoreError::Foreign`]) and a store another process holds open ([`StoreError::Locked`]).
-//! RocksDB calls block; async drivers call the kernel from a blocking thread.
+//! ([`StoreError::Foreign`]), a store another process holds open ([`StoreError::Locked`]) and a
+//! store whose files are damaged ([`StoreError::Damaged`]). RocksDB calls block; async drivers
+//! call the kernel from a blocking thread.
+//!
+//! # Damage
+//! RocksDB's default recovery replays the write-ahead log up to its first bad record and
+//! drops the rest without a word, so one flipped byte used to open as a store with half its
+//! blocks and an own feed that would fork on the next write. This store recovers with
+//! [`DBRecoveryMode::TolerateCorruptedTailRecords`] and paranoid checks: a record cut off at
+//! the very end of a log (a write a crash interrupted, never acknowledged) is dropped, and
+//! any other bad record, in a log or a table file, fails the open with
+//! [`StoreError::Damaged`], naming the file and how many blocks were written after the damage.
+//! [`RocksStore::repair`] then keeps every block that still links to the start of its feed
+//! (after log damage: the prefix before it), sets the other readable blocks and a copy of the
+//! damaged logs aside in `DIR/lost/`, and records what was lost ([`RocksStore::last_repair`]),
+//! so the node can fetch its own feed back from peers before it writes to it again.
+//!
+//! # Size
+//! RocksDB's defaults suit a server: a 64 MiB memtable per column family (and a 70 MiB
+//! preallocated write-ahead log, the "75 MB store for one block"), a 4 MiB preallocated
+//! manifest, and a new ~100 KiB info `LOG` file kept for every open (1,000 of them). Here a
+//! memtable is 2 MiB (the log preallocates 1.1 times that), the logs together are held to
+//! 8 MiB (past it, the families that pin the oldest log are flushed), the manifest
+//! preallocates 256 KiB, and the info log is rolled at 512 KiB with two old ones kept.
 
 use std::fs;
 use std::io::Write;
@@ -29,11 +51,19 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamilyDescriptor, DBRecoveryMode, ErrorKind, IteratorMode, Options, WriteBatch,
+    WriteOptions, DB, DEFAULT_COLUMN_FAMILY_NAME,
+};
 
 use super::{Batch, BlockStore, StoreError};
 use crate::block::{Block, BlockId};
 use crate::identity::PublicKey;
+
+mod repair;
+mod wal;
+
+pub use repair::{FeedLoss, RepairReport};
 
 const MARKER: &str = "blockend.store";
 const MARKER_CONTENT: &str = "blockend store, format 1\n";
@@ -54,6 +84,100 @@ const FAMILIES: [&str; 6] = [
 ];
 const GC_TIME: &[u8] = b"gc_time";
 const SNAPSHOT: &[u8] = b"snapshot";
+const REPAIRED: &[u8] = b"repaired";
+
+/// A column family's memtable, in bytes; the write-ahead log preallocates 1.1 times this.
+const WRITE_BUFFER: usize = 2 << 20;
+/// The write-ahead logs' total size, in bytes, past which the column families holding the
+/// oldest log are flushed so it can be deleted.
+const MAX_TOTAL_WAL: u64 = 8 << 20;
+/// How many RocksDB info logs are kept: `LOG` and the two newest `LOG.old.*`.
+const INFO_LOGS: usize = 3;
+/// An info log's size, in bytes, past which it is rolled.
+const INFO_LOG_BYTES: usize = 512 << 10;
+const MANIFEST_PREALLOCATION: usize = 256 << 10;
+
+fn family_options() -> Options {
+    let mut options = Options::default();
+    options.set_write_buffer_size(WRITE_BUFFER);
+    options
+}
+
+/// The database options; `recovery` is how far the write-ahead log is trusted.
+fn db_options(recovery: DBRecoveryMode) -> Options {
+    let mut options = family_options();
+    options.create_missing_column_families(true);
+    options.set_max_open_files(256);
+    options.set_paranoid_checks(true);
+    options.set_wal_recovery_mode(recovery);
+    options.set_max_total_wal_size(MAX_TOTAL_WAL);
+    options.set_keep_log_file_num(INFO_LOGS);
+    options.set_max_log_file_size(INFO_LOG_BYTES);
+    options.set_manifest_preallocation_size(MANIFEST_PREALLOCATION);
+    options
+}
+
+fn descriptors() -> impl Iterator<Item = ColumnFamilyDescriptor> {
+    // The default family is named too: the crate would open it with RocksDB's defaults, and
+    // the log preallocates after the largest memtable of any family.
+    std::iter::once(&DEFAULT_COLUMN_FAMILY_NAME)
+        .chain(&FAMILIES)
+        .map(|name| ColumnFamilyDescriptor::new(*name, family_options()))
+}
+
+fn open_db(options: &Options, db_dir: &Path) -> Result<DB, rocksdb::Error> {
+    DB::open_cf_descriptors(options, db_dir, descriptors())
+}
+
+/// Maps a RocksDB failure on the store in `dir` to a [`StoreError`].
+fn backend_error(dir: &Path, error: rocksdb::Error) -> StoreError {
+    let message = error.to_string();
+    match error.kind() {
+        ErrorKind::IOError
+            if message.contains("While lock file")
+                || message.contains("lock hold by current process") =>
+        {
+            StoreError::Locked {
+                path: dir.to_owned(),
+            }
+        }
+        ErrorKind::Corruption => damaged(dir, message),
+        _ => StoreError::Backend(format!("{}: {message}", dir.display())),
+    }
+}
+
+/// A [`StoreError::Damaged`] for the store in `dir`, located and sized by reading its
+/// write-ahead logs when the damage is in one.
+fn damaged(dir: &Path, detail: String) -> StoreError {
+    let db_dir = dir.join("db");
+    match wal::scan(&db_dir).ok().and_then(|scan| {
+        let damage = scan.damage?;
+        Some((damage, scan.after.len()))
+    }) {
+        Some((damage, lost)) => StoreError::Damaged {
+            path: dir.to_owned(),
+            file: damage.file,
+            offset: Some(damage.offset),
+            detail: if detail.contains(damage.reason) {
+                detail
+            } else {
+                format!("{}; {detail}", damage.reason)
+            },
+            lost: Some(lost),
+        },
+        None => StoreError::Damaged {
+            path: dir.to_owned(),
+            // RocksDB names a damaged table file in its message ("... in DIR/db/000008.sst").
+            file: detail
+                .split_whitespace()
+                .find(|word| word.ends_with(".sst") && Path::new(word).is_file())
+                .map_or(db_dir, PathBuf::from),
+            offset: None,
+            detail,
+            lost: None,
+        },
+    }
+}
 
 /// How a [`RocksStore`] writes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,6 +197,13 @@ impl RocksConfig {
 }
 
 /// A [`BlockStore`] in a RocksDB database inside a directory.
+///
+/// Damaged files are never opened as a smaller store: [`RocksStore::open`] fails with
+/// [`StoreError::Damaged`] (only a log record cut off at its very end by a crash, a write
+/// never acknowledged, is dropped), and [`RocksStore::repair`] keeps the intact prefix and
+/// records what was lost ([`RocksStore::last_repair`]). RocksDB's files stay small: 2 MiB
+/// memtables (a write-ahead log preallocates 1.1 times that), at most 8 MiB of logs, three
+/// info logs of at most 512 KiB.
 pub struct RocksStore {
     dir: PathBuf,
     db: DB,
@@ -101,7 +232,8 @@ impl RocksStore {
     ///
     /// # Errors
     /// [`StoreError::Foreign`] if `dir` holds something else, [`StoreError::Locked`] if another
-    /// process has the store open, [`StoreError::Corrupt`] or [`StoreError::Io`].
+    /// process has the store open, [`StoreError::Damaged`] if a write-ahead log or table file
+    /// is damaged (see [`RocksStore::repair`]), [`StoreError::Io`] or [`StoreError::Backend`].
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::open_with(dir, RocksConfig::default())
     }
@@ -133,24 +265,9 @@ impl RocksStore {
             Err(e) => return Err(io(&marker, e)),
         };
         let db_dir = dir.join("db");
-        let mut options = Options::default();
+        let mut options = db_options(DBRecoveryMode::TolerateCorruptedTailRecords);
         options.create_if_missing(fresh);
-        options.create_missing_column_families(true);
-        options.set_max_open_files(256);
-        let families = FAMILIES
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
-        let db = DB::open_cf_descriptors(&options, &db_dir, families).map_err(|e| {
-            let message = e.to_string();
-            if message.contains("lock") || message.contains("LOCK") {
-                StoreError::Locked { path: dir.clone() }
-            } else {
-                StoreError::Corrupt {
-                    key: db_dir.display().to_string(),
-                    reason: message,
-                }
-            }
-        })?;
+        let db = open_db(&options, &db_dir).map_err(|e| backend_error(&dir, e))?;
         if fresh {
             // The marker goes last: a crash before it leaves a directory that opens as fresh.
             fs::write(&marker, MARKER_CONTENT).map_err(|e| io(&marker, e))?;
@@ -163,10 +280,15 @@ impl RocksStore {
             write,
             len: 0,
         };
-        store.len = store
+        // Reading every block also checks every table block of the family against its
+        // checksum, so a damaged table file fails here rather than on a later read.
+        for item in store
             .db
             .iterator_cf(store.cf(CF_BLOCKS), IteratorMode::Start)
-            .count();
+        {
+            item.map_err(|e| store.backend(e))?;
+            store.len += 1;
+        }
         Ok(store)
     }
 
@@ -182,7 +304,7 @@ impl RocksStore {
     }
 
     fn backend(&self, error: rocksdb::Error) -> StoreError {
-        StoreError::Backend(format!("{}: {error}", self.dir.display()))
+        backend_error(&self.dir, error)
     }
 }
 
