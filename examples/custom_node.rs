@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use blockend::app::StateError;
 use blockend::kernel::store::RocksStore;
 use blockend::kernel::{Application, Context, Kernel, Registry, Slice, Verdict};
 use blockend::{node, Node, NodeApp};
@@ -89,16 +90,23 @@ impl NodeApp for GuestbookApp {
     fn default_slice(&self) -> &str {
         "guestbook"
     }
-    fn state_json(&self, kernel: &Kernel, slice: &str) -> Option<serde_json::Value> {
+    fn state_json(&self, kernel: &Kernel, slice: &str) -> Result<serde_json::Value, StateError> {
+        let unknown = || StateError::UnknownSlice {
+            slice: slice.to_owned(),
+        };
         if slice != "guestbook" {
-            return None;
+            return Err(unknown());
         }
-        let book = kernel.state::<Guestbook>()?;
+        let book = kernel.state::<Guestbook>().ok_or_else(unknown)?;
+        // The book's keys are tuples, which JSON maps cannot have: show a view instead.
         serde_json::to_value(BookView {
             signatures: book.entries.len(),
             entries: book.entries.values().collect(),
         })
-        .ok()
+        .map_err(|source| StateError::Render {
+            slice: slice.to_owned(),
+            source,
+        })
     }
 }
 

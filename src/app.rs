@@ -14,18 +14,55 @@ pub trait NodeApp: Application + Send + Sync + 'static {
     /// The slice `state` shows when none is named.
     fn default_slice(&self) -> &str;
 
-    /// The named slice's state as JSON, or `None` if the app has no such slice.
-    fn state_json(&self, kernel: &Kernel, slice: &str) -> Option<serde_json::Value>;
+    /// The named slice's state as JSON.
+    ///
+    /// # Errors
+    /// [`StateError::UnknownSlice`] if the app has no such slice, [`StateError::Render`] if its
+    /// state does not serialize to JSON.
+    fn state_json(&self, kernel: &Kernel, slice: &str) -> Result<serde_json::Value, StateError>;
+}
+
+/// Why a slice's state cannot be shown.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The app has no slice of that name (or the kernel did not register it). Nothing was read;
+    /// the caller may ask for another name, such as [`NodeApp::default_slice`].
+    #[error("no slice {slice:?} in this app")]
+    UnknownSlice {
+        /// The name asked for.
+        slice: String,
+    },
+    /// The slice exists but its state does not serialize to JSON (a map with keys that are not
+    /// strings, an integer beyond 64 bits). Asking again gives the same error until the state
+    /// changes: the slice's `State` needs a JSON shape for such values.
+    #[error("cannot render the state of slice {slice:?} as JSON: {source}")]
+    Render {
+        /// The slice.
+        slice: String,
+        /// serde_json's error.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// A registered slice's state as JSON, for [`NodeApp::state_json`] implementations.
-pub fn state_json<S: Slice>(kernel: &Kernel) -> Option<serde_json::Value>
+///
+/// # Errors
+/// [`StateError::UnknownSlice`] if the kernel did not register `slice`, [`StateError::Render`]
+/// if its state does not serialize to JSON.
+pub fn state_json<S: Slice>(kernel: &Kernel, slice: &S) -> Result<serde_json::Value, StateError>
 where
     S::State: Serialize,
 {
-    kernel
+    let name = || slice.name().to_owned();
+    let state = kernel
         .state::<S>()
-        .and_then(|state| serde_json::to_value(state).ok())
+        .ok_or_else(|| StateError::UnknownSlice { slice: name() })?;
+    serde_json::to_value(state).map_err(|source| StateError::Render {
+        slice: name(),
+        source,
+    })
 }
 
 /// The ready-made applications: one slice from `blockend-reducers` each.
@@ -99,15 +136,17 @@ impl NodeApp for ReadyApp {
         self.as_str()
     }
 
-    fn state_json(&self, kernel: &Kernel, slice: &str) -> Option<serde_json::Value> {
+    fn state_json(&self, kernel: &Kernel, slice: &str) -> Result<serde_json::Value, StateError> {
         if slice != self.as_str() {
-            return None;
+            return Err(StateError::UnknownSlice {
+                slice: slice.to_owned(),
+            });
         }
         match self {
-            Self::Clock => state_json::<Clock>(kernel),
-            Self::Counter => state_json::<Counter>(kernel),
-            Self::Chat => state_json::<Chat>(kernel),
-            Self::Kv => state_json::<Kv>(kernel),
+            Self::Clock => state_json(kernel, &Clock),
+            Self::Counter => state_json(kernel, &Counter),
+            Self::Chat => state_json(kernel, &Chat),
+            Self::Kv => state_json(kernel, &Kv),
         }
     }
 }
@@ -115,15 +154,63 @@ impl NodeApp for ReadyApp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use blockend_kernel::{Context, Verdict};
 
     #[test]
     fn every_ready_app_round_trips_its_name_and_renders_its_state() {
         for app in ReadyApp::ALL {
             assert_eq!(ReadyApp::from_name(app.as_str()).unwrap(), app);
             let kernel = Kernel::builder(&app).open().unwrap();
-            assert!(app.state_json(&kernel, app.as_str()).is_some());
-            assert!(app.state_json(&kernel, "nope").is_none());
+            assert!(app.state_json(&kernel, app.as_str()).is_ok());
+            assert!(matches!(
+                app.state_json(&kernel, "nope"),
+                Err(StateError::UnknownSlice { slice }) if slice == "nope"
+            ));
         }
         assert!(ReadyApp::from_name("ledger").is_err());
+    }
+
+    /// A state JSON cannot hold: a map keyed by pairs.
+    struct Pairs;
+    impl Slice for Pairs {
+        type State = std::collections::BTreeMap<(u8, u8), u8>;
+        fn name(&self) -> &str {
+            "pairs"
+        }
+        fn initial(&self) -> Self::State {
+            [((1, 2), 3)].into()
+        }
+        fn filter(&self, _: &Context<'_>, _: &Self::State) -> Verdict {
+            Verdict::Ignore
+        }
+        fn reduce(&self, _: &Context<'_>, _: &mut Self::State) {}
+    }
+
+    struct PairsApp;
+    impl Application for PairsApp {
+        fn register(&self, slices: &mut Registry) {
+            slices.add(Pairs);
+        }
+    }
+
+    #[test]
+    fn a_state_that_does_not_render_reports_its_slice_and_serde_jsons_cause() {
+        let kernel = Kernel::builder(&PairsApp).open().unwrap();
+        let error = state_json(&kernel, &Pairs).unwrap_err();
+        assert!(
+            matches!(&error, StateError::Render { slice, .. } if slice == "pairs"),
+            "{error:?}"
+        );
+        let text = error.to_string();
+        assert!(
+            text.contains("\"pairs\"") && text.contains("key must be a string"),
+            "{text}"
+        );
+        // A slice the kernel did not register is unknown, not unrenderable.
+        let empty = Kernel::builder(&ReadyApp::Clock).open().unwrap();
+        assert!(matches!(
+            state_json(&empty, &Pairs),
+            Err(StateError::UnknownSlice { slice }) if slice == "pairs"
+        ));
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use blockend::api::{self, Client, Request};
+use blockend::app::StateError;
 use blockend::node::{self, Stats};
 use blockend::{store, Node, NodeApp, ReadyApp};
 use clap::{Parser, Subcommand};
@@ -13,7 +14,7 @@ use libp2p::Multiaddr;
 
 /// blockend: signed block feeds, deterministic slices, gossip between peers.
 #[derive(Debug, Parser)]
-#[command(name = "blockend", version, about)]
+#[command(name = "blockend", version, about, arg_required_else_help = true)]
 pub struct Args {
     #[command(subcommand)]
     pub command: Command,
@@ -293,8 +294,9 @@ async fn state(dir: &Path, slice: Option<String>, follow: bool) -> anyhow::Resul
         .state_json(&kernel, &name)
         .map(|state| api::state_with_digests(&kernel, &name, state));
     drop(kernel.close());
-    let Some(state) = result else {
-        bail!("no slice {name:?} in app {}", app.name());
+    let state = match result {
+        Err(StateError::UnknownSlice { .. }) => bail!("no slice {name:?} in app {}", app.name()),
+        other => other?,
     };
     emit(&state)?;
     if follow {

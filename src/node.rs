@@ -29,6 +29,13 @@
 //! encoded block (DESIGN.md), not the block id, so a forged copy cannot shadow the honest block
 //! in gossipsub's seen-cache.
 //!
+//! A peer that does not speak [`SYNC_PROTOCOL`] (a plain libp2p node: its identify info lacks
+//! it, or it refuses a sync request as unsupported) is remembered (a bounded set, kept past
+//! its connections), logged once, counted in [`Stats::sync_unsupported_peers`] and taken out of
+//! the sync machine, so no heads or wants are made for it any more; the connection stays, for
+//! whatever else the peer speaks. It meets the machine again when it identifies with the
+//! protocol.
+//!
 //! Own blocks are published by gossipsub (not handed to the machine to push, which would send
 //! them twice); when gossipsub has no peer for the topic yet (the mesh forms at the first
 //! heartbeat) they go to every connected peer as a sync push instead. Blocks that arrive by
@@ -175,9 +182,10 @@ pub enum Error {
     /// The kernel refused the request (a rejected block, a store failure).
     #[error(transparent)]
     Kernel(#[from] blockend_kernel::Error),
-    /// The app has no slice of that name.
-    #[error("no slice {0:?} in this app")]
-    UnknownSlice(String),
+    /// The state cannot be shown: the app has no slice of that name, or its state does not
+    /// render as JSON (the cause says which).
+    #[error(transparent)]
+    State(#[from] crate::app::StateError),
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
@@ -405,7 +413,7 @@ impl Handle {
     /// `set_hash` added.
     ///
     /// # Errors
-    /// [`Error::UnknownSlice`].
+    /// [`Error::State`] when the app has no such slice or its state does not render as JSON.
     pub async fn state(&self, slice: Option<String>) -> Result<serde_json::Value, Error> {
         self.ask(|tx| KernelCmd::State(slice, tx)).await?
     }

@@ -219,10 +219,7 @@ impl Actor {
 
     fn state(&self, slice: Option<String>) -> Result<serde_json::Value, Error> {
         let name = slice.unwrap_or_else(|| self.app.default_slice().to_owned());
-        let state = self
-            .app
-            .state_json(&self.kernel, &name)
-            .ok_or_else(|| Error::UnknownSlice(name.clone()))?;
+        let state = self.app.state_json(&self.kernel, &name)?;
         Ok(api::state_with_digests(&self.kernel, &name, state))
     }
 

@@ -1,8 +1,13 @@
 //! The network actor: owns the swarm, turns swarm events into kernel requests (never waiting
 //! on the kernel), carries out what the kernel actor asks, and keeps `--peer` connections up
 //! with exponential backoff.
+//!
+//! It also decides which connected peers the sync machine meets: a peer whose identify info
+//! lacks [`SYNC_PROTOCOL`], or that refuses a sync request as unsupported, is remembered in a
+//! bounded set and taken out of the machine (the connection stays); it is put back when it
+//! identifies with the protocol.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,13 +15,14 @@ use blockend_kernel::sync::Message;
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, PublishError};
 use libp2p::multiaddr::Protocol;
+use libp2p::request_response::OutboundFailure;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{mdns, request_response, Multiaddr, PeerId, Swarm};
+use libp2p::{identify, mdns, request_response, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::behaviour::{Behaviour, BehaviourEvent};
+use super::behaviour::{Behaviour, BehaviourEvent, SYNC_PROTOCOL};
 use super::{Config, Error, KernelCmd, NetCmd, Stats};
 
 /// A `--peer` to keep connected.
@@ -26,6 +32,47 @@ struct Target {
     /// When to dial next; `None` while connected or dialing.
     next: Option<Instant>,
     backoff: Duration,
+}
+
+/// Most peers remembered as not speaking sync; past it the oldest is forgotten (a forgotten
+/// peer costs one refused request when it next connects, and is remembered again).
+const MAX_NO_SYNC: usize = 1024;
+
+/// Peers known not to speak [`SYNC_PROTOCOL`] (a plain libp2p node, a crawler), oldest first.
+/// Kept past their connections, so a reconnect costs no refused request and no log line.
+#[derive(Default)]
+struct NoSync {
+    peers: BTreeSet<PeerId>,
+    order: VecDeque<PeerId>,
+}
+
+impl NoSync {
+    fn contains(&self, peer: &PeerId) -> bool {
+        self.peers.contains(peer)
+    }
+
+    /// Remembers `peer`, forgetting the oldest when full; false if it was remembered already.
+    fn insert(&mut self, peer: PeerId) -> bool {
+        if !self.peers.insert(peer) {
+            return false;
+        }
+        if self.order.len() >= MAX_NO_SYNC {
+            if let Some(oldest) = self.order.pop_front() {
+                self.peers.remove(&oldest);
+            }
+        }
+        self.order.push_back(peer);
+        true
+    }
+
+    /// Forgets `peer`; false if it was not remembered.
+    fn remove(&mut self, peer: &PeerId) -> bool {
+        if !self.peers.remove(peer) {
+            return false;
+        }
+        self.order.retain(|p| p != peer);
+        true
+    }
 }
 
 pub(super) struct Network {
@@ -40,6 +87,11 @@ pub(super) struct Network {
     targets: Vec<Target>,
     dialing: BTreeMap<ConnectionId, usize>,
     bans: BTreeMap<PeerId, Instant>,
+    no_sync: NoSync,
+    /// Connection events waiting for room in the kernel's queue, oldest first: they are never
+    /// dropped, and they must arrive in order (a connect, then the peer found not to speak
+    /// sync taken out again).
+    pending: VecDeque<KernelCmd>,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -78,6 +130,8 @@ impl Network {
             targets,
             dialing: BTreeMap::new(),
             bans: BTreeMap::new(),
+            no_sync: NoSync::default(),
+            pending: VecDeque::new(),
         }
     }
 
@@ -124,6 +178,13 @@ impl Network {
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => break,
+                // Owned, so the permit does not borrow `self` in the handler.
+                permit = self.kernel.clone().reserve_owned(), if !self.pending.is_empty() => {
+                    match permit {
+                        Ok(permit) => self.on_room(permit),
+                        Err(_) => break,
+                    }
+                }
                 command = commands.recv() => match command {
                     Some(command) => self.on_command(command),
                     None => break,
@@ -139,32 +200,81 @@ impl Network {
     }
 
     /// Hands a network message to the kernel without waiting: a full queue drops it (counted;
-    /// anti-entropy repairs the loss).
+    /// anti-entropy repairs the loss). So does a queue of connection events still waiting,
+    /// which the message must not overtake.
     fn offer(&mut self, cmd: KernelCmd) -> bool {
-        match self.kernel.try_send(cmd) {
-            Ok(()) => true,
-            Err(_) => {
-                self.stats().dropped += 1;
-                false
-            }
+        if self.pending.is_empty() && self.kernel.try_send(cmd).is_ok() {
+            return true;
+        }
+        self.stats().dropped += 1;
+        false
+    }
+
+    /// Hands a connection event to the kernel; these are never dropped, and keep their order
+    /// (the actor's loop sends what waits as room appears).
+    fn tell(&mut self, cmd: KernelCmd) {
+        if !self.pending.is_empty() {
+            self.pending.push_back(cmd);
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(cmd)) = self.kernel.try_send(cmd) {
+            self.pending.push_back(cmd);
         }
     }
 
-    /// Hands a connection event to the kernel; these are never dropped.
-    fn tell(&self, cmd: KernelCmd) {
-        if let Err(mpsc::error::TrySendError::Full(cmd)) = self.kernel.try_send(cmd) {
-            let kernel = self.kernel.clone();
-            tokio::spawn(async move {
-                let _ = kernel.send(cmd).await;
-            });
+    /// The kernel's queue has room: the oldest waiting connection event goes.
+    fn on_room(&mut self, permit: mpsc::OwnedPermit<KernelCmd>) {
+        if let Some(cmd) = self.pending.pop_front() {
+            permit.send(cmd);
+        }
+    }
+
+    /// Sends one sync message by request-response, counting it.
+    fn request(&mut self, to: PeerId, bytes: Vec<u8>) {
+        self.stats().peer(&to).sync_requests += 1;
+        self.swarm.behaviour_mut().sync.send_request(&to, bytes);
+    }
+
+    /// Whether the sync machine knows `peer`: connected, and not known to lack sync.
+    fn syncs_with(&self, peer: &PeerId) -> bool {
+        self.connected.contains_key(peer) && !self.no_sync.contains(peer)
+    }
+
+    /// `peer` does not speak sync: remembered, and taken out of the sync machine so it makes
+    /// no more messages for it. The connection stays (gossipsub, identify). Logged and counted
+    /// once per peer, not per refused request.
+    fn lacks_sync(&mut self, peer: PeerId, evidence: &'static str) {
+        if !self.no_sync.insert(peer) {
+            return;
+        }
+        tracing::info!(%peer, evidence, "peer does not speak {SYNC_PROTOCOL}; not syncing with it");
+        {
+            let mut stats = self.stats();
+            stats.sync_unsupported_peers += 1;
+            stats.peer(&peer).sync_unsupported = true;
+        }
+        self.tell(KernelCmd::Disconnected(peer));
+    }
+
+    /// `peer` identified with the sync protocol: if it was remembered as lacking it (it has
+    /// upgraded), the sync machine meets it again.
+    fn speaks_sync(&mut self, peer: PeerId) {
+        if !self.no_sync.remove(&peer) {
+            return;
+        }
+        self.stats().peer(&peer).sync_unsupported = false;
+        if self.connected.contains_key(&peer) {
+            tracing::info!(%peer, "peer now speaks {SYNC_PROTOCOL}; syncing with it");
+            self.tell(KernelCmd::Connected(peer));
         }
     }
 
     fn on_command(&mut self, command: NetCmd) {
         match command {
             NetCmd::Send { to, bytes } => {
-                if self.connected.contains_key(&to) {
-                    self.swarm.behaviour_mut().sync.send_request(&to, bytes);
+                // A message the machine made before it heard that the peer lacks sync.
+                if self.syncs_with(&to) {
+                    self.request(to, bytes);
                 }
             }
             NetCmd::Publish(block) => {
@@ -181,7 +291,12 @@ impl Network {
                         // by sync to every connected peer instead.
                         tracing::debug!(%error, "gossip publish failed; pushing by sync");
                         let bytes = Message::Blocks(vec![block]).encode();
-                        let peers: Vec<PeerId> = self.connected.keys().copied().collect();
+                        let peers: Vec<PeerId> = self
+                            .connected
+                            .keys()
+                            .filter(|p| !self.no_sync.contains(p))
+                            .copied()
+                            .collect();
                         for peer in peers {
                             {
                                 let mut stats = self.stats();
@@ -190,10 +305,7 @@ impl Network {
                                 counters.blocks_sent += 1;
                                 counters.bytes_sent += bytes.len() as u64;
                             }
-                            self.swarm
-                                .behaviour_mut()
-                                .sync
-                                .send_request(&peer, bytes.clone());
+                            self.request(peer, bytes.clone());
                         }
                     }
                 }
@@ -272,7 +384,11 @@ impl Network {
                     tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
                     self.connected
                         .insert(peer_id, endpoint.get_remote_address().clone());
-                    self.tell(KernelCmd::Connected(peer_id));
+                    // A peer remembered as lacking sync meets the machine only once it
+                    // identifies with the protocol.
+                    if !self.no_sync.contains(&peer_id) {
+                        self.tell(KernelCmd::Connected(peer_id));
+                    }
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -281,7 +397,9 @@ impl Network {
                 ..
             } if self.connected.remove(&peer_id).is_some() => {
                 tracing::info!(peer = %peer_id, "disconnected");
-                self.tell(KernelCmd::Disconnected(peer_id));
+                if !self.no_sync.contains(&peer_id) {
+                    self.tell(KernelCmd::Disconnected(peer_id));
+                }
                 let now = Instant::now();
                 for target in &mut self.targets {
                     if target.peer == Some(peer_id) && target.next.is_none() {
@@ -349,9 +467,21 @@ impl Network {
                 });
             }
             BehaviourEvent::Sync(request_response::Event::OutboundFailure {
+                peer,
+                error: OutboundFailure::UnsupportedProtocols,
+                ..
+            }) => self.lacks_sync(peer, "refused a sync request"),
+            BehaviourEvent::Sync(request_response::Event::OutboundFailure {
                 peer, error, ..
             }) => {
                 tracing::debug!(%peer, %error, "sync message not delivered");
+            }
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                if info.protocols.contains(&SYNC_PROTOCOL) {
+                    self.speaks_sync(peer_id);
+                } else {
+                    self.lacks_sync(peer_id, "identify lists no sync protocol");
+                }
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {

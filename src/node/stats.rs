@@ -18,6 +18,11 @@ pub struct PeerCounters {
     pub bytes_sent: u64,
     /// Invalid blocks and malformed messages from the peer.
     pub invalid: u32,
+    /// Sync requests handed to the transport for the peer (one per sync message sent).
+    pub sync_requests: u64,
+    /// The peer is known not to speak the sync protocol, so the node does not sync with it
+    /// (the connection stays, for gossip and identify).
+    pub sync_unsupported: bool,
 }
 
 /// Node-wide counters. Cumulative since the node started, except `blocks_stored`.
@@ -52,6 +57,9 @@ pub struct Stats {
     pub dropped: u64,
     /// Peers banned for sending invalid data.
     pub banned: u64,
+    /// Peers found not to speak the sync protocol (by identify or by a refused request), each
+    /// counted once while the node remembers it.
+    pub sync_unsupported_peers: u64,
     /// Per peer (base58 peer id).
     pub peers: BTreeMap<String, PeerCounters>,
 }
