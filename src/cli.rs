@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use blockend::api::{self, Client, Request};
 use blockend::app::StateError;
+use blockend::kernel::store::RocksStore;
 use blockend::node::{self, Stats};
 use blockend::{store, Node, NodeApp, ReadyApp};
 use clap::{Parser, Subcommand};
@@ -92,6 +93,13 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         store: PathBuf,
     },
+    /// Repair a damaged store: keep every block that still links to its feed, set the rest
+    /// aside in DIR/lost/, and print what was kept and lost as one JSON line.
+    Repair {
+        /// The store directory (no node may be running on it).
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+    },
     /// Run a swarm simulation scenario (TOML); the JSON report is the last line on stdout.
     Sim {
         /// The scenario file, e.g. sim/scenarios/one-sender.toml.
@@ -155,6 +163,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         } => state(&store, slice, follow).await,
         Command::Peers { store } => peers(&store).await,
         Command::Stats { store } => stats(&store).await,
+        Command::Repair { store } => repair(&store),
         Command::Sim {
             scenario,
             seed,
@@ -175,6 +184,40 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             bench: Bench::Sync { blocks },
         } => crate::bench::sync(blocks).await,
     }
+}
+
+fn repair(dir: &Path) -> anyhow::Result<()> {
+    if !store::exists(dir) {
+        return Err(store::Error::Missing {
+            path: dir.to_owned(),
+        }
+        .into());
+    }
+    let report = RocksStore::repair(dir)?;
+    let mut line = serde_json::to_value(&report)?;
+    line["feeds"] = report
+        .feeds
+        .iter()
+        .map(|f| serde_json::json!({"author": f.author.to_hex(), "kept": f.kept, "before": f.before}))
+        .collect();
+    line["blocks_before"] = report.blocks_before().into();
+    line["found_damage"] = report.found_damage().into();
+    emit(&line)?;
+    if report.found_damage() {
+        let lost = match &report.lost_file {
+            Some(file) => format!(" (set aside in {})", file.display()),
+            None => String::new(),
+        };
+        eprintln!(
+            "repair: kept {} blocks, lost {}{lost}; {} feeds lost their newest blocks",
+            report.blocks_kept,
+            report.blocks_lost,
+            report.feeds.len()
+        );
+    } else {
+        eprintln!("repair: no damage found; the store is unchanged");
+    }
+    Ok(())
 }
 
 fn init(dir: &Path, app: ReadyApp) -> anyhow::Result<()> {
