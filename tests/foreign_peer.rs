@@ -2,15 +2,17 @@
 //! and sent no more sync requests, while the node keeps syncing with blockend peers; a
 //! remembered peer that comes back speaking sync is synced with again.
 
+mod common;
+
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use blockend::kernel::Kernel;
-use blockend::node::{self, PeerCounters, Stats, Transport, SYNC_PROTOCOL};
-use blockend::{Node, ReadyApp};
+use blockend::node::{self, PeerCounters, Stats, SYNC_PROTOCOL};
+use blockend::Node;
+use common::swarm::{self as nodes, address, eventually, spawn};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use libp2p::core::transport::MemoryTransport;
 use libp2p::core::upgrade::Version;
@@ -22,37 +24,9 @@ use libp2p::{
 };
 use tokio::task::JoinHandle;
 
-static NEXT_PORT: AtomicU64 = AtomicU64::new(1);
-
-fn memory_addr() -> Multiaddr {
-    let port = u64::from(std::process::id()) * 1000 + NEXT_PORT.fetch_add(1, Ordering::SeqCst);
-    format!("/memory/{port}")
-        .parse()
-        .expect("a memory multiaddr")
-}
-
 /// A node that ticks every 100 ms, so retries would show within seconds.
 fn config(peers: Vec<Multiaddr>) -> node::Config {
-    node::Config::default()
-        .with_transport(Transport::Memory)
-        .with_mdns(false)
-        .with_listen(vec![memory_addr()])
-        .with_peers(peers)
-        .with_tick(Duration::from_millis(100))
-}
-
-async fn spawn(config: node::Config) -> Node {
-    let app = ReadyApp::Counter;
-    let kernel = Kernel::builder(&app)
-        .open()
-        .expect("a kernel on a MemoryStore");
-    Node::spawn(kernel, Arc::new(app), config)
-        .await
-        .expect("the node starts")
-}
-
-async fn address(node: &Node) -> Multiaddr {
-    node.handle().listening().await.expect("listening")[0].clone()
+    nodes::config(peers, Duration::from_millis(100))
 }
 
 async fn append(node: &Node, values: impl IntoIterator<Item = u64>) {
@@ -82,22 +56,6 @@ async fn counters(node: &Node, peer: &PeerId) -> PeerCounters {
 async fn is_connected(node: &Node, peer: &PeerId) -> bool {
     let peers = node.handle().peers().await.expect("peers");
     peers.iter().any(|p| p.peer == peer.to_base58())
-}
-
-/// Polls `check` every 20 ms until it holds or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 /// Waits for `ticks` anti-entropy ticks of `node`, counted by the heads messages it sends

@@ -5,62 +5,17 @@
 //! Four nodes over libp2p's memory transport: a writer, a relay, an observer behind the relay,
 //! and a forger next to the relay.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
-use blockend::kernel::{Block, Kernel, Signature};
-use blockend::node::{self, Transport};
-use blockend::{Node, ReadyApp};
+use std::time::Duration;
+
+use blockend::kernel::{Block, Signature};
+use blockend::node;
+use common::swarm::{self, address, eventually, spawn};
 use libp2p::Multiaddr;
 
-static NEXT_PORT: AtomicU64 = AtomicU64::new(1);
-
-fn memory_addr() -> Multiaddr {
-    let port =
-        u64::from(std::process::id()) * 1000 + 500 + NEXT_PORT.fetch_add(1, Ordering::SeqCst);
-    format!("/memory/{port}")
-        .parse()
-        .expect("a memory multiaddr")
-}
-
 fn config(peers: Vec<Multiaddr>) -> node::Config {
-    node::Config::default()
-        .with_transport(Transport::Memory)
-        .with_mdns(false)
-        .with_listen(vec![memory_addr()])
-        .with_peers(peers)
-        .with_tick(Duration::from_millis(300))
-}
-
-async fn spawn(config: node::Config) -> Node {
-    let app = ReadyApp::Counter;
-    let kernel = Kernel::builder(&app)
-        .open()
-        .expect("a kernel on a MemoryStore");
-    Node::spawn(kernel, Arc::new(app), config)
-        .await
-        .expect("the node starts")
-}
-
-async fn address(node: &Node) -> Multiaddr {
-    node.handle().listening().await.expect("listening")[0].clone()
-}
-
-/// Polls `check` every 20 ms until it holds or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+    swarm::config(peers, Duration::from_millis(300))
 }
 
 /// The `n`-th forged copy of `block`: same header and body, a signature corrupted in a place
