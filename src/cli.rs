@@ -234,13 +234,20 @@ async fn run_node(
     peers: Vec<Multiaddr>,
     mdns: bool,
 ) -> anyhow::Result<()> {
-    let (kernel, app) = store::open(dir, app, true)?;
+    let (kernel, app, repair) = store::open_checked(dir, app, true)?;
+    let loss = store::own_feed_loss(&kernel, repair.as_ref());
     let mut config = node::Config::default().with_peers(peers).with_mdns(mdns);
     config.app = app.name().to_owned();
     if !listen.is_empty() {
         config = config.with_listen(listen);
     }
     let node = Node::spawn(kernel, Arc::new(app), config).await?;
+    if let Some(loss) = loss {
+        // After a repair that cut the own feed short, appends wait for peers to send it back.
+        node.handle()
+            .recover_own_feed(loss.before, RECOVERY_WAIT)
+            .await?;
+    }
     let server = api::Server::start(dir, node.handle().clone())
         .with_context(|| format!("cannot open the local socket for {}", dir.display()))?;
     for addr in node.handle().listening().await? {
@@ -253,6 +260,10 @@ async fn run_node(
     node.shutdown().await;
     Ok(())
 }
+
+/// How long a node started on a repaired store waits for peers to send back the own feed's
+/// lost blocks before it accepts appends anyway.
+const RECOVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn wait_for_signal() -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -296,7 +307,17 @@ async fn append(dir: &Path, body: &str) -> anyhow::Result<()> {
     if let Some(client) = Client::connect(dir).await {
         return relay(client, &Request::Append { body }).await;
     }
-    let (mut kernel, _) = store::open(dir, None, false)?;
+    let (mut kernel, _, repair) = store::open_checked(dir, None, false)?;
+    if let Some(loss) = store::own_feed_loss(&kernel, repair.as_ref()) {
+        drop(kernel.close());
+        bail!(
+            "the store at {} was repaired and its own feed lost its blocks after seq {} (it had reached seq {}): run `blockend node --store {}` with a peer that holds them, which waits for them before appending, so no block reuses a height",
+            dir.display(),
+            loss.kept.map_or_else(|| "none".to_owned(), |s| s.to_string()),
+            loss.before,
+            dir.display()
+        );
+    }
     let result = kernel.create_block(serde_json::to_vec(&body)?);
     let printed = result.map(|block| emit(&api::block_json(&block)));
     drop(kernel.close());

@@ -29,6 +29,19 @@
 //! encoded block (DESIGN.md), not the block id, so a forged copy cannot shadow the honest block
 //! in gossipsub's seen-cache.
 //!
+//! Identities are free, so some limits are kept per **address group** instead, which a fresh
+//! key does not reset: the exact IPv4 address, or the IPv6 /64 (a single IPv6 host commonly
+//! holds a whole /64). Addresses without an IP (the memory transport, DNS, relayed) are in no
+//! group and not limited. A group may hold [`Config::max_connections_per_ip`] established
+//! inbound connections; more are closed at once and counted in
+//! [`Stats::connections_refused_per_ip`]. Every peer ban is charged to the peer's group, and so
+//! is every invalid item counted against the peer; a group with more than
+//! [`Config::max_bans_per_ip`] bans or more than [`Config::max_invalid_per_ip`] invalid items
+//! within [`Config::ban`] is banned for [`Config::ban`] (counted in [`Stats::banned_ips`]):
+//! its connections, in and out, are closed, and so is every new one, whatever its key
+//! ([`Stats::connections_refused_banned_ip`]). At most 4,096 groups are remembered, the least
+//! recently seen idle one forgotten first.
+//!
 //! A peer that does not speak [`SYNC_PROTOCOL`] (a plain libp2p node: its identify info lacks
 //! it, or it refuses a sync request as unsupported) is remembered (a bounded set, kept past
 //! its connections), logged once, counted in [`Stats::sync_unsupported_peers`] and taken out of
@@ -43,6 +56,7 @@
 //! the same way as live traffic; gossip blocks are left to gossipsub.
 
 mod behaviour;
+mod groups;
 mod kernel_actor;
 mod network;
 mod stats;
@@ -99,6 +113,15 @@ pub struct Config {
     pub ban: Duration,
     /// Most established connections. Default 128.
     pub max_connections: u32,
+    /// Most established inbound connections from one address group (an IPv4 address or an
+    /// IPv6 /64). Default 8.
+    pub max_connections_per_ip: u32,
+    /// Most peers of one address group banned within [`Config::ban`]; one more bans the
+    /// group. Default 2.
+    pub max_bans_per_ip: u32,
+    /// Most invalid blocks and malformed messages from the peers of one address group, in
+    /// all, within [`Config::ban`]; more bans the group. Default 64.
+    pub max_invalid_per_ip: u32,
     /// Depth of the kernel actor's inbound queue. Default 4,096 messages.
     pub queue: usize,
     /// Longest wait between redials of an unreachable `--peer`. Default 60 s (first 1 s).
@@ -119,6 +142,9 @@ impl Default for Config {
             max_gossip_bytes: 0,
             ban: Duration::from_secs(600),
             max_connections: 128,
+            max_connections_per_ip: 8,
+            max_bans_per_ip: 2,
+            max_invalid_per_ip: 64,
             queue: 4096,
             max_backoff: Duration::from_secs(60),
         }
@@ -159,6 +185,22 @@ impl Config {
         self
     }
 
+    /// Sets the most established inbound connections from one address group.
+    pub fn with_max_connections_per_ip(mut self, max: u32) -> Self {
+        self.max_connections_per_ip = max;
+        self
+    }
+    /// Sets the most peer bans per address group before the group is banned.
+    pub fn with_max_bans_per_ip(mut self, max: u32) -> Self {
+        self.max_bans_per_ip = max;
+        self
+    }
+    /// Sets the most invalid items per address group before the group is banned.
+    pub fn with_max_invalid_per_ip(mut self, max: u32) -> Self {
+        self.max_invalid_per_ip = max;
+        self
+    }
+
     fn topic(&self) -> gossipsub::IdentTopic {
         gossipsub::IdentTopic::new(format!("blockend/{}/blocks/1", self.app))
     }
@@ -186,6 +228,18 @@ pub enum Error {
     /// render as JSON (the cause says which).
     #[error(transparent)]
     State(#[from] crate::app::StateError),
+    /// The store was repaired and its own feed lost its newest blocks: appends wait until
+    /// peers have sent them back (or the wait is over), so no block is signed at a height the
+    /// author already used. Retry later.
+    #[error("the store was repaired and its own feed is being recovered from peers (it holds up to seq {have}, it had reached seq {want}); appends resume within {left_ms} ms")]
+    Recovering {
+        /// The own feed's newest seq now (-1: none).
+        have: i64,
+        /// The seq the own feed had reached before the damage.
+        want: u64,
+        /// How long appends still wait at most.
+        left_ms: u64,
+    },
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
@@ -224,6 +278,11 @@ enum KernelCmd {
     ),
     Blocks(Option<PublicKey>, oneshot::Sender<Vec<Arc<Block>>>),
     Stats(oneshot::Sender<Stats>),
+    /// Hold appends until the own feed reaches `seq` again or `until` passes (after a repair).
+    RecoverOwnFeed {
+        seq: u64,
+        until: std::time::Instant,
+    },
     Shutdown,
 }
 
@@ -401,10 +460,26 @@ impl Handle {
         rx.await.map_err(|_| Error::Stopped)
     }
 
+    /// After a repair that cut the own feed short: holds appends ([`Error::Recovering`])
+    /// until peers have sent the own feed back up to `seq` (the sync machine asks for it like
+    /// any feed a peer holds further) or `wait` has passed; then appends go on, with a warning
+    /// if the feed did not come back.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`].
+    pub async fn recover_own_feed(&self, seq: u64, wait: Duration) -> Result<(), Error> {
+        let until = std::time::Instant::now() + wait;
+        self.kernel
+            .send(KernelCmd::RecoverOwnFeed { seq, until })
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
     /// Creates, stores and publishes an own block.
     ///
     /// # Errors
-    /// [`Error::Kernel`] when no slice takes the body or the store fails.
+    /// [`Error::Kernel`] when no slice takes the body or the store fails,
+    /// [`Error::Recovering`] while the own feed is recovered after a repair.
     pub async fn append(&self, body: Vec<u8>) -> Result<Arc<Block>, Error> {
         self.ask(|tx| KernelCmd::Append(body, tx)).await?
     }

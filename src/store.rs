@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use blockend_kernel::store::RocksStore;
+use blockend_kernel::store::{FeedLoss, RepairReport, RocksStore};
 use blockend_kernel::Kernel;
 
 use crate::app::{ReadyApp, UnknownApp};
@@ -92,6 +92,28 @@ pub fn app_of(dir: &Path) -> Result<ReadyApp, Error> {
 /// [`Error::Missing`], [`Error::AppMismatch`], or the kernel's error (a locked store: a node
 /// is running on it).
 pub fn open(dir: &Path, app: Option<ReadyApp>, create: bool) -> Result<(Kernel, ReadyApp), Error> {
+    open_checked(dir, app, create).map(|(kernel, app, _)| (kernel, app))
+}
+
+/// The own feed's loss in the store's last repair, if the own feed is still short of the
+/// height it had reached before the damage: the seq it must get back from peers before an
+/// append may sign a new block (or a block would reuse a height the author already used).
+pub fn own_feed_loss(kernel: &Kernel, repair: Option<&RepairReport>) -> Option<FeedLoss> {
+    let loss = repair?.feed(&kernel.author())?.clone();
+    let have = kernel.head(&kernel.author()).map(|h| h.seq);
+    (have < Some(loss.before)).then_some(loss)
+}
+
+/// [`open`], with the store's last repair record, if it was repaired (see
+/// [`own_feed_loss`]).
+///
+/// # Errors
+/// As [`open`].
+pub fn open_checked(
+    dir: &Path,
+    app: Option<ReadyApp>,
+    create: bool,
+) -> Result<(Kernel, ReadyApp, Option<RepairReport>), Error> {
     let app = if exists(dir) {
         let stored = app_of(dir)?;
         if let Some(given) = app.filter(|given| *given != stored) {
@@ -110,6 +132,7 @@ pub fn open(dir: &Path, app: Option<ReadyApp>, create: bool) -> Result<(Kernel, 
         });
     };
     let store = RocksStore::open(dir)?;
+    let repair = store.last_repair()?;
     if !exists(dir) {
         // Written after RocksDB made the directory a store, so a crash in between leaves a
         // store without an app file, which `init` or `node --app` completes.
@@ -118,5 +141,5 @@ pub fn open(dir: &Path, app: Option<ReadyApp>, create: bool) -> Result<(Kernel, 
             .map_err(|source| Error::Io { path, source })?;
     }
     let kernel = Kernel::builder(&app).with_store(store).open()?;
-    Ok((kernel, app))
+    Ok((kernel, app, repair))
 }

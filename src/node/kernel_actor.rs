@@ -28,6 +28,9 @@ pub(super) struct Actor {
     blocks: broadcast::Sender<Arc<Block>>,
     changes: watch::Sender<u64>,
     stats: Arc<Mutex<Stats>>,
+    /// After a repair: the own feed's height to recover from peers, and until when appends
+    /// wait for it.
+    recovering: Option<(u64, std::time::Instant)>,
 }
 
 impl Actor {
@@ -48,6 +51,7 @@ impl Actor {
             blocks,
             changes,
             stats,
+            recovering: None,
         }
     }
 
@@ -76,6 +80,17 @@ impl Actor {
                 }
                 KernelCmd::Stats(reply) => {
                     let _ = reply.send(self.snapshot_stats());
+                }
+                KernelCmd::RecoverOwnFeed { seq, until } => {
+                    let have = self.kernel.head(&self.kernel.author()).map(|h| h.seq);
+                    if have < Some(seq) {
+                        tracing::warn!(
+                            have = ?have,
+                            want = seq,
+                            "the store was repaired and its own feed lost blocks; asking peers for them before accepting appends"
+                        );
+                        self.recovering = Some((seq, until));
+                    }
                 }
                 KernelCmd::Shutdown => break,
             }
@@ -197,7 +212,42 @@ impl Actor {
         }
     }
 
+    /// While the own feed is recovered after a repair, an append waits (the caller gets
+    /// [`Error::Recovering`]) until peers have sent the feed back up to the height it had
+    /// reached, so no block is signed at a height already used; once the wait is over it goes
+    /// on, with one warning.
+    fn check_recovery(&mut self) -> Result<(), Error> {
+        let Some((want, until)) = self.recovering else {
+            return Ok(());
+        };
+        let have = self.kernel.head(&self.kernel.author()).map(|h| h.seq);
+        if have >= Some(want) {
+            tracing::info!(
+                seq = want,
+                "the own feed is back from peers; appends resume"
+            );
+            self.recovering = None;
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        if now < until {
+            return Err(Error::Recovering {
+                have: have.map_or(-1, |s| s as i64),
+                want,
+                left_ms: until.duration_since(now).as_millis() as u64,
+            });
+        }
+        tracing::warn!(
+            have = ?have,
+            want,
+            "no peer sent the own feed's lost blocks back in time; appending anyway: a peer that still holds them will see a fork of this feed"
+        );
+        self.recovering = None;
+        Ok(())
+    }
+
     fn append(&mut self, body: Vec<u8>) -> Result<Arc<Block>, Error> {
+        self.check_recovery()?;
         let (block, mut report) = self.kernel.create_block_reported(body)?;
         let _ = self.blocks.send(block.clone());
         self.bump();

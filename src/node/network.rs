@@ -6,7 +6,13 @@
 //! lacks [`SYNC_PROTOCOL`], or that refuses a sync request as unsupported, is remembered in a
 //! bounded set and taken out of the machine (the connection stays); it is put back when it
 //! identifies with the protocol.
+//!
+//! Limits that a fresh key does not reset are kept per address group ([`super::groups`]):
+//! inbound connections past [`Config::max_connections_per_ip`] are closed at once; every peer
+//! ban, and every invalid item the kernel actor counts against a peer (read from the shared
+//! [`Stats`]), is charged to the peer's group, and a group over its budget is banned.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,6 +29,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::behaviour::{Behaviour, BehaviourEvent, SYNC_PROTOCOL};
+use super::groups::{address_group, Admit, Group, Groups, Limits};
 use super::{Config, Error, KernelCmd, NetCmd, Stats};
 
 /// A `--peer` to keep connected.
@@ -75,6 +82,23 @@ impl NoSync {
     }
 }
 
+/// Most peers whose invalid counts are watched for their group; past it peers gone longest
+/// are forgotten (after a last look).
+const MAX_WATCHED: usize = 4096;
+
+/// How long a disconnected peer's invalid count is still watched: what the kernel counts for
+/// it after the network saw it go (its queue drains later) is still charged to its group.
+const WATCH_AFTER_GONE: Duration = Duration::from_secs(10);
+
+/// A peer whose invalid count is charged to its group.
+struct Watched {
+    group: Group,
+    /// Its invalid count in [`Stats`] when last charged.
+    invalid: u32,
+    /// When its last connection closed.
+    gone: Option<Instant>,
+}
+
 pub(super) struct Network {
     swarm: Swarm<Behaviour>,
     config: Config,
@@ -88,6 +112,10 @@ pub(super) struct Network {
     dialing: BTreeMap<ConnectionId, usize>,
     bans: BTreeMap<PeerId, Instant>,
     no_sync: NoSync,
+    groups: Groups,
+    /// Inbound connections counted in `groups`, with their group.
+    inbound: BTreeMap<ConnectionId, Group>,
+    watched: BTreeMap<PeerId, Watched>,
     /// Connection events waiting for room in the kernel's queue, oldest first: they are never
     /// dropped, and they must arrive in order (a connect, then the peer found not to speak
     /// sync taken out again).
@@ -118,6 +146,12 @@ impl Network {
                 backoff: FIRST_BACKOFF,
             })
             .collect();
+        let groups = Groups::new(Limits {
+            connections: config.max_connections_per_ip,
+            bans: config.max_bans_per_ip,
+            invalid: config.max_invalid_per_ip,
+            period: config.ban,
+        });
         Self {
             swarm,
             topic: config.topic(),
@@ -131,6 +165,9 @@ impl Network {
             dialing: BTreeMap::new(),
             bans: BTreeMap::new(),
             no_sync: NoSync::default(),
+            groups,
+            inbound: BTreeMap::new(),
+            watched: BTreeMap::new(),
             pending: VecDeque::new(),
         }
     }
@@ -337,6 +374,13 @@ impl Network {
                 }
                 self.bans.insert(peer, Instant::now() + self.config.ban);
                 let _ = self.swarm.disconnect_peer_id(peer);
+                self.charge_invalid();
+                let now = Instant::now();
+                if let Some(group) = self.watched.get(&peer).map(|w| w.group) {
+                    if self.groups.charge_ban(group, now) {
+                        self.ban_group(group, "too many banned peers");
+                    }
+                }
             }
             NetCmd::Disconnect(peer) => {
                 let _ = self.swarm.disconnect_peer_id(peer);
@@ -371,19 +415,35 @@ impl Network {
                 peer_id,
                 connection_id,
                 endpoint,
-                num_established,
                 ..
             } => {
+                let addr = endpoint.get_remote_address();
+                let group = address_group(addr);
+                if let Some(group) = group {
+                    let admit = self
+                        .groups
+                        .admit(group, endpoint.is_listener(), Instant::now());
+                    if admit != Admit::Yes {
+                        self.refuse(connection_id, peer_id, group, admit);
+                        return;
+                    }
+                    if endpoint.is_listener() {
+                        self.inbound.insert(connection_id, group);
+                    }
+                }
                 if let Some(i) = self.dialing.remove(&connection_id) {
                     let target = &mut self.targets[i];
                     target.peer = Some(peer_id);
                     target.backoff = FIRST_BACKOFF;
                     target.next = None;
                 }
-                if num_established.get() == 1 {
-                    tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "connected");
-                    self.connected
-                        .insert(peer_id, endpoint.get_remote_address().clone());
+                // Not `num_established == 1`: a first connection may have been refused.
+                if let Entry::Vacant(entry) = self.connected.entry(peer_id) {
+                    tracing::info!(peer = %peer_id, %addr, "connected");
+                    entry.insert(addr.clone());
+                    if let Some(group) = group {
+                        self.watch(peer_id, group);
+                    }
                     // A peer remembered as lacking sync meets the machine only once it
                     // identifies with the protocol.
                     if !self.no_sync.contains(&peer_id) {
@@ -393,14 +453,24 @@ impl Network {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
-            } if self.connected.remove(&peer_id).is_some() => {
+            } => {
+                if let Some(group) = self.inbound.remove(&connection_id) {
+                    self.groups.release(group);
+                }
+                if num_established != 0 || self.connected.remove(&peer_id).is_none() {
+                    return;
+                }
                 tracing::info!(peer = %peer_id, "disconnected");
+                let now = Instant::now();
+                if let Some(watched) = self.watched.get_mut(&peer_id) {
+                    watched.gone = Some(now);
+                }
                 if !self.no_sync.contains(&peer_id) {
                     self.tell(KernelCmd::Disconnected(peer_id));
                 }
-                let now = Instant::now();
                 for target in &mut self.targets {
                     if target.peer == Some(peer_id) && target.next.is_none() {
                         target.next = Some(now + target.backoff);
@@ -543,6 +613,116 @@ impl Network {
         for peer in expired {
             self.bans.remove(&peer);
             self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+        }
+        self.groups.expire(now);
+        self.charge_invalid();
+        self.watched.retain(|_, w| {
+            w.gone
+                .is_none_or(|gone| now.duration_since(gone) < WATCH_AFTER_GONE)
+        });
+    }
+
+    /// Closes a connection from a banned or full group at once, counted. A `--peer` dialed
+    /// into it is redialed with backoff, as if unreachable.
+    fn refuse(&mut self, id: ConnectionId, peer: PeerId, group: Group, admit: Admit) {
+        self.swarm.close_connection(id);
+        {
+            let mut stats = self.stats();
+            match admit {
+                Admit::Full => stats.connections_refused_per_ip += 1,
+                _ => stats.connections_refused_banned_ip += 1,
+            }
+        }
+        tracing::debug!(%peer, %group, ?admit, "refused a connection");
+        if let Some(i) = self.dialing.remove(&id) {
+            let target = &mut self.targets[i];
+            target.peer = Some(peer);
+            target.next = Some(Instant::now() + target.backoff);
+            target.backoff = (target.backoff * 2).min(self.config.max_backoff);
+        }
+    }
+
+    /// Starts charging `peer`'s invalid count to `group`, from what it is now.
+    fn watch(&mut self, peer: PeerId, group: Group) {
+        if self.watched.len() >= MAX_WATCHED && !self.watched.contains_key(&peer) {
+            self.charge_invalid();
+            let oldest = self
+                .watched
+                .iter()
+                .filter_map(|(p, w)| w.gone.map(|gone| (gone, *p)))
+                .min();
+            match oldest {
+                Some((_, oldest)) => {
+                    self.watched.remove(&oldest);
+                }
+                // Every watched peer is connected (more than `MAX_WATCHED` connections).
+                None => return,
+            }
+        }
+        if let Some(watched) = self.watched.get_mut(&peer) {
+            // Back within the grace time: what it sent meanwhile is still charged.
+            watched.group = group;
+            watched.gone = None;
+            return;
+        }
+        let invalid = self
+            .stats()
+            .peers
+            .get(&peer.to_base58())
+            .map_or(0, |c| c.invalid);
+        self.watched.insert(
+            peer,
+            Watched {
+                group,
+                invalid,
+                gone: None,
+            },
+        );
+    }
+
+    /// Charges every watched peer's new invalid items (counted by the kernel actor) to its
+    /// group, banning groups that go over their budget.
+    fn charge_invalid(&mut self) {
+        let mut charges = Vec::new();
+        {
+            let stats = self.stats.lock().expect("stats lock");
+            for (peer, watched) in &mut self.watched {
+                let now = stats.peers.get(&peer.to_base58()).map_or(0, |c| c.invalid);
+                if now > watched.invalid {
+                    charges.push((watched.group, now - watched.invalid));
+                    watched.invalid = now;
+                }
+            }
+        }
+        let now = Instant::now();
+        for (group, count) in charges {
+            if self.groups.charge_invalid(group, count, now) {
+                self.ban_group(group, "too many invalid items");
+            }
+        }
+    }
+
+    /// `group` is banned: counted, and every connection from it closed.
+    fn ban_group(&mut self, group: Group, why: &'static str) {
+        tracing::warn!(%group, why, ban_s = self.config.ban.as_secs(), "banned address group");
+        self.stats().banned_ips += 1;
+        let peers: Vec<PeerId> = self
+            .connected
+            .iter()
+            .filter(|(_, addr)| address_group(addr) == Some(group))
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        let inbound: Vec<ConnectionId> = self
+            .inbound
+            .iter()
+            .filter(|(_, g)| **g == group)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in inbound {
+            self.swarm.close_connection(id);
         }
     }
 }

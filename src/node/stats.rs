@@ -57,6 +57,13 @@ pub struct Stats {
     pub dropped: u64,
     /// Peers banned for sending invalid data.
     pub banned: u64,
+    /// Inbound connections closed at once because their address group (an IPv4 address or an
+    /// IPv6 /64) had `max_connections_per_ip` already.
+    pub connections_refused_per_ip: u64,
+    /// Connections closed at once because their address group is banned.
+    pub connections_refused_banned_ip: u64,
+    /// Address groups banned, for too many banned peers or too many invalid items in all.
+    pub banned_ips: u64,
     /// Peers found not to speak the sync protocol (by identify or by a refused request), each
     /// counted once while the node remembers it.
     pub sync_unsupported_peers: u64,

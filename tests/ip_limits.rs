@@ -1,0 +1,202 @@
+//! Limits per address group over loopback TCP, which fresh keys do not reset: connections past
+//! the per-IP cap are refused, and a stream of fresh forger identities from one IP gets the
+//! whole IP banned, so even an honest newcomer from it cannot connect.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blockend::kernel::{Block, Identity, Kernel, Signature};
+use blockend::node::{self, Stats, Transport};
+use blockend::{Node, ReadyApp};
+use libp2p::Multiaddr;
+
+fn config(peers: Vec<Multiaddr>) -> node::Config {
+    node::Config::default()
+        .with_transport(Transport::Tcp)
+        .with_mdns(false)
+        .with_listen(vec!["/ip4/127.0.0.1/tcp/0".parse().expect("a multiaddr")])
+        .with_peers(peers)
+        .with_tick(Duration::from_millis(300))
+}
+
+async fn spawn(config: node::Config) -> Node {
+    let app = ReadyApp::Counter;
+    let kernel = Kernel::builder(&app)
+        .open()
+        .expect("a kernel on a MemoryStore");
+    Node::spawn(kernel, Arc::new(app), config)
+        .await
+        .expect("the node starts")
+}
+
+async fn address(node: &Node) -> Multiaddr {
+    node.handle().listening().await.expect("listening")[0].clone()
+}
+
+async fn stats(node: &Node) -> Stats {
+    node.handle().stats().await.expect("stats")
+}
+
+async fn peer_count(node: &Node) -> usize {
+    node.handle().peers().await.expect("peers").len()
+}
+
+/// Polls `check` every 20 ms until it holds or `limit` passes.
+async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// Distinct forgeries across the whole test binary, so no copy is a gossip duplicate.
+static NEXT_FORGERY: AtomicU64 = AtomicU64::new(1);
+
+/// A block with a valid header and body and a signature that does not verify.
+fn forged() -> Vec<u8> {
+    let n = NEXT_FORGERY.fetch_add(1, Ordering::SeqCst);
+    let identity = Identity::from_secret([9; 32]);
+    let body = format!(r#"{{"value":{n}}}"#).into_bytes();
+    let honest = Block::sign(&identity, None, 1_700_000_000_000 + n, body.clone());
+    Block::from_parts(honest.header().clone(), Signature([7; 64]), Some(body))
+        .expect("the body matches")
+        .encode()
+}
+
+/// Spawns a fresh identity dialing `victim` and has it publish forgeries until `done` holds
+/// for the victim's stats.
+async fn forge_until(victim: &Node, done: impl Fn(&Stats) -> bool) -> Node {
+    let forger = spawn(config(vec![address(victim).await])).await;
+    let reached = eventually(Duration::from_secs(30), || {
+        let forger = forger.handle().clone();
+        let victim = victim.handle().clone();
+        let done = &done;
+        async move {
+            // Fails until the forger's gossip has a peer for the topic; then keeps forging.
+            let _ = forger.publish_raw(forged()).await;
+            done(&victim.stats().await.expect("stats"))
+        }
+    })
+    .await;
+    assert!(
+        reached,
+        "the forger never got there: {:?}",
+        stats(victim).await
+    );
+    forger
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_past_the_per_ip_limit_is_refused() {
+    let listener = spawn(config(vec![]).with_max_connections_per_ip(2)).await;
+    let addr = address(&listener).await;
+    let a = spawn(config(vec![addr.clone()])).await;
+    let b = spawn(config(vec![addr.clone()])).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            peer_count(&listener).await == 2
+        })
+        .await,
+        "the first two nodes did not connect"
+    );
+    assert_eq!(stats(&listener).await.connections_refused_per_ip, 0);
+
+    let c = spawn(config(vec![addr])).await;
+    let refused = eventually(Duration::from_secs(20), || async {
+        stats(&listener).await.connections_refused_per_ip >= 1
+    })
+    .await;
+    assert!(
+        refused,
+        "the third connection was not refused: {:?}",
+        stats(&listener).await
+    );
+    let peers = listener.handle().peers().await.expect("peers");
+    assert_eq!(peers.len(), 2, "{peers:?}");
+    let c_id = c.handle().peer_id().to_base58();
+    assert!(
+        peers.iter().all(|p| p.peer != c_id),
+        "the third node is connected"
+    );
+    for node in [a, b, c, listener] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_forger_keys_from_one_ip_get_the_ip_banned() {
+    let listener = spawn(
+        config(vec![])
+            .with_ban(2, Duration::from_secs(60))
+            .with_max_bans_per_ip(1),
+    )
+    .await;
+
+    // Each fresh key gets its own budget, and its own ban; the first ban leaves the IP alone.
+    let first = forge_until(&listener, |s| s.banned == 1).await;
+    assert_eq!(stats(&listener).await.banned_ips, 0);
+    let second = forge_until(&listener, |s| s.banned == 2).await;
+    let banned_ip = eventually(Duration::from_secs(10), || async {
+        stats(&listener).await.banned_ips == 1
+    })
+    .await;
+    assert!(
+        banned_ip,
+        "the IP was not banned: {:?}",
+        stats(&listener).await
+    );
+
+    // A fresh, honest key from the banned IP is refused.
+    let honest = spawn(config(vec![address(&listener).await])).await;
+    let refused = eventually(Duration::from_secs(20), || async {
+        stats(&listener).await.connections_refused_banned_ip >= 1
+    })
+    .await;
+    let s = stats(&listener).await;
+    assert!(refused, "the honest node was not refused: {s:?}");
+    assert_eq!(s.banned_ips, 1, "{s:?}");
+    let honest_id = honest.handle().peer_id().to_base58();
+    let peers = listener.handle().peers().await.expect("peers");
+    assert!(peers.iter().all(|p| p.peer != honest_id), "{peers:?}");
+    for node in [first, second, honest, listener] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_items_from_fresh_keys_under_their_budget_add_up_to_an_ip_ban() {
+    // Per peer the default budget of 16; per IP, 10 in all.
+    let listener = spawn(config(vec![]).with_max_invalid_per_ip(10)).await;
+    let rejected = |s: &Stats| s.rejected.get("bad_signature").copied().unwrap_or(0);
+
+    let first = forge_until(&listener, |s| rejected(s) >= 3).await;
+    assert_eq!(stats(&listener).await.banned_ips, 0);
+    let second = forge_until(&listener, |s| s.banned_ips == 1).await;
+    let s = stats(&listener).await;
+    assert_eq!(s.banned, 0, "no key went over its own budget: {s:?}");
+    let invalid = |node: &Node| s.peers[&node.handle().peer_id().to_base58()].invalid;
+    assert!(invalid(&first) >= 3, "{s:?}");
+    assert!(
+        invalid(&second) <= 10,
+        "the second key alone went over the IP's budget: {s:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            peer_count(&listener).await == 0
+        })
+        .await,
+        "the banned IP's peers are still connected"
+    );
+    for node in [first, second, listener] {
+        node.shutdown().await;
+    }
+}
