@@ -235,18 +235,26 @@ async fn run_node(
     mdns: bool,
 ) -> anyhow::Result<()> {
     let (kernel, app, repair) = store::open_checked(dir, app, true)?;
-    let loss = store::own_feed_loss(&kernel, repair.as_ref());
+    let loss = store::own_feed_loss(dir, &kernel, repair.as_ref());
     let mut config = node::Config::default().with_peers(peers).with_mdns(mdns);
     config.app = app.name().to_owned();
     if !listen.is_empty() {
         config = config.with_listen(listen);
     }
     let node = Node::spawn(kernel, Arc::new(app), config).await?;
-    if let Some(loss) = loss {
-        // After a repair that cut the own feed short, appends wait for peers to send it back.
+    if let (Some(loss), Some(repair)) = (loss, repair) {
+        // After a repair that cut the own feed short, appends wait for peers to send it back;
+        // once the wait is over, later starts do not wait again.
         node.handle()
             .recover_own_feed(loss.before, RECOVERY_WAIT)
             .await?;
+        let dir = dir.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(RECOVERY_WAIT).await;
+            if let Err(error) = store::mark_recovered(&dir, &repair) {
+                tracing::warn!(%error, "cannot record the end of the own feed's recovery");
+            }
+        });
     }
     let server = api::Server::start(dir, node.handle().clone())
         .with_context(|| format!("cannot open the local socket for {}", dir.display()))?;
@@ -308,7 +316,7 @@ async fn append(dir: &Path, body: &str) -> anyhow::Result<()> {
         return relay(client, &Request::Append { body }).await;
     }
     let (mut kernel, _, repair) = store::open_checked(dir, None, false)?;
-    if let Some(loss) = store::own_feed_loss(&kernel, repair.as_ref()) {
+    if let Some(loss) = store::own_feed_loss(dir, &kernel, repair.as_ref()) {
         drop(kernel.close());
         bail!(
             "the store at {} was repaired and its own feed lost its blocks after seq {} (it had reached seq {}): run `blockend node --store {}` with a peer that holds them, which waits for them before appending, so no block reuses a height",

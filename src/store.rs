@@ -95,13 +95,45 @@ pub fn open(dir: &Path, app: Option<ReadyApp>, create: bool) -> Result<(Kernel, 
     open_checked(dir, app, create).map(|(kernel, app, _)| (kernel, app))
 }
 
-/// The own feed's loss in the store's last repair, if the own feed is still short of the
-/// height it had reached before the damage: the seq it must get back from peers before an
-/// append may sign a new block (or a block would reuse a height the author already used).
-pub fn own_feed_loss(kernel: &Kernel, repair: Option<&RepairReport>) -> Option<FeedLoss> {
-    let loss = repair?.feed(&kernel.author())?.clone();
+/// The file that records that the own feed's recovery after the last repair is over (it
+/// holds the repair's time), so later starts do not wait again.
+pub const RECOVERED_FILE: &str = "repair.recovered";
+
+/// The own feed's loss in the store's last repair, while its recovery is not over (see
+/// [`mark_recovered`]) and the own feed is still short of the height it had reached before
+/// the damage: the seq it must get back from peers before an append may sign a new block, or
+/// a block would reuse a height the author already used. With a damaged write-ahead log the
+/// damaged record itself cannot be read, so a feed of which nothing was readable after the
+/// damage may have reached one block further than the report can see: the wait then asks
+/// for one more.
+pub fn own_feed_loss(
+    dir: &Path,
+    kernel: &Kernel,
+    repair: Option<&RepairReport>,
+) -> Option<FeedLoss> {
+    let repair = repair?;
+    if fs::read_to_string(dir.join(RECOVERED_FILE)).is_ok_and(|t| t.trim() == repair.at.to_string())
+    {
+        return None;
+    }
+    let mut loss = repair.feed(&kernel.author())?.clone();
+    if repair.damaged_log.is_some() && loss.kept == Some(loss.before) {
+        // Nothing of the feed was readable after the damage: the damaged record may have held
+        // its next block.
+        loss.before += 1;
+    }
     let have = kernel.head(&kernel.author()).map(|h| h.seq);
     (have < Some(loss.before)).then_some(loss)
+}
+
+/// Records that the own feed's recovery after `repair` is over (the feed came back, or the
+/// wait for it passed).
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn mark_recovered(dir: &Path, repair: &RepairReport) -> Result<(), Error> {
+    let path = dir.join(RECOVERED_FILE);
+    fs::write(&path, format!("{}\n", repair.at)).map_err(|source| Error::Io { path, source })
 }
 
 /// [`open`], with the store's last repair record, if it was repaired (see
@@ -140,6 +172,16 @@ pub fn open_checked(
         fs::write(&path, format!("{}\n", app.as_str()))
             .map_err(|source| Error::Io { path, source })?;
     }
-    let kernel = Kernel::builder(&app).with_store(store).open()?;
+    let mut kernel = Kernel::builder(&app).with_store(store).open()?;
+    if let Some(report) = &repair {
+        // The readable blocks the repair set aside (written after the damage, or cut off by
+        // it) go through the kernel again: it verifies and links them like any peer's, and
+        // those whose parents are back count again.
+        if let Ok(lost) = report.lost_blocks() {
+            if !lost.is_empty() {
+                kernel.dispatch(lost)?;
+            }
+        }
+    }
     Ok((kernel, app, repair))
 }

@@ -158,7 +158,7 @@ async fn a_node_on_a_repaired_store_waits_for_peers_to_return_its_own_feed_befor
     .expect("the peer starts");
 
     let (kernel, app, repair) = blockend::store::open_checked(&store, None, false).expect("open");
-    let loss = blockend::store::own_feed_loss(&kernel, repair.as_ref()).expect("a loss");
+    let loss = blockend::store::own_feed_loss(&store, &kernel, repair.as_ref()).expect("a loss");
     assert_eq!(loss.before, 49);
     let config = swarm::config(vec![address(&peer).await], Duration::from_millis(100));
     let node = Node::spawn(kernel, Arc::new(app), config)
@@ -184,7 +184,7 @@ async fn without_peers_a_repaired_node_appends_after_the_wait() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = damaged_and_repaired(dir.path());
     let (kernel, app, repair) = blockend::store::open_checked(&store, None, false).expect("open");
-    let loss = blockend::store::own_feed_loss(&kernel, repair.as_ref()).expect("a loss");
+    let loss = blockend::store::own_feed_loss(&store, &kernel, repair.as_ref()).expect("a loss");
     let kept = loss.kept.expect("a prefix is kept");
     let node = Node::spawn(
         kernel,

@@ -1,5 +1,5 @@
-//! Sync-message decoding never panics under the default limits (or tight ones), and a decoded
-//! message re-encodes within the limits it was decoded under.
+//! Sync-message decoding never panics under the default limits, and a decoded message
+//! re-encodes to itself.
 #![no_main]
 
 use blockend_kernel::sync::{Limits, Message};

@@ -42,10 +42,21 @@ fuzz_target!(|input: Vec<Gossip>| {
     for gossip in input.into_iter().take(64) {
         clock.advance(u64::from(gossip.advance_ms));
         let from = gossip.from % 4;
-        let connected = machine.source(&from).is_some();
+        let source = machine.source(&from);
+        let connected = source.is_some();
+        // What the payload must be judged: a pool copy with its signature changed is invalid
+        // whether or not its id is already held (never screened as a duplicate); any other
+        // pool copy, full or header-only, is valid.
+        let mut expect_invalid = None;
         let bytes = match gossip.payload {
             Payload::Raw(bytes) => bytes,
-            Payload::Pool { pick, kind } => copy(pick, kind).encode(),
+            Payload::Pool { pick, kind } => {
+                let block = copy(pick, kind);
+                let pool = blockend_fuzz::pool();
+                let original = &pool[usize::from(pick) % pool.len()];
+                expect_invalid = Some(block.signature() != original.signature());
+                block.encode()
+            }
         };
         let event = match Block::decode(&bytes) {
             Ok(block) => Event::Pushed {
@@ -74,17 +85,28 @@ fuzz_target!(|input: Vec<Gossip>| {
                     .as_ref()
                     .and_then(|r| r.outcome(&id))
                     .is_some_and(Outcome::is_invalid);
+                if let Some(expected) = expect_invalid {
+                    assert_eq!(invalid, expected, "a pool copy was misjudged");
+                }
                 if invalid && connected {
-                    assert!(charged >= 1, "an invalid block was not charged to its sender");
+                    assert!(
+                        charged >= 1,
+                        "an invalid block was not charged to its sender"
+                    );
                 }
                 if !invalid {
                     // Only blocks this sender parked earlier and that turned out invalid now
                     // may be charged to it.
-                    let blamed_earlier = step
-                        .report
-                        .as_ref()
-                        .map_or(0, |r| r.blame.iter().filter(|(_, b)| *b != id).count());
-                    assert!(charged as usize <= blamed_earlier, "a valid block was charged");
+                    let blamed_earlier = step.report.as_ref().map_or(0, |r| {
+                        r.blame
+                            .iter()
+                            .filter(|(s, b)| Some(*s) == source && *b != id)
+                            .count()
+                    });
+                    assert!(
+                        charged as usize <= blamed_earlier,
+                        "a valid block was charged"
+                    );
                 }
             }
         }

@@ -15,12 +15,31 @@ use libfuzzer_sys::fuzz_target;
 enum Op {
     Connect(u8),
     Disconnect(u8),
-    Bytes { from: u8, bytes: Vec<u8> },
-    Blocks { from: u8, picks: Vec<(u8, u8)> },
-    Pushed { from: u8, picks: Vec<(u8, u8)> },
-    Heads { from: u8, heads: Vec<(u8, u8, bool)> },
-    Want { from: u8, author: u8, from_seq: u8 },
-    WantBodies { from: u8, picks: Vec<u8> },
+    Bytes {
+        from: u8,
+        bytes: Vec<u8>,
+    },
+    Blocks {
+        from: u8,
+        picks: Vec<(u8, u8)>,
+    },
+    Pushed {
+        from: u8,
+        picks: Vec<(u8, u8)>,
+    },
+    Heads {
+        from: u8,
+        heads: Vec<(u8, u8, bool)>,
+    },
+    Want {
+        from: u8,
+        author: u8,
+        from_seq: u8,
+    },
+    WantBodies {
+        from: u8,
+        picks: Vec<u8>,
+    },
     Local(u8),
     Tick,
     Advance(u16),
@@ -61,8 +80,16 @@ fuzz_target!(|ops: Vec<Op>| {
                         let block = &pool[usize::from(pick) % pool.len()];
                         Head {
                             author: block.author(),
-                            seq: if truthful { block.seq() } else { u64::from(seq) },
-                            id: if truthful { block.id() } else { BlockId([seq; 32]) },
+                            seq: if truthful {
+                                block.seq()
+                            } else {
+                                u64::from(seq)
+                            },
+                            id: if truthful {
+                                block.id()
+                            } else {
+                                BlockId([seq; 32])
+                            },
                         }
                     })
                     .collect();

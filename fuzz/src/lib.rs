@@ -24,7 +24,12 @@ impl blockend_kernel::Application for App {
 
 fn sign(identity: &Identity, parent: Option<&Block>, time: u64, body: &str) -> Arc<Block> {
     let parent = parent.map(|p| (p.id(), p.seq(), p.time()));
-    Arc::new(Block::sign(identity, parent, time, body.as_bytes().to_vec()))
+    Arc::new(Block::sign(
+        identity,
+        parent,
+        time,
+        body.as_bytes().to_vec(),
+    ))
 }
 
 /// The pre-signed blocks.
@@ -127,8 +132,16 @@ pub fn check_fold(kernel: &Kernel, clock: &ManualClock) {
     fresh
         .dispatch_shared(retained)
         .expect("a MemoryStore does not fail");
-    assert_eq!(fresh.set_hash(), kernel.set_hash(), "set_hash is not a fold of C");
-    assert_eq!(fresh.digests(), kernel.digests(), "state is not a fold of C");
+    assert_eq!(
+        fresh.set_hash(),
+        kernel.set_hash(),
+        "set_hash is not a fold of C"
+    );
+    assert_eq!(
+        fresh.digests(),
+        kernel.digests(),
+        "state is not a fold of C"
+    );
 }
 
 fn kernel_like(clock: &ManualClock) -> Kernel {

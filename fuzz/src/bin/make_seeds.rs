@@ -19,12 +19,20 @@ fn main() {
     let pool = pool();
     for (i, block) in pool.iter().enumerate() {
         write("decode_block", &format!("full-{i:02}"), &block.encode());
-        write("decode_block", &format!("header-{i:02}"), &block.pruned().encode());
+        write(
+            "decode_block",
+            &format!("header-{i:02}"),
+            &block.pruned().encode(),
+        );
     }
     let identity = Identity::from_secret([42; 32]);
     let mut feed = Feed::new();
     for n in 0..5u64 {
-        feed.append(&identity, format!(r#"{{"value":{n}}}"#).into_bytes(), 1_000 + n);
+        feed.append(
+            &identity,
+            format!(r#"{{"value":{n}}}"#).into_bytes(),
+            1_000 + n,
+        );
     }
     write("decode_feed", "five", &feed.encode());
     let heads = Message::Heads(
