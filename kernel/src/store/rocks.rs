@@ -29,9 +29,11 @@
 //! drops the rest without a word, so one flipped byte used to open as a store with half its
 //! blocks and an own feed that would fork on the next write. This store recovers with
 //! [`DBRecoveryMode::TolerateCorruptedTailRecords`] and paranoid checks: a record cut off at
-//! the very end of a log (a write a crash interrupted, never acknowledged) is dropped, and
-//! any other bad record, in a log or a table file, fails the open with
+//! the very end of the newest log (a write a crash interrupted, never acknowledged) is
+//! dropped, and any other bad record, in a log or a table file, fails the open with
 //! [`StoreError::Damaged`], naming the file and how many blocks were written after the damage.
+//! As that mode still ends a log silently at a damaged length or type byte, open first reads
+//! every log itself (`wal`), read-only, and refuses any damage but a torn tail.
 //! [`RocksStore::repair`] then keeps every block that still links to the start of its feed
 //! (after log damage: the prefix before it), sets the other readable blocks and a copy of the
 //! damaged logs aside in `DIR/lost/`, and records what was lost ([`RocksStore::last_repair`]),
@@ -150,21 +152,11 @@ fn backend_error(dir: &Path, error: rocksdb::Error) -> StoreError {
 /// write-ahead logs when the damage is in one.
 fn damaged(dir: &Path, detail: String) -> StoreError {
     let db_dir = dir.join("db");
-    match wal::scan(&db_dir).ok().and_then(|scan| {
-        let damage = scan.damage?;
-        Some((damage, scan.after.len()))
-    }) {
-        Some((damage, lost)) => StoreError::Damaged {
-            path: dir.to_owned(),
-            file: damage.file,
-            offset: Some(damage.offset),
-            detail: if detail.contains(damage.reason) {
-                detail
-            } else {
-                format!("{}; {detail}", damage.reason)
-            },
-            lost: Some(lost),
-        },
+    match wal::scan(&db_dir)
+        .ok()
+        .and_then(|scan| log_damaged(dir, &scan, detail.clone()))
+    {
+        Some(error) => error,
         None => StoreError::Damaged {
             path: dir.to_owned(),
             // RocksDB names a damaged table file in its message ("... in DIR/db/000008.sst").
@@ -177,6 +169,25 @@ fn damaged(dir: &Path, detail: String) -> StoreError {
             lost: None,
         },
     }
+}
+
+/// The [`StoreError::Damaged`] of the store in `dir` whose logs read as `scan`, if a log is
+/// damaged; `detail` is RocksDB's word on it, if any.
+fn log_damaged(dir: &Path, scan: &wal::Scan, detail: String) -> Option<StoreError> {
+    let damage = scan.damage.as_ref()?;
+    Some(StoreError::Damaged {
+        path: dir.to_owned(),
+        file: damage.file.clone(),
+        offset: Some(damage.offset),
+        detail: if detail.is_empty() {
+            damage.reason.to_owned()
+        } else if detail.contains(damage.reason) {
+            detail
+        } else {
+            format!("{}; {detail}", damage.reason)
+        },
+        lost: Some(scan.after.len()),
+    })
 }
 
 /// How a [`RocksStore`] writes.
@@ -265,6 +276,13 @@ impl RocksStore {
             Err(e) => return Err(io(&marker, e)),
         };
         let db_dir = dir.join("db");
+        // RocksDB, tolerating a torn tail, also stops a log without a word at a damaged
+        // length or type byte anywhere in it: every log is read here first (they are held
+        // to 8 MiB together), and only a record cut off at the end of the newest one passes.
+        let scan = wal::scan(&db_dir).map_err(|e| io(&db_dir, e))?;
+        if let Some(error) = log_damaged(&dir, &scan, String::new()) {
+            return Err(error);
+        }
         let mut options = db_options(DBRecoveryMode::TolerateCorruptedTailRecords);
         options.create_if_missing(fresh);
         let db = open_db(&options, &db_dir).map_err(|e| backend_error(&dir, e))?;

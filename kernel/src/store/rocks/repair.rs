@@ -34,7 +34,9 @@ pub struct FeedLoss {
     pub kept: Option<u64>,
     /// The highest seq the store held before, as far as can be read: of its readable blocks,
     /// of its record of each feed's newest block, and of an earlier repair's record. Blocks
-    /// inside the damaged part cannot be read, so the feed may have reached further.
+    /// inside the damaged part cannot be read, so the feed may have reached further; after
+    /// damage to a write-ahead log ([`RepairReport::damaged_log`] is `Some`), **every** feed
+    /// may have, this one included, even where `before` equals `kept`.
     pub before: u64,
 }
 
@@ -70,7 +72,12 @@ pub struct RepairReport {
     pub records_dropped: usize,
     /// The file of the blocks counted in `blocks_lost`, if any.
     pub lost_file: Option<PathBuf>,
-    /// The feeds that lost their newest blocks.
+    /// The feeds that lost their newest blocks, and, best effort, the feeds that may have:
+    /// those with a block or head record in the damaged log record, as far as its bytes
+    /// still parse, and those with kept blocks but no record of their newest block. A
+    /// damaged log record may name no feed, so after damage to a log
+    /// ([`RepairReport::damaged_log`] is `Some`) any feed, listed or not, may have reached
+    /// further than its [`FeedLoss::before`].
     pub feeds: Vec<FeedLoss>,
 }
 
@@ -115,7 +122,11 @@ impl RepairReport {
             let block = tail
                 .get(..len)
                 .ok_or_else(|| corrupt("a truncated block".into()))?;
-            out.push(Block::decode(block).map_err(|e| corrupt(e.to_string()))?);
+            let block = Block::decode(block).map_err(|e| corrupt(e.to_string()))?;
+            // The file is not checksummed: a block is its own check.
+            if intact(&block) {
+                out.push(block);
+            }
             rest = &tail[len..];
         }
         Ok(out)
@@ -157,7 +168,12 @@ impl fmt::Display for RepairReport {
                 let from = feed.kept.map_or(0, |kept| kept + 1);
                 let author = feed.author.to_hex();
                 let sep = if i == 0 { " " } else { ", " };
-                write!(f, "{sep}{} seq {from}..={}", &author[..16], feed.before)?;
+                if from > feed.before {
+                    // Named by the damaged record only: how far it reached is unknown.
+                    write!(f, "{sep}{} seq {from}.. (maybe)", &author[..16])?;
+                } else {
+                    write!(f, "{sep}{} seq {from}..={}", &author[..16], feed.before)?;
+                }
             }
             if self.feeds.len() > 3 {
                 write!(f, " and {} more", self.feeds.len() - 3)?;
@@ -166,6 +182,13 @@ impl fmt::Display for RepairReport {
         }
         Ok(())
     }
+}
+
+/// Whether `block` is whole: signed by its author and well-formed. Its id hashes its header
+/// alone, so a block read without checksums that decodes with the right id may still have a
+/// damaged signature or body.
+fn intact(block: &Block) -> bool {
+    block.verify().is_ok() && block.check_structure().is_ok()
 }
 
 /// Where a block sits in its feed.
@@ -256,7 +279,7 @@ fn salvage(options: &Options, db_dir: &Path) -> BTreeMap<BlockId, Block> {
     for _ in 0..1_000 {
         while let Some((key, value)) = iter.item() {
             if let (Ok(key), Ok(block)) = (<[u8; 32]>::try_from(key), Block::decode(value)) {
-                if block.id().0 == key {
+                if block.id().0 == key && intact(&block) {
                     out.insert(block.id(), block);
                 }
                 last = key;
@@ -452,11 +475,22 @@ impl RocksStore {
             *head = (*head).max(link.seq);
         }
         let mut before = scan.seen;
+        // Feeds that may have lost blocks without a readable trace: named by the damaged
+        // record's bytes, or holding blocks but no record of their newest one.
+        let mut suspects: BTreeSet<PublicKey> = scan.suspects.keys().copied().collect();
+        if scan.damage.is_some() || rebuilt {
+            suspects.extend(
+                kept_heads
+                    .keys()
+                    .filter(|author| !survey.committed_heads.contains_key(author)),
+            );
+        }
         let earlier = survey.record.iter().flat_map(|r| &r.feeds);
         for (author, seq) in candidates
             .values()
             .map(|link| (link.author, link.seq))
             .chain(survey.committed_heads.iter().map(|(a, s)| (*a, *s)))
+            .chain(scan.suspects.iter().map(|(a, s)| (*a, *s)))
             .chain(earlier.map(|f| (f.author, f.before)))
         {
             let head = before.entry(author).or_insert(seq);
@@ -466,7 +500,7 @@ impl RocksStore {
             .into_iter()
             .filter_map(|(author, before)| {
                 let kept = kept_heads.get(&author).copied();
-                (kept < Some(before)).then_some(FeedLoss {
+                (kept < Some(before) || suspects.contains(&author)).then_some(FeedLoss {
                     author,
                     kept,
                     before,

@@ -45,17 +45,26 @@ pub(super) struct Scan {
     /// Blocks written after the damage and not deleted since: what a recovery up to the damage
     /// loses (blocks inside the damaged record itself cannot be read).
     pub after: BTreeMap<BlockId, Block>,
-    /// The highest seq of each feed in any readable record, before or after the damage.
+    /// The highest seq of each feed in any readable record, before or after the damage: of
+    /// its blocks and of its head records.
     pub seen: BTreeMap<PublicKey, u64>,
+    /// The feeds with a block or head record in a damaged record, as far as its bytes still
+    /// parse (best effort: a damaged record may name no feed), and the highest seq found.
+    pub suspects: BTreeMap<PublicKey, u64>,
 }
 
-/// Reads every `*.log` file in `db`, oldest first.
+/// Reads every `*.log` file in `db`, oldest first. A missing `db` holds no logs.
 ///
 /// # Errors
 /// The IO error of listing `db` or reading a log file.
 pub(super) fn scan(db: &Path) -> io::Result<Scan> {
     let mut logs: Vec<(u64, PathBuf)> = Vec::new();
-    for entry in fs::read_dir(db)? {
+    let entries = match fs::read_dir(db) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Scan::default()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "log") {
             if let Some(number) = path
@@ -69,26 +78,92 @@ pub(super) fn scan(db: &Path) -> io::Result<Scan> {
     }
     logs.sort();
     let mut scan = Scan::default();
-    for (_, path) in logs {
-        let data = fs::read(&path)?;
-        read_log(&path, &data, &mut scan);
+    let mut budget = RESYNC_BUDGET;
+    let newest = logs.len().saturating_sub(1);
+    for (i, (_, path)) in logs.iter().enumerate() {
+        let data = fs::read(path)?;
+        read_log(path, &data, i == newest, &mut budget, &mut scan);
     }
     Ok(scan)
 }
 
-fn read_log(path: &Path, data: &[u8], scan: &mut Scan) {
+/// Whether RocksDB reads `kind` as a record of a log that is not recycled (this store never
+/// recycles logs): full, first, middle, last, set-compression, timestamp-size and
+/// predecessor-info records (`db/log_format.h`). Any other type, recyclable ones included,
+/// is damage: RocksDB would read it with another header, skip it or drop the log.
+fn valid_kind(kind: u8) -> bool {
+    matches!(kind, FULL | FIRST | MIDDLE | LAST | 9 | 10 | 130)
+}
+
+/// The end of the 32 KiB block holding `pos` (records never cross one).
+fn block_end_of(pos: usize) -> usize {
+    (pos / BLOCK + 1) * BLOCK
+}
+
+/// Bytes of checksum the resync after damage may compute over a whole scan: past it, the
+/// scan only reads records at block starts, so a log of garbage costs a bounded time.
+const RESYNC_BUDGET: usize = 16 << 20;
+
+/// The first offset in `from..to` (all inside one block) where a whole valid record starts,
+/// spending at most `budget` bytes of checksum.
+fn resync(data: &[u8], from: usize, to: usize, budget: &mut usize) -> Option<usize> {
+    let block_end = block_end_of(from).min(data.len());
+    if *budget == 0 {
+        return None;
+    }
+    (from..to.min(block_end.saturating_sub(HEADER - 1))).find(|&at| {
+        if *budget == 0 || !valid_kind(data[at + 6]) {
+            return false;
+        }
+        let len = usize::from(u16::from_le_bytes([data[at + 4], data[at + 5]]));
+        if at + HEADER + len > block_end {
+            return false;
+        }
+        *budget = budget.saturating_sub(len + 1);
+        record(data, at, block_end).is_ok()
+    })
+}
+
+/// Whether any whole valid record starts after `pos` in `data`. Only asked of a record in
+/// the file's last block (a torn write), so at most 32 KiB are searched, without a budget.
+fn any_record_after(data: &[u8], pos: usize) -> bool {
+    let mut budget = usize::MAX;
+    let mut at = pos + 1;
+    while at < data.len() {
+        let end = block_end_of(at).min(data.len());
+        if resync(data, at, end, &mut budget).is_some() {
+            return true;
+        }
+        at = end;
+    }
+    false
+}
+
+fn read_log(path: &Path, data: &[u8], newest: bool, budget: &mut usize, scan: &mut Scan) {
     let mut pos = 0;
     let mut fragments: Option<Vec<u8>> = None;
     while pos < data.len() {
-        let block_end = ((pos / BLOCK + 1) * BLOCK).min(data.len());
-        if block_end - pos < HEADER || data[pos..pos + HEADER].iter().all(|&b| b == 0) {
-            // A block's trailer, or preallocated space the writer has not reached.
+        let block_end = block_end_of(pos).min(data.len());
+        let rest = &data[pos..block_end];
+        let trailer = block_end - pos < HEADER;
+        if rest.iter().all(|&b| b == 0) {
+            // A block's zero trailer, or preallocated space the writer has not reached.
             pos = block_end;
             continue;
         }
-        let (kind, payload) = match record(data, pos, block_end) {
+        let result = if trailer {
+            // Non-zero bytes too few for a header: a header cut off by the end of the file,
+            // or damage.
+            Err("truncated header")
+        } else {
+            record(data, pos, block_end)
+        };
+        let (kind, payload) = match result {
             Ok(record) => record,
-            Err(_) if block_end == data.len() && torn(data, pos) => break,
+            Err(_) if newest && torn(data, pos) && !any_record_after(data, pos) => {
+                // A write a crash cut off: never acknowledged, RocksDB drops it too.
+                break;
+            }
             Err(reason) => {
                 if scan.damage.is_none() {
                     scan.damage = Some(Damage {
@@ -97,10 +172,16 @@ fn read_log(path: &Path, data: &[u8], scan: &mut Scan) {
                         reason,
                     });
                 }
-                fragments = None;
-                pos = (pos + 1..block_end.saturating_sub(HEADER - 1))
-                    .find(|&at| record(data, at, block_end).is_ok())
-                    .unwrap_or(block_end);
+                // Best effort: the writes the damaged record may hold, to name their feeds.
+                let mut partial = fragments.take().unwrap_or_default();
+                if !trailer {
+                    let len = usize::from(u16::from_le_bytes([data[pos + 4], data[pos + 5]]));
+                    partial.extend_from_slice(
+                        &data[pos + HEADER..(pos + HEADER + len).min(block_end)],
+                    );
+                }
+                suspect(&partial, scan);
+                pos = resync(data, pos + 1, block_end, budget).unwrap_or(block_end);
                 continue;
             }
         };
@@ -124,12 +205,16 @@ fn read_log(path: &Path, data: &[u8], scan: &mut Scan) {
     }
 }
 
-/// The record at `pos`, if its length fits its block and its checksum holds.
+/// The record at `pos`, if its type is one RocksDB reads, its length fits its block and its
+/// checksum holds.
 fn record(data: &[u8], pos: usize, block_end: usize) -> Result<(u8, &[u8]), &'static str> {
     let header = data.get(pos..pos + HEADER).ok_or("truncated header")?;
     let stored = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     let len = usize::from(u16::from_le_bytes([header[4], header[5]]));
     let kind = header[6];
+    if !valid_kind(kind) {
+        return Err("unknown record type");
+    }
     if pos + HEADER + len > block_end {
         return Err("bad record length");
     }
@@ -140,11 +225,26 @@ fn record(data: &[u8], pos: usize, block_end: usize) -> Result<(u8, &[u8]), &'st
     Ok((kind, payload))
 }
 
-/// Whether the record at `pos` runs past the end of the file: a write cut off by a crash.
+/// Whether the record at `pos` is a write cut off by the end of the file: its header is cut
+/// off, or it is of a valid type and its length fits its block but runs past the file's end.
 fn torn(data: &[u8], pos: usize) -> bool {
-    match data.get(pos + 4..pos + 6) {
-        None => true,
-        Some(len) => pos + HEADER + usize::from(u16::from_le_bytes([len[0], len[1]])) > data.len(),
+    let Some(header) = data.get(pos..pos + HEADER) else {
+        return true;
+    };
+    let end = pos + HEADER + usize::from(u16::from_le_bytes([header[4], header[5]]));
+    valid_kind(header[6]) && end > data.len() && end <= block_end_of(pos)
+}
+
+/// Reads what it can of the write batch bytes of a damaged record into `scan.suspects`.
+fn suspect(batch: &[u8], scan: &mut Scan) {
+    let mut found = Scan {
+        damage: scan.damage.clone(),
+        ..Scan::default()
+    };
+    apply(batch, &mut found);
+    for (author, seq) in found.seen {
+        let head = scan.suspects.entry(author).or_default();
+        *head = (*head).max(seq);
     }
 }
 
@@ -185,6 +285,15 @@ fn apply(batch: &[u8], scan: &mut Scan) {
                         if damaged {
                             scan.after.insert(block.id(), block);
                         }
+                    }
+                } else if let (Ok(author), Ok(seq)) = (
+                    <[u8; 32]>::try_from(*key),
+                    <[u8; 8]>::try_from(&value[..8.min(value.len())]),
+                ) {
+                    // A head record: author -> seq | id.
+                    if value.len() == 40 {
+                        let seen = scan.seen.entry(PublicKey(author)).or_default();
+                        *seen = (*seen).max(u64::from_be_bytes(seq));
                     }
                 }
             }
@@ -316,13 +425,19 @@ mod tests {
         let dir = Path::new("000004.log");
 
         let mut clean = Scan::default();
-        read_log(dir, &log, &mut clean);
+        read_log(dir, &log, true, &mut { RESYNC_BUDGET }, &mut clean);
         assert_eq!(clean.damage, None);
         assert!(clean.after.is_empty());
         assert_eq!(clean.seen[&identity.public()], 3);
 
         let mut torn = Scan::default();
-        read_log(dir, &log[..log.len() - 5], &mut torn);
+        read_log(
+            dir,
+            &log[..log.len() - 5],
+            true,
+            &mut { RESYNC_BUDGET },
+            &mut torn,
+        );
         assert_eq!(
             torn.damage, None,
             "a cut-off last record is an interrupted write"
@@ -331,7 +446,7 @@ mod tests {
 
         log[starts[1] + HEADER + 20] ^= 0xff;
         let mut damaged = Scan::default();
-        read_log(dir, &log, &mut damaged);
+        read_log(dir, &log, true, &mut { RESYNC_BUDGET }, &mut damaged);
         let damage = damaged.damage.expect("damage found");
         assert_eq!(damage.offset, starts[1] as u64);
         assert_eq!(damage.reason, "checksum mismatch");
@@ -343,5 +458,51 @@ mod tests {
             "the records after the damaged one are read"
         );
         assert_eq!(damaged.seen[&identity.public()], 3);
+    }
+
+    #[test]
+    fn a_damaged_header_is_damage_even_at_the_end_and_names_the_record_feed() {
+        let identity = Identity::from_secret([7; 32]);
+        let mut feed = Feed::new();
+        let blocks: Vec<Block> = (0..3u8)
+            .map(|i| feed.append(&identity, vec![i], 1).clone())
+            .collect();
+        let mut log = Vec::new();
+        let mut starts = Vec::new();
+        for (seq, block) in blocks.iter().enumerate() {
+            starts.push(log.len());
+            log.extend(physical(FULL, &put(seq as u64 + 1, block)));
+        }
+        let path = Path::new("000004.log");
+        let read = |log: &[u8], newest: bool| {
+            let mut scan = Scan::default();
+            read_log(path, log, newest, &mut { RESYNC_BUDGET }, &mut scan);
+            scan
+        };
+
+        // A length that runs past the end, with a valid record after it: not a torn tail.
+        let mut long = log.clone();
+        long[starts[1] + 5] ^= 0x80;
+        let scan = read(&long, true);
+        assert_eq!(scan.damage.map(|d| d.offset), Some(starts[1] as u64));
+        assert_eq!(scan.after.len(), 1);
+        // The damaged record's payload still parses: its feed is named.
+        assert_eq!(scan.suspects.get(&identity.public()), Some(&1));
+
+        // A type RocksDB does not know, or reads with a recycled header, is damage.
+        for kind in [0, 5, 11, 0x80, 131, 0xff] {
+            let mut typed = log.clone();
+            typed[starts[1] + 6] = kind;
+            let damage = read(&typed, true).damage.expect("damage");
+            assert_eq!(damage.offset, starts[1] as u64, "type {kind}");
+        }
+
+        // A cut-off last record is a torn tail only in the newest log.
+        let cut = &log[..log.len() - 5];
+        assert_eq!(read(cut, true).damage, None);
+        assert_eq!(
+            read(cut, false).damage.map(|d| d.offset),
+            Some(starts[2] as u64)
+        );
     }
 }
