@@ -91,7 +91,10 @@ pub enum Transport {
 pub struct Config {
     /// Addresses to listen on. Default `/ip4/0.0.0.0/tcp/0`.
     pub listen: Vec<Multiaddr>,
-    /// Peers to dial, and to redial with exponential backoff when the connection drops.
+    /// Peers to dial, and to redial with exponential backoff when the connection drops. Each
+    /// must be an address the transport dials (TCP: `/ip4|/ip6/<ip>/tcp/<port>`; memory:
+    /// `/memory/<n>`; either with an optional `/p2p/<peer id>`), or [`Node::spawn`] refuses
+    /// it. Failed redials are warned about once, then at most once a minute per peer.
     pub peers: Vec<Multiaddr>,
     /// Local discovery with mDNS. Default on.
     pub mdns: bool,
@@ -210,15 +213,17 @@ impl Config {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The configuration cannot be used (a bad address, a transport that failed to build).
+    /// The configuration cannot be used (a bad address, a `--peer` the transport cannot dial,
+    /// a transport that failed to build): the message says which; fix the configuration.
     #[error("{0}")]
     Config(String),
-    /// The node could not listen on an address.
+    /// The node could not listen on an address (the port is taken, the address is not the
+    /// host's): pick another address or free the port.
     #[error("cannot listen on {addr}: {reason}")]
     Listen {
         /// The address.
         addr: Multiaddr,
-        /// Why.
+        /// Why, with the OS cause (e.g. "Address already in use (os error 98)").
         reason: String,
     },
     /// The kernel refused the request (a rejected block, a store failure).
@@ -337,7 +342,8 @@ impl Node {
     /// The libp2p identity is the kernel's identity, so the peer id names the author.
     ///
     /// # Errors
-    /// [`Error::Config`] or [`Error::Listen`] when the swarm cannot be built or bound.
+    /// [`Error::Config`] when a `--peer` is not an address the transport dials or the swarm
+    /// cannot be built; [`Error::Listen`] when an address cannot be bound.
     pub async fn spawn(
         kernel: Kernel,
         app: Arc<dyn NodeApp>,
@@ -346,16 +352,21 @@ impl Node {
         if config.max_gossip_bytes == 0 {
             config.max_gossip_bytes = kernel.config().max_body_bytes as usize + 4096;
         }
+        for addr in &config.peers {
+            behaviour::check_dialable(config.transport, addr)?;
+        }
         let key = libp2p::identity::Keypair::ed25519_from_bytes(kernel.identity().secret())
             .map_err(|e| Error::Config(format!("identity: {e}")))?;
         let peer_id = key.public().to_peer_id();
         let author = kernel.author();
         let mut swarm = behaviour::swarm(key, &config)?;
+        let mut listeners = Vec::with_capacity(config.listen.len());
         for addr in &config.listen {
-            swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
+            let id = swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
                 addr: addr.clone(),
-                reason: e.to_string(),
+                reason: network::causes(&e),
             })?;
+            listeners.push((id, addr.clone()));
         }
         let (kernel_tx, kernel_rx) = mpsc::channel(config.queue);
         let (net_tx, net_rx) = mpsc::channel(config.queue);
@@ -387,7 +398,7 @@ impl Node {
             .map_err(|e| Error::Config(format!("kernel thread: {e}")))?;
         let mut network =
             network::Network::new(swarm, config.clone(), kernel_tx.clone(), stats, shutdown_rx);
-        network.wait_for_listeners(config.listen.len()).await?;
+        network.wait_for_listeners(&listeners).await?;
         let network = tokio::spawn(network.run(net_rx));
         let tick = config.tick;
         let mut ticker_shutdown = shutdown_tx.subscribe();

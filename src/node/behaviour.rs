@@ -8,11 +8,12 @@ use async_trait::async_trait;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::core::transport::MemoryTransport;
 use libp2p::core::upgrade::Version;
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
     allow_block_list, connection_limits, gossipsub, identify, identity, mdns, noise,
-    request_response, tcp, yamux, StreamProtocol, Swarm, SwarmBuilder, Transport as _,
+    request_response, tcp, yamux, Multiaddr, StreamProtocol, Swarm, SwarmBuilder, Transport as _,
 };
 
 use super::{Config, Error, Transport};
@@ -189,6 +190,42 @@ fn behaviour(key: &identity::Keypair, config: &Config) -> Result<Behaviour, Erro
         )),
         mdns: mdns.into(),
     })
+}
+
+/// Whether `transport`, as [`swarm`] builds it, can dial `addr`: TCP dials
+/// `/ip4|/ip6/<ip>/tcp/<port>`, the memory transport `/memory/<n>`, either with an optional
+/// `/p2p/<peer id>` at the end. Checked at start, so a `--peer` that could never be dialed is
+/// refused in one line instead of failing on every redial.
+///
+/// # Errors
+/// [`Error::Config`] naming the address and what the transport dials.
+pub fn check_dialable(transport: Transport, addr: &Multiaddr) -> Result<(), Error> {
+    let mut parts = addr.iter();
+    let dialable = match transport {
+        Transport::Tcp => {
+            matches!(parts.next(), Some(Protocol::Ip4(_) | Protocol::Ip6(_)))
+                && matches!(parts.next(), Some(Protocol::Tcp(_)))
+        }
+        Transport::Memory => matches!(parts.next(), Some(Protocol::Memory(_))),
+    };
+    let rest_ok = match parts.next() {
+        None => true,
+        Some(Protocol::P2p(_)) => parts.next().is_none(),
+        Some(_) => false,
+    };
+    if dialable && rest_ok {
+        return Ok(());
+    }
+    let supported = match transport {
+        Transport::Tcp => {
+            "this node dials /ip4 and /ip6 TCP addresses only (DNS, QUIC, WebSocket and relayed \
+             addresses are not supported yet), e.g. /ip4/192.0.2.1/tcp/4001"
+        }
+        Transport::Memory => "this node runs the memory transport and dials /memory addresses only",
+    };
+    Err(Error::Config(format!(
+        "cannot dial --peer {addr}: {supported}"
+    )))
 }
 
 /// Builds the swarm on the configured transport.

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use blockend_kernel::sync::Message;
 use futures::StreamExt;
+use libp2p::core::transport::ListenerId;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, PublishError};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::OutboundFailure;
@@ -39,6 +40,42 @@ struct Target {
     /// When to dial next; `None` while connected or dialing.
     next: Option<Instant>,
     backoff: Duration,
+    /// Rate limit on the warnings of its failed dials.
+    failures: FailureLog,
+}
+
+/// Least time between two warnings about one `--peer` that cannot be reached.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Rate limit on the warnings about one `--peer`'s failed dials: the first failure (since the
+/// last connection) is logged at once, later ones at most once per [`WARN_EVERY`], that line
+/// telling how many failed since the last. Time is passed in, so it is tested without waiting.
+#[derive(Debug, Default)]
+struct FailureLog {
+    /// When the last warning was logged; `None` before the first failure of a streak.
+    last: Option<Instant>,
+    /// Failures since the last warning, not logged yet.
+    quiet: u32,
+}
+
+impl FailureLog {
+    /// A dial failed at `now`: `Some(n)` when a warning is due, covering `n` failures (this
+    /// one and those kept quiet since the last warning); `None` to keep quiet.
+    fn failed(&mut self, now: Instant) -> Option<u32> {
+        self.quiet += 1;
+        match self.last {
+            Some(last) if now.duration_since(last) < WARN_EVERY => None,
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.quiet))
+            }
+        }
+    }
+
+    /// The peer was reached: its next failure is news again.
+    fn reset(&mut self) {
+        *self = Self::default();
+    }
 }
 
 /// Most peers remembered as not speaking sync; past it the oldest is forgotten (a forgotten
@@ -144,6 +181,7 @@ impl Network {
                 }),
                 next: Some(now),
                 backoff: FIRST_BACKOFF,
+                failures: FailureLog::default(),
             })
             .collect();
         let groups = Groups::new(Limits {
@@ -174,7 +212,23 @@ impl Network {
 
     /// Drives the swarm until every listener has an address (so the caller can print them),
     /// or one fails.
-    pub(super) async fn wait_for_listeners(&mut self, count: usize) -> Result<(), Error> {
+    ///
+    /// # Errors
+    /// [`Error::Listen`] naming the listener's address and the cause (the OS error), or
+    /// [`Error::Config`] when the listeners take more than 10 s.
+    pub(super) async fn wait_for_listeners(
+        &mut self,
+        listeners: &[(ListenerId, Multiaddr)],
+    ) -> Result<(), Error> {
+        let addr_of = |id: ListenerId, addresses: &[Multiaddr]| {
+            listeners
+                .iter()
+                .find(|(l, _)| *l == id)
+                .map(|(_, a)| a.clone())
+                .or_else(|| addresses.first().cloned())
+                .unwrap_or(Multiaddr::empty())
+        };
+        let count = listeners.len();
         let mut ready = HashSet::new();
         let deadline = tokio::time::sleep(Duration::from_secs(10));
         tokio::pin!(deadline);
@@ -188,15 +242,16 @@ impl Network {
                         ready.insert(listener_id);
                         self.listening.push(address);
                     }
-                    SwarmEvent::ListenerError { error, .. } => {
-                        return Err(Error::Config(format!("listener failed: {error}")));
+                    SwarmEvent::ListenerError { listener_id, error } => {
+                        let addr = addr_of(listener_id, &[]);
+                        return Err(Error::Listen { addr, reason: causes(&error) });
                     }
-                    SwarmEvent::ListenerClosed { addresses, reason, .. } => {
+                    SwarmEvent::ListenerClosed { listener_id, addresses, reason } => {
                         let reason = match reason {
-                            Ok(()) => "closed".to_owned(),
-                            Err(e) => e.to_string(),
+                            Ok(()) => "the listener closed".to_owned(),
+                            Err(e) => causes(&e),
                         };
-                        let addr = addresses.first().cloned().unwrap_or(Multiaddr::empty());
+                        let addr = addr_of(listener_id, &addresses);
                         return Err(Error::Listen { addr, reason });
                     }
                     other => self.on_event(other),
@@ -436,6 +491,7 @@ impl Network {
                     target.peer = Some(peer_id);
                     target.backoff = FIRST_BACKOFF;
                     target.next = None;
+                    target.failures.reset();
                 }
                 // Not `num_established == 1`: a first connection may have been refused.
                 if let Entry::Vacant(entry) = self.connected.entry(peer_id) {
@@ -483,15 +539,7 @@ impl Network {
                 ..
             } => {
                 if let Some(i) = self.dialing.remove(&connection_id) {
-                    let target = &mut self.targets[i];
-                    tracing::warn!(
-                        "cannot reach {}: {}; retrying in {}s",
-                        target.addr,
-                        one_line(&error.to_string()),
-                        target.backoff.as_secs()
-                    );
-                    target.next = Some(Instant::now() + target.backoff);
-                    target.backoff = (target.backoff * 2).min(self.config.max_backoff);
+                    self.redial_later(i, Instant::now(), &causes(&error));
                 }
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour(event),
@@ -591,17 +639,7 @@ impl Network {
                     self.dialing.insert(id, i);
                     self.targets[i].next = None;
                 }
-                Err(error) => {
-                    let target = &mut self.targets[i];
-                    tracing::warn!(
-                        "cannot dial {}: {}; retrying in {}s",
-                        target.addr,
-                        one_line(&error.to_string()),
-                        target.backoff.as_secs()
-                    );
-                    target.next = Some(now + target.backoff);
-                    target.backoff = (target.backoff * 2).min(self.config.max_backoff);
-                }
+                Err(error) => self.redial_later(i, now, &causes(&error)),
             }
         }
         let expired: Vec<PeerId> = self
@@ -620,6 +658,33 @@ impl Network {
             w.gone
                 .is_none_or(|gone| now.duration_since(gone) < WATCH_AFTER_GONE)
         });
+    }
+
+    /// A dial of `--peer` `i` failed (refused at once by the swarm, or the connection
+    /// attempt failed; one failure is reported by one of the two, never both): it is
+    /// redialed after its backoff, and warned about within [`FailureLog`]'s rate limit.
+    fn redial_later(&mut self, i: usize, now: Instant, error: &str) {
+        let target = &mut self.targets[i];
+        let retry = target.backoff.as_secs();
+        match target.failures.failed(now) {
+            Some(1) => {
+                tracing::warn!(
+                    "cannot reach {}: {error}; retrying in {retry}s",
+                    target.addr
+                );
+            }
+            Some(failures) => tracing::warn!(
+                "cannot reach {}: {failures} failed dials since the last warning, the last: \
+                 {error}; retrying in {retry}s",
+                target.addr
+            ),
+            None => tracing::debug!(
+                "cannot reach {}: {error}; retrying in {retry}s",
+                target.addr
+            ),
+        }
+        target.next = Some(now + target.backoff);
+        target.backoff = (target.backoff * 2).min(self.config.max_backoff);
     }
 
     /// Closes a connection from a banned or full group at once, counted. A `--peer` dialed
@@ -727,7 +792,69 @@ impl Network {
     }
 }
 
+/// `error` and its sources on one line, `: `-separated. libp2p's errors often keep the cause
+/// out of their own text (a `TransportError::Other` displays as nothing, the OS error is
+/// its source), and span lines; logs and CLI errors are one line each, with the cause.
+pub(super) fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(error) = next {
+        let text = one_line(&error.to_string());
+        // Wrappers often repeat their source's text (an `io::Error` around another error).
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = error.source();
+    }
+    if parts.is_empty() {
+        return "unknown error".to_owned();
+    }
+    parts.join(": ")
+}
+
 /// libp2p's dial errors span lines; logs and CLI errors are one line each.
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_failure_is_warned_at_once_then_one_line_a_minute_counts_the_rest() {
+        let start = Instant::now();
+        let mut log = FailureLog::default();
+        assert_eq!(log.failed(start), Some(1));
+        // Backoff 1, 2, 4, 8, 16 s: all within the minute, kept quiet.
+        for s in [1, 3, 7, 15, 31] {
+            assert_eq!(log.failed(start + Duration::from_secs(s)), None, "at {s}s");
+        }
+        // The next failure past the minute covers the five quiet ones and itself.
+        assert_eq!(log.failed(start + Duration::from_secs(63)), Some(6));
+        assert_eq!(log.failed(start + Duration::from_secs(100)), None);
+        assert_eq!(log.failed(start + Duration::from_secs(123)), Some(2));
+    }
+
+    #[test]
+    fn a_failure_after_a_connection_is_warned_at_once() {
+        let start = Instant::now();
+        let mut log = FailureLog::default();
+        assert_eq!(log.failed(start), Some(1));
+        assert_eq!(log.failed(start + Duration::from_secs(1)), None);
+        log.reset();
+        assert_eq!(log.failed(start + Duration::from_secs(2)), Some(1));
+    }
+
+    #[test]
+    fn causes_keep_the_os_error_a_transport_error_hides() {
+        let os = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let error = libp2p::TransportError::Other(os);
+        assert_eq!(
+            error.to_string(),
+            "",
+            "libp2p still hides it; this helper may go"
+        );
+        assert_eq!(causes(&error), "address in use");
+    }
 }
