@@ -193,7 +193,7 @@ fn repair(dir: &Path) -> anyhow::Result<()> {
         }
         .into());
     }
-    let report = RocksStore::repair(dir)?;
+    let report = RocksStore::repair_with(dir, store::rocks_config())?;
     let mut line = serde_json::to_value(&report)?;
     line["feeds"] = report
         .feeds
@@ -258,11 +258,13 @@ async fn run_node(
     }
     let server = api::Server::start(dir, node.handle().clone())
         .with_context(|| format!("cannot open the local socket for {}", dir.display()))?;
+    // Handled before the node says it listens: a supervisor may stop it right after.
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     for addr in node.handle().listening().await? {
         emit(&serde_json::json!({ "listening": addr.to_string() }))?;
     }
     tracing::info!(peer = %node.handle().peer_id(), app = app.name(), socket = %server.path().display(), "node running");
-    wait_for_signal().await?;
+    wait_for_signal(term).await?;
     tracing::info!("stopping");
     drop(server);
     node.shutdown().await;
@@ -273,8 +275,7 @@ async fn run_node(
 /// lost blocks before it accepts appends anyway.
 const RECOVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+async fn wait_for_signal(mut term: tokio::signal::unix::Signal) -> anyhow::Result<()> {
     tokio::select! {
         result = tokio::signal::ctrl_c() => result?,
         _ = term.recv() => {}
@@ -298,6 +299,14 @@ async fn relay(client: Client, request: &Request) -> anyhow::Result<()> {
         out.flush()?;
     }
     Ok(())
+}
+
+/// Whether a read relayed to the node failed because the node was stopping: the read then
+/// goes to the store itself, read-only (the node's lock does not stand in its way).
+fn node_stopped(answer: &anyhow::Result<()>) -> bool {
+    answer
+        .as_ref()
+        .is_err_and(|error| error.to_string() == node::Error::Stopped.to_string())
 }
 
 async fn append(dir: &Path, body: &str) -> anyhow::Result<()> {
@@ -340,9 +349,12 @@ async fn cat(dir: &Path, author: Option<String>, follow: bool) -> anyhow::Result
         .transpose()
         .map_err(|e| anyhow::anyhow!(e))?;
     if let Some(client) = Client::connect(dir).await {
-        return relay(client, &Request::Cat { author, follow }).await;
+        let answer = relay(client, &Request::Cat { author, follow }).await;
+        if follow || !node_stopped(&answer) {
+            return answer;
+        }
     }
-    let (kernel, _) = store::open(dir, None, false)?;
+    let (kernel, _) = store::open_read_only(dir)?;
     for block in api::blocks(&kernel, key) {
         emit(&api::block_json(&block))?;
     }
@@ -358,9 +370,19 @@ async fn cat(dir: &Path, author: Option<String>, follow: bool) -> anyhow::Result
 
 async fn state(dir: &Path, slice: Option<String>, follow: bool) -> anyhow::Result<()> {
     if let Some(client) = Client::connect(dir).await {
-        return relay(client, &Request::State { slice, follow }).await;
+        let answer = relay(
+            client,
+            &Request::State {
+                slice: slice.clone(),
+                follow,
+            },
+        )
+        .await;
+        if follow || !node_stopped(&answer) {
+            return answer;
+        }
     }
-    let (kernel, app) = store::open(dir, None, false)?;
+    let (kernel, app) = store::open_read_only(dir)?;
     let name = slice.unwrap_or_else(|| app.default_slice().to_owned());
     let result = app
         .state_json(&kernel, &name)
@@ -393,9 +415,12 @@ async fn peers(dir: &Path) -> anyhow::Result<()> {
 
 async fn stats(dir: &Path) -> anyhow::Result<()> {
     if let Some(client) = Client::connect(dir).await {
-        return relay(client, &Request::Stats).await;
+        let answer = relay(client, &Request::Stats).await;
+        if !node_stopped(&answer) {
+            return answer;
+        }
     }
-    let (kernel, _) = store::open(dir, None, false)?;
+    let (kernel, _) = store::open_read_only(dir)?;
     let counters = kernel.stats();
     drop(kernel.close());
     let stats = Stats {

@@ -4,13 +4,43 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use blockend_kernel::store::{FeedLoss, RepairReport, RocksStore};
+use blockend_kernel::store::{FeedLoss, RepairReport, RocksConfig, RocksStore};
 use blockend_kernel::Kernel;
 
 use crate::app::{ReadyApp, UnknownApp};
 
 /// The file in a store directory that names its app.
 pub const APP_FILE: &str = "app";
+
+/// The environment variable that sets how long a writing command waits for a store another
+/// process holds, in milliseconds (default [`DEFAULT_LOCK_TIMEOUT_MS`]).
+pub const LOCK_TIMEOUT_ENV: &str = "BLOCKEND_LOCK_TIMEOUT_MS";
+
+/// How long a writing command waits for the store's lock when [`LOCK_TIMEOUT_ENV`] is unset.
+pub const DEFAULT_LOCK_TIMEOUT_MS: u64 = 5000;
+
+/// How writing commands open a store: waiting for the lock as [`LOCK_TIMEOUT_ENV`] says (an
+/// unparsable value counts as unset).
+pub fn rocks_config() -> RocksConfig {
+    let ms = std::env::var(LOCK_TIMEOUT_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_LOCK_TIMEOUT_MS);
+    RocksConfig::default().with_lock_timeout(std::time::Duration::from_millis(ms))
+}
+
+/// Opens the kernel of the existing store in `dir` read-only: no lock is taken (a node or a
+/// writing command may hold the store), nothing is written, and no secret key is needed.
+/// The kernel refuses every dispatch that would write.
+///
+/// # Errors
+/// [`Error::Missing`], [`Error::App`], or the kernel's error (a damaged store).
+pub fn open_read_only(dir: &Path) -> Result<(Kernel, ReadyApp), Error> {
+    let app = app_of(dir)?;
+    let store = RocksStore::open_read_only(dir)?;
+    let kernel = Kernel::builder(&app).with_store(store).open()?;
+    Ok((kernel, app))
+}
 
 /// Why a store directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +193,7 @@ pub fn open_checked(
             path: dir.to_owned(),
         });
     };
-    let store = RocksStore::open(dir)?;
+    let store = RocksStore::open_with(dir, rocks_config())?;
     let repair = store.last_repair()?;
     if !exists(dir) {
         // Written after RocksDB made the directory a store, so a crash in between leaves a

@@ -71,11 +71,32 @@ pub enum StoreError {
         /// The directory.
         path: PathBuf,
     },
-    /// Another process has the store open (a running node owns its store).
-    #[error("{}: the store is locked by another process", path.display())]
+    /// Another process has the store open for writing (a running node owns its store) and
+    /// did not let go within the lock timeout; nothing was written. Retry later, stop the
+    /// other process, or read through a read-only open, which takes no lock.
+    #[error("the store at {} is locked by another process (a running node or another blockend command); waited {} ms", path.display(), waited.as_millis())]
     Locked {
         /// The directory.
         path: PathBuf,
+        /// How long the open waited for the lock.
+        waited: std::time::Duration,
+    },
+    /// The store was opened read-only, so it refuses every write; nothing was written. Open
+    /// it for writing (which waits for the writer's lock) to change it.
+    #[error("the store at {} is open read-only and refuses writes", path.display())]
+    ReadOnly {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The store holds blocks but its identity file is missing or does not decode, so it was
+    /// not opened for writing: a new key would sign blocks as a new author. Restore the file
+    /// (reading works without it).
+    #[error("the store at {} holds blocks but its identity file is missing or damaged: restore {}; refusing to sign with a new key", path.display(), file.display())]
+    IdentityLost {
+        /// The directory.
+        path: PathBuf,
+        /// The identity file.
+        file: PathBuf,
     },
     /// A file operation failed.
     #[error("{}: {source}", path.display())]

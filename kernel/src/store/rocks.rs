@@ -24,6 +24,14 @@
 //! store whose files are damaged ([`StoreError::Damaged`]). RocksDB calls block; async drivers
 //! call the kernel from a blocking thread.
 //!
+//! # Concurrent use
+//! One writer at a time holds RocksDB's lock; another writer waits for it up to
+//! [`RocksConfig::lock_timeout`] before [`StoreError::Locked`]. Readers take no lock:
+//! [`RocksStore::open_read_only`] opens beside a writer, sees what it committed before the open,
+//! writes nothing (no identity, no info log) and refuses writes ([`StoreError::ReadOnly`]).
+//! A store that holds blocks but lost its identity file does not open for writing
+//! ([`StoreError::IdentityLost`]): a new key would sign as a new author.
+//!
 //! # Damage
 //! RocksDB's default recovery replays the write-ahead log up to its first bad record and
 //! drops the rest without a word, so one flipped byte used to open as a store with half its
@@ -52,6 +60,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rocksdb::{
     ColumnFamilyDescriptor, DBRecoveryMode, ErrorKind, IteratorMode, Options, WriteBatch,
@@ -60,7 +69,7 @@ use rocksdb::{
 
 use super::{Batch, BlockStore, StoreError};
 use crate::block::{Block, BlockId};
-use crate::identity::PublicKey;
+use crate::identity::{Identity, PublicKey};
 
 mod repair;
 mod wal;
@@ -98,6 +107,11 @@ const INFO_LOGS: usize = 3;
 /// An info log's size, in bytes, past which it is rolled.
 const INFO_LOG_BYTES: usize = 512 << 10;
 const MANIFEST_PREALLOCATION: usize = 256 << 10;
+/// How often an open retries a lock another process holds, or a read-only open whose files a
+/// writer replaced under it.
+const LOCK_POLL: Duration = Duration::from_millis(20);
+/// How long a read-only open retries files a concurrent writer deleted while it opened them.
+const READ_RETRY: Duration = Duration::from_secs(2);
 
 fn family_options() -> Options {
     let mut options = Options::default();
@@ -131,6 +145,22 @@ fn open_db(options: &Options, db_dir: &Path) -> Result<DB, rocksdb::Error> {
     DB::open_cf_descriptors(options, db_dir, descriptors())
 }
 
+/// What a read-only open depends on in `db_dir`: the current manifest, its length (a flush
+/// or compaction appends to it before it deletes a log) and the write-ahead logs.
+fn files_view(db_dir: &Path) -> std::io::Result<(String, u64, Vec<std::ffi::OsString>)> {
+    let current = fs::read_to_string(db_dir.join("CURRENT"))?;
+    let manifest = fs::metadata(db_dir.join(current.trim()))?.len();
+    let mut logs = Vec::new();
+    for entry in fs::read_dir(db_dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            logs.push(path.file_name().unwrap_or_default().to_owned());
+        }
+    }
+    logs.sort();
+    Ok((current, manifest, logs))
+}
+
 /// Maps a RocksDB failure on the store in `dir` to a [`StoreError`].
 fn backend_error(dir: &Path, error: rocksdb::Error) -> StoreError {
     let message = error.to_string();
@@ -141,6 +171,7 @@ fn backend_error(dir: &Path, error: rocksdb::Error) -> StoreError {
         {
             StoreError::Locked {
                 path: dir.to_owned(),
+                waited: Duration::ZERO,
             }
         }
         ErrorKind::Corruption => damaged(dir, message),
@@ -197,6 +228,10 @@ pub struct RocksConfig {
     /// fsync the write-ahead log on every commit, so acknowledged dispatches survive power
     /// loss, not only a process crash. Default `false`.
     pub sync: bool,
+    /// How long an open waits for the lock another process holds (polling every 20 ms)
+    /// before failing with [`StoreError::Locked`], like sqlite's busy timeout. Default zero:
+    /// fail at once.
+    pub lock_timeout: Duration,
 }
 
 impl RocksConfig {
@@ -204,6 +239,33 @@ impl RocksConfig {
     pub fn with_sync(mut self, sync: bool) -> Self {
         self.sync = sync;
         self
+    }
+
+    /// Sets [`RocksConfig::lock_timeout`].
+    pub fn with_lock_timeout(mut self, lock_timeout: Duration) -> Self {
+        self.lock_timeout = lock_timeout;
+        self
+    }
+}
+
+/// Opens the database with `open`, retrying while another process holds its lock, for up to
+/// `timeout`. `open` redoes whatever must be read under the same view (the log scan).
+fn open_waiting<T>(
+    timeout: Duration,
+    mut open: impl FnMut() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let started = Instant::now();
+    loop {
+        match open() {
+            Err(StoreError::Locked { path, .. }) => {
+                let waited = started.elapsed();
+                if waited >= timeout {
+                    return Err(StoreError::Locked { path, waited });
+                }
+                std::thread::sleep(LOCK_POLL.min(timeout - waited));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -220,6 +282,7 @@ pub struct RocksStore {
     db: DB,
     write: WriteOptions,
     len: usize,
+    read_only: bool,
 }
 
 impl std::fmt::Debug for RocksStore {
@@ -276,16 +339,41 @@ impl RocksStore {
             Err(e) => return Err(io(&marker, e)),
         };
         let db_dir = dir.join("db");
-        // RocksDB, tolerating a torn tail, also stops a log without a word at a damaged
-        // length or type byte anywhere in it: every log is read here first (they are held
-        // to 8 MiB together), and only a record cut off at the end of the newest one passes.
-        let scan = wal::scan(&db_dir).map_err(|e| io(&db_dir, e))?;
-        if let Some(error) = log_damaged(&dir, &scan, String::new()) {
-            return Err(error);
-        }
         let mut options = db_options(DBRecoveryMode::TolerateCorruptedTailRecords);
         options.create_if_missing(fresh);
-        let db = open_db(&options, &db_dir).map_err(|e| backend_error(&dir, e))?;
+        let db = open_waiting(config.lock_timeout, || {
+            // RocksDB, tolerating a torn tail, also stops a log without a word at a damaged
+            // length or type byte anywhere in it: every log is read here first (they are
+            // held to 8 MiB together), and only a record cut off at the end of the newest one
+            // passes. A wait for the lock reads them again: the holder wrote on.
+            let scan = match wal::scan(&db_dir) {
+                Ok(scan) => scan,
+                // The holder of the lock deleted a log while it was read.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !fresh => {
+                    return Err(StoreError::Locked {
+                        path: dir.clone(),
+                        waited: Duration::ZERO,
+                    })
+                }
+                Err(e) => return Err(io(&db_dir, e)),
+            };
+            if let Some(error) = log_damaged(&dir, &scan, String::new()) {
+                return Err(error);
+            }
+            match open_db(&options, &db_dir).map_err(|e| backend_error(&dir, e)) {
+                // RocksDB rolls the info log before it takes the lock, so writers queueing
+                // for the lock race on the old info logs: that is contention too.
+                Err(StoreError::Backend(message))
+                    if message.contains("No such file") && message.contains("/LOG") =>
+                {
+                    Err(StoreError::Locked {
+                        path: dir.clone(),
+                        waited: Duration::ZERO,
+                    })
+                }
+                other => other,
+            }
+        })?;
         if fresh {
             // The marker goes last: a crash before it leaves a directory that opens as fresh.
             fs::write(&marker, MARKER_CONTENT).map_err(|e| io(&marker, e))?;
@@ -297,17 +385,131 @@ impl RocksStore {
             db,
             write,
             len: 0,
+            read_only: false,
         };
-        // Reading every block also checks every table block of the family against its
-        // checksum, so a damaged table file fails here rather than on a later read.
-        for item in store
-            .db
-            .iterator_cf(store.cf(CF_BLOCKS), IteratorMode::Start)
-        {
-            item.map_err(|e| store.backend(e))?;
-            store.len += 1;
+        store.count_blocks()?;
+        // A store that holds blocks is never given a new key without an explicit command:
+        // the next block would come from a new author.
+        if store.len > 0 && store.stored_identity().ok().flatten().is_none() {
+            return Err(store.identity_lost());
         }
         Ok(store)
+    }
+
+    /// Opens the existing store in `dir` for reading only: it takes no lock (a running node
+    /// or a writing command may hold it), writes nothing (no identity, no info log) and sees
+    /// every write committed before it opened. Its [`BlockStore::commit`] and
+    /// [`BlockStore::set_identity`] fail with [`StoreError::ReadOnly`]. Reading needs no
+    /// secret key: when the identity file is missing or damaged, [`BlockStore::identity`]
+    /// lends a throwaway key that is never saved, and the store cannot sign anyway.
+    ///
+    /// # Errors
+    /// [`StoreError::Foreign`] if `dir` is not a blockend store (a missing or empty one
+    /// included: nothing is created), [`StoreError::Damaged`] if a write-ahead log or table
+    /// file is damaged, [`StoreError::Io`] or [`StoreError::Backend`].
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let dir = dir.as_ref().to_owned();
+        let marker = dir.join(MARKER);
+        match fs::read_to_string(&marker) {
+            Ok(content) if content == MARKER_CONTENT => {}
+            Ok(_) => return Err(StoreError::Foreign { path: dir }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Foreign { path: dir })
+            }
+            Err(e) => return Err(io(&marker, e)),
+        }
+        let db_dir = dir.join("db");
+        let options = db_options(DBRecoveryMode::TolerateCorruptedTailRecords);
+        let started = Instant::now();
+        // A writer may flush, compact or reopen while this opens, deleting a log or table
+        // file between the listing and the read, or flushing a log into a table file that
+        // the manifest read here does not list yet (an open that would miss those writes):
+        // the open is retried, briefly, until the files did not change under it.
+        let db = loop {
+            let before = files_view(&db_dir);
+            let opened = wal::scan(&db_dir)
+                .map_err(|e| io(&db_dir, e))
+                .and_then(|scan| match log_damaged(&dir, &scan, String::new()) {
+                    Some(error) => Err(error),
+                    None => {
+                        DB::open_cf_descriptors_read_only(&options, &db_dir, descriptors(), false)
+                            .map_err(|e| backend_error(&dir, e))
+                    }
+                });
+            match opened {
+                Ok(db) if before.is_ok() && files_view(&db_dir).ok() == before.ok() => break db,
+                // Still changing after the retries: a best effort, as a writer that flushes
+                // this often keeps every view a moment old anyway.
+                Ok(db) if started.elapsed() >= READ_RETRY => break db,
+                Ok(_) => {}
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound
+                        && started.elapsed() < READ_RETRY => {}
+                Err(StoreError::Backend(message))
+                    if message.contains("No such file") && started.elapsed() < READ_RETRY => {}
+                Err(error) => return Err(error),
+            }
+            std::thread::sleep(LOCK_POLL);
+        };
+        let mut store = Self {
+            dir,
+            db,
+            write: WriteOptions::default(),
+            len: 0,
+            read_only: true,
+        };
+        store.count_blocks()?;
+        Ok(store)
+    }
+
+    /// Whether the store was opened with [`RocksStore::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Counts the blocks. Reading every block also checks every table block of the family
+    /// against its checksum, so a damaged table file fails the open rather than a later read.
+    fn count_blocks(&mut self) -> Result<(), StoreError> {
+        let mut len = 0;
+        for item in self.db.iterator_cf(self.cf(CF_BLOCKS), IteratorMode::Start) {
+            item.map_err(|e| self.backend(e))?;
+            len += 1;
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// Fails with [`StoreError::ReadOnly`] on a read-only store.
+    fn writable(&self) -> Result<(), StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly {
+                path: self.dir.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn identity_lost(&self) -> StoreError {
+        StoreError::IdentityLost {
+            path: self.dir.clone(),
+            file: self.dir.join(IDENTITY),
+        }
+    }
+
+    /// The identity file's secret, if there is one.
+    fn stored_identity(&self) -> Result<Option<[u8; 32]>, StoreError> {
+        let path = self.dir.join(IDENTITY);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path, e)),
+        };
+        let mut secret = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut secret).map_err(|e| StoreError::Corrupt {
+            key: path.display().to_string(),
+            reason: format!("not a 32-byte hex secret: {e}"),
+        })?;
+        Ok(Some(secret))
     }
 
     /// The store's directory.
@@ -335,6 +537,7 @@ fn timer_key(time: u64, id: &BlockId) -> [u8; 40] {
 
 impl BlockStore for RocksStore {
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
+        self.writable()?;
         let mut write = WriteBatch::default();
         let (blocks, heads, timers, meta) = (
             self.cf(CF_BLOCKS),
@@ -500,21 +703,20 @@ impl BlockStore for RocksStore {
     }
 
     fn identity(&self) -> Result<Option<[u8; 32]>, StoreError> {
-        let path = self.dir.join(IDENTITY);
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(&path, e)),
-        };
-        let mut secret = [0u8; 32];
-        hex::decode_to_slice(text.trim(), &mut secret).map_err(|e| StoreError::Corrupt {
-            key: path.display().to_string(),
-            reason: format!("not a 32-byte hex secret: {e}"),
-        })?;
-        Ok(Some(secret))
+        if self.read_only {
+            // Reading needs no secret: a throwaway key, never saved, stands in for a missing
+            // or damaged one (a read-only store cannot sign).
+            return Ok(Some(match self.stored_identity() {
+                Ok(Some(secret)) => secret,
+                _ => Identity::generate().secret(),
+            }));
+        }
+        // A store that held blocks without its identity did not open (see `open_with`).
+        self.stored_identity()
     }
 
     fn set_identity(&mut self, secret: [u8; 32]) -> Result<(), StoreError> {
+        self.writable()?;
         let path = self.dir.join(IDENTITY);
         let tmp = self.dir.join("identity.tmp");
         // Created 0600 from the start (never world-readable, even briefly), then renamed.

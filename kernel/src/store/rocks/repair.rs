@@ -12,8 +12,8 @@ use rocksdb::{DBRecoveryMode, IteratorMode, Options, ReadOptions, WriteBatch, Wr
 use serde::{Deserialize, Serialize};
 
 use super::{
-    backend_error, db_options, descriptors, io, open_db, wal, RocksStore, CF_BLOCKS, CF_HEADS,
-    CF_META, FAMILIES, MARKER, MARKER_CONTENT, REPAIRED,
+    backend_error, db_options, descriptors, io, open_db, open_waiting, wal, RocksConfig,
+    RocksStore, CF_BLOCKS, CF_HEADS, CF_META, FAMILIES, MARKER, MARKER_CONTENT, REPAIRED,
 };
 use crate::block::{Block, BlockId};
 use crate::identity::PublicKey;
@@ -395,6 +395,18 @@ impl RocksStore {
     /// another process has it open, [`StoreError::Damaged`] if even the rebuilt database
     /// cannot be read, [`StoreError::Io`] or [`StoreError::Backend`].
     pub fn repair(dir: impl AsRef<Path>) -> Result<RepairReport, StoreError> {
+        Self::repair_with(dir, RocksConfig::default())
+    }
+
+    /// [`RocksStore::repair`], waiting for the lock as `config` says
+    /// ([`RocksConfig::lock_timeout`]).
+    ///
+    /// # Errors
+    /// As [`RocksStore::repair`].
+    pub fn repair_with(
+        dir: impl AsRef<Path>,
+        config: RocksConfig,
+    ) -> Result<RepairReport, StoreError> {
         let dir = dir.as_ref().to_owned();
         let marker = dir.join(MARKER);
         match fs::read_to_string(&marker) {
@@ -419,9 +431,10 @@ impl RocksStore {
         let mut rebuilt = false;
         let mut salvaged = BTreeMap::new();
         let (db, survey) = loop {
-            let opened = open_db(&options, &db_dir)
-                .map_err(|e| backend_error(&dir, e))
-                .and_then(|db| survey(&dir, &db).map(|survey| (db, survey)));
+            let opened = open_waiting(config.lock_timeout, || {
+                open_db(&options, &db_dir).map_err(|e| backend_error(&dir, e))
+            })
+            .and_then(|db| survey(&dir, &db).map(|survey| (db, survey)));
             match opened {
                 Ok(opened) => break opened,
                 Err(StoreError::Damaged { .. }) if !rebuilt => {
@@ -592,6 +605,7 @@ impl RocksStore {
     /// # Errors
     /// A backend failure.
     pub fn forget_repair(&mut self) -> Result<(), StoreError> {
+        self.writable()?;
         self.db
             .delete_cf_opt(self.cf(CF_META), REPAIRED, &self.write)
             .map_err(|e| self.backend(e))
