@@ -409,15 +409,7 @@ impl RocksStore {
     /// file is damaged, [`StoreError::Io`] or [`StoreError::Backend`].
     pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref().to_owned();
-        let marker = dir.join(MARKER);
-        match fs::read_to_string(&marker) {
-            Ok(content) if content == MARKER_CONTENT => {}
-            Ok(_) => return Err(StoreError::Foreign { path: dir }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::Foreign { path: dir })
-            }
-            Err(e) => return Err(io(&marker, e)),
-        }
+        check_marker(&dir)?;
         let db_dir = dir.join("db");
         let options = db_options(DBRecoveryMode::TolerateCorruptedTailRecords);
         let started = Instant::now();
@@ -732,5 +724,21 @@ impl BlockStore for RocksStore {
             .map_err(|e| io(&tmp, e))?;
         fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
         Ok(())
+    }
+}
+
+/// Checks that `dir` is a blockend store (its marker file says so); a missing or empty
+/// directory is not one.
+pub(super) fn check_marker(dir: &Path) -> Result<(), StoreError> {
+    let marker = dir.join(MARKER);
+    match fs::read_to_string(&marker) {
+        Ok(content) if content == MARKER_CONTENT => Ok(()),
+        Ok(_) => Err(StoreError::Foreign {
+            path: dir.to_owned(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::Foreign {
+            path: dir.to_owned(),
+        }),
+        Err(e) => Err(io(&marker, e)),
     }
 }

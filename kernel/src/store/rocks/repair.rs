@@ -12,8 +12,8 @@ use rocksdb::{DBRecoveryMode, IteratorMode, Options, ReadOptions, WriteBatch, Wr
 use serde::{Deserialize, Serialize};
 
 use super::{
-    backend_error, db_options, descriptors, io, open_db, open_waiting, wal, RocksConfig,
-    RocksStore, CF_BLOCKS, CF_HEADS, CF_META, FAMILIES, MARKER, MARKER_CONTENT, REPAIRED,
+    backend_error, check_marker, db_options, descriptors, io, open_db, open_waiting, wal,
+    RocksConfig, RocksStore, CF_BLOCKS, CF_HEADS, CF_META, FAMILIES, REPAIRED,
 };
 use crate::block::{Block, BlockId};
 use crate::identity::PublicKey;
@@ -408,15 +408,7 @@ impl RocksStore {
         config: RocksConfig,
     ) -> Result<RepairReport, StoreError> {
         let dir = dir.as_ref().to_owned();
-        let marker = dir.join(MARKER);
-        match fs::read_to_string(&marker) {
-            Ok(content) if content == MARKER_CONTENT => {}
-            Ok(_) => return Err(StoreError::Foreign { path: dir }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::Foreign { path: dir })
-            }
-            Err(e) => return Err(io(&marker, e)),
-        }
+        check_marker(&dir)?;
         let at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
