@@ -130,14 +130,26 @@ fn reads_succeed_while_a_writer_holds_the_lock_and_writers_wait_then_fail_in_one
         "{line}"
     );
 
-    // A writer that is still waiting when the lock comes free goes ahead.
-    let release = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
-        drop(held);
+    // A writer that is still waiting when the lock comes free goes ahead: the lock is let go
+    // once the writer has started.
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = started.clone();
+    let path = store.clone();
+    let writer = std::thread::spawn(move || {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        run_waiting(&["append", "--store", s(&path), r#"{"value":3}"#], 30_000)
     });
-    let output = run_waiting(&["append", "--store", s(&store), r#"{"value":3}"#], 30_000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !started.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never started"
+        );
+        std::thread::yield_now();
+    }
+    drop(held);
+    let output = writer.join().expect("writer");
     assert!(output.status.success(), "{output:?}");
-    release.join().expect("release");
     assert_eq!(total(&store), 3);
 }
 

@@ -142,17 +142,31 @@ fn a_writer_waits_for_the_lock_and_then_fails_in_one_clear_line() {
     );
     assert!(!line.contains('\n'), "{line}");
 
-    // Let go while the next writer waits: it gets the store.
-    let release = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(200));
-        drop(held);
+    // Let go once the next writer has started waiting: it gets the store.
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let path = dir.path().to_owned();
+    let flag = started.clone();
+    let writer = std::thread::spawn(move || {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        RocksStore::open_with(
+            &path,
+            RocksConfig::default().with_lock_timeout(Duration::from_secs(10)),
+        )
+        .map(drop)
     });
-    RocksStore::open_with(
-        dir.path(),
-        RocksConfig::default().with_lock_timeout(Duration::from_secs(10)),
-    )
-    .expect("the lock came free within the wait");
-    release.join().expect("release");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !started.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never started"
+        );
+        std::thread::yield_now();
+    }
+    drop(held);
+    writer
+        .join()
+        .expect("writer")
+        .expect("the lock came free within the wait");
 }
 
 #[test]
