@@ -2,13 +2,16 @@
 //! the per-IP cap are refused, and a stream of fresh forger identities from one IP gets the
 //! whole IP banned, so even an honest newcomer from it cannot connect.
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use blockend::kernel::{Block, Identity, Kernel, Signature};
 use blockend::node::{self, Stats, Transport};
 use blockend::{Node, ReadyApp};
+use common::swarm::eventually;
 use libp2p::Multiaddr;
 
 fn config(peers: Vec<Multiaddr>) -> node::Config {
@@ -40,22 +43,6 @@ async fn stats(node: &Node) -> Stats {
 
 async fn peer_count(node: &Node) -> usize {
     node.handle().peers().await.expect("peers").len()
-}
-
-/// Polls `check` every 20 ms until it holds or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 /// Distinct forgeries across the whole test binary, so no copy is a gossip duplicate.
