@@ -9,6 +9,11 @@
 //! `{"op":"append","body":<json>}`, `{"op":"cat","author":"<hex>"|null,"follow":bool}`,
 //! `{"op":"state","slice":"<name>"|null,"follow":bool}`, `{"op":"peers"}`, `{"op":"stats"}`.
 //! Every answer is one or more JSON lines; a failure is one line `{"error":"..."}`.
+//!
+//! A `follow` answer ends only when the node goes away (the connection closes), which the
+//! CLI reports as a failure. An `append` answer that never comes (the connection closed
+//! first) leaves the client to read the store, read-only, for a block of its own feed with
+//! that body stamped at or after the request, to say whether it was written.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -284,9 +284,11 @@ async fn wait_for_signal(mut term: tokio::signal::unix::Signal) -> anyhow::Resul
 }
 
 /// Sends a request to the running node and prints every line of the answer; an error line
-/// becomes the command's error.
-async fn relay(client: Client, request: &Request) -> anyhow::Result<()> {
+/// becomes the command's error. Returns how many lines were printed before the node closed
+/// the connection.
+async fn relay(client: Client, request: &Request) -> anyhow::Result<usize> {
     let mut lines = client.request(request).await?;
+    let mut printed = 0;
     while let Some(line) = lines.next_line().await? {
         if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(&line) {
             if let (1, Some(serde_json::Value::String(error))) = (map.len(), map.get("error")) {
@@ -297,16 +299,47 @@ async fn relay(client: Client, request: &Request) -> anyhow::Result<()> {
         out.write_all(line.as_bytes())?;
         out.write_all(b"\n")?;
         out.flush()?;
+        printed += 1;
     }
-    Ok(())
+    Ok(printed)
+}
+
+/// A `--follow` stream relayed from the node: it ends only when the node goes away, which is
+/// a failure the user hears of (a supervisor or a script must not take it for the end of
+/// the data).
+async fn follow(dir: &Path, client: Client, request: &Request) -> anyhow::Result<()> {
+    match relay(client, request).await {
+        Ok(_) => bail!(
+            "the node on {} went away: nothing more will arrive (restart it with `blockend node --store {}`)",
+            dir.display(),
+            dir.display()
+        ),
+        Err(error) if is_stopped(&error) => bail!(
+            "the node on {} stopped: nothing more will arrive",
+            dir.display()
+        ),
+        Err(error) => Err(error),
+    }
+}
+
+/// `--follow` without a running node: what is stored was printed, nothing will follow.
+fn no_node_to_follow(dir: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no node is running on {}: --follow needs one to stream what arrives (start it with `blockend node --store {}`)",
+        dir.display(),
+        dir.display()
+    )
 }
 
 /// Whether a read relayed to the node failed because the node was stopping: the read then
 /// goes to the store itself, read-only (the node's lock does not stand in its way).
-fn node_stopped(answer: &anyhow::Result<()>) -> bool {
-    answer
-        .as_ref()
-        .is_err_and(|error| error.to_string() == node::Error::Stopped.to_string())
+fn node_stopped<T>(answer: &anyhow::Result<T>) -> bool {
+    answer.as_ref().is_err_and(is_stopped)
+}
+
+/// Whether the node's answer was that it has stopped.
+fn is_stopped(error: &anyhow::Error) -> bool {
+    error.to_string() == node::Error::Stopped.to_string()
 }
 
 async fn append(dir: &Path, body: &str) -> anyhow::Result<()> {
@@ -322,7 +355,20 @@ async fn append(dir: &Path, body: &str) -> anyhow::Result<()> {
     let body: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("BODY is not JSON: {e}"))?;
     if let Some(client) = Client::connect(dir).await {
-        return relay(client, &Request::Append { body }).await;
+        let sent_at = now_ms();
+        let answer = relay(client, &Request::Append { body: body.clone() }).await;
+        return match answer {
+            Ok(0) => dropped_append(
+                dir,
+                &body,
+                sent_at,
+                "closed the connection before it answered",
+            ),
+            Err(error) if is_stopped(&error) => {
+                dropped_append(dir, &body, sent_at, "stopped before it answered")
+            }
+            other => other.map(drop),
+        };
     }
     let (mut kernel, _, repair) = store::open_checked(dir, None, false)?;
     if let Some(loss) = store::own_feed_loss(dir, &kernel, repair.as_ref()) {
@@ -342,6 +388,54 @@ async fn append(dir: &Path, body: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Milliseconds since the Unix epoch, the clock the node stamps its blocks with.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// An append the node took but did not answer (it crashed or stopped): whether the block was
+/// written is read from the store itself, read-only. Written means the own feed holds a block
+/// with this body stamped at or after the moment the request was sent (the node runs on this
+/// machine's clock); then it is printed as a normal append would, with a warning. Otherwise
+/// the append fails, saying the block was not written.
+fn dropped_append(
+    dir: &Path,
+    body: &serde_json::Value,
+    sent_at: u64,
+    what: &str,
+) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec(body)?;
+    let (kernel, _) = store::open_read_only(dir).with_context(|| {
+        format!(
+            "the node on {} {what}, and the store cannot be read to tell whether the block was written",
+            dir.display()
+        )
+    })?;
+    let author = kernel.author();
+    let written = api::blocks(&kernel, Some(author))
+        .into_iter()
+        .rev()
+        .take_while(|block| block.time() >= sent_at)
+        .find(|block| block.body() == Some(bytes.as_slice()));
+    drop(kernel.close());
+    match written {
+        Some(block) => {
+            tracing::warn!(
+                seq = block.seq(),
+                "the node on {} {what}; the block was written",
+                dir.display()
+            );
+            emit(&api::block_json(&block))
+        }
+        None => bail!(
+            "the node on {} {what}: the block was not written (the own feed holds no block with this body since the request); append it again",
+            dir.display()
+        ),
+    }
+}
+
 async fn cat(dir: &Path, author: Option<String>, follow: bool) -> anyhow::Result<()> {
     let key = author
         .as_deref()
@@ -349,9 +443,13 @@ async fn cat(dir: &Path, author: Option<String>, follow: bool) -> anyhow::Result
         .transpose()
         .map_err(|e| anyhow::anyhow!(e))?;
     if let Some(client) = Client::connect(dir).await {
-        let answer = relay(client, &Request::Cat { author, follow }).await;
-        if follow || !node_stopped(&answer) {
-            return answer;
+        let request = Request::Cat { author, follow };
+        if follow {
+            return self::follow(dir, client, &request).await;
+        }
+        let answer = relay(client, &request).await;
+        if !node_stopped(&answer) {
+            return answer.map(drop);
         }
     }
     let (kernel, _) = store::open_read_only(dir)?;
@@ -360,26 +458,23 @@ async fn cat(dir: &Path, author: Option<String>, follow: bool) -> anyhow::Result
     }
     drop(kernel.close());
     if follow {
-        tracing::warn!(
-            "no node is running on {}: nothing more will arrive",
-            dir.display()
-        );
+        return Err(no_node_to_follow(dir));
     }
     Ok(())
 }
 
 async fn state(dir: &Path, slice: Option<String>, follow: bool) -> anyhow::Result<()> {
     if let Some(client) = Client::connect(dir).await {
-        let answer = relay(
-            client,
-            &Request::State {
-                slice: slice.clone(),
-                follow,
-            },
-        )
-        .await;
-        if follow || !node_stopped(&answer) {
-            return answer;
+        let request = Request::State {
+            slice: slice.clone(),
+            follow,
+        };
+        if follow {
+            return self::follow(dir, client, &request).await;
+        }
+        let answer = relay(client, &request).await;
+        if !node_stopped(&answer) {
+            return answer.map(drop);
         }
     }
     let (kernel, app) = store::open_read_only(dir)?;
@@ -394,30 +489,30 @@ async fn state(dir: &Path, slice: Option<String>, follow: bool) -> anyhow::Resul
     };
     emit(&state)?;
     if follow {
-        tracing::warn!(
-            "no node is running on {}: the state will not change",
-            dir.display()
-        );
+        return Err(no_node_to_follow(dir));
     }
     Ok(())
 }
 
 async fn peers(dir: &Path) -> anyhow::Result<()> {
     if let Some(client) = Client::connect(dir).await {
-        return relay(client, &Request::Peers).await;
+        return relay(client, &Request::Peers).await.map(drop);
     }
     if !store::exists(dir) {
         store::app_of(dir)?;
     }
-    tracing::warn!("no node is running on {}: no peers", dir.display());
-    Ok(())
+    bail!(
+        "no node is running on {}: peers are a running node's connections (start it with `blockend node --store {}`)",
+        dir.display(),
+        dir.display()
+    )
 }
 
 async fn stats(dir: &Path) -> anyhow::Result<()> {
     if let Some(client) = Client::connect(dir).await {
         let answer = relay(client, &Request::Stats).await;
         if !node_stopped(&answer) {
-            return answer;
+            return answer.map(drop);
         }
     }
     let (kernel, _) = store::open_read_only(dir)?;
