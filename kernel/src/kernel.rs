@@ -429,7 +429,6 @@ impl Kernel {
 
     fn restore(&mut self) -> Result<(), Error> {
         self.gc_time = self.store.gc_time()?;
-        self.expiry = self.store.timers()?.into_iter().collect();
         self.tombstones = self.store.tombstones()?.into_iter().collect();
         let mut blocks = self.store.blocks()?;
         // Parents before children; the store only ever holds blocks that were verified.
@@ -457,6 +456,18 @@ impl Kernel {
                 self.index.insert(block);
             }
         }
+        // Expiry timers are derived from the blocks again, not read back: a timer the store
+        // lost (a repair rebuilds from damaged table files without it) would leave its block
+        // unexpired for good. A block already past the last collection is collected by the
+        // next `gc`, through the usual path.
+        let timers: Vec<(u64, BlockId)> = self
+            .index
+            .blocks
+            .values()
+            .filter(|block| block.body().is_some())
+            .filter_map(|block| Some((self.expiry_of(block)?, block.id())))
+            .collect();
+        self.expiry = timers.into_iter().collect();
         let restored = match self.store.snapshot()? {
             Some(bytes) => self.restore_snapshot(&bytes),
             None => false,

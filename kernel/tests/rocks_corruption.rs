@@ -504,3 +504,76 @@ fn a_block_salvaged_from_a_damaged_table_with_a_flipped_signature_is_not_kept() 
         "an unsigned block was kept"
     );
 }
+
+/// Counts blocks; each one's contribution expires 1,000 ms after its time.
+struct Fleeting;
+impl Slice for Fleeting {
+    type State = u64;
+    fn name(&self) -> &str {
+        "fleeting"
+    }
+    fn initial(&self) -> u64 {
+        0
+    }
+    fn filter(&self, _: &Context<'_>, _: &u64) -> Verdict {
+        Verdict::Accept
+    }
+    fn reduce(&self, _: &Context<'_>, state: &mut u64) {
+        *state += 1;
+    }
+    fn expires_at(&self, ctx: &Context<'_>) -> Option<u64> {
+        Some(ctx.block().time() + 1_000)
+    }
+}
+
+struct FleetingApp;
+impl Application for FleetingApp {
+    fn register(&self, slices: &mut Registry) {
+        slices.add(Fleeting);
+    }
+}
+
+#[test]
+fn expiry_timers_the_store_lost_are_derived_again_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    let clock = ManualClock::new(10_000);
+    let open = |clock: &ManualClock| {
+        Kernel::builder(&FleetingApp)
+            .with_store(RocksStore::open(&path).expect("open"))
+            .with_identity(Identity::from_secret([7; 32]))
+            .with_clock(clock.clone())
+            .open()
+            .expect("kernel")
+    };
+    let mut kernel = open(&clock);
+    for i in 0..5u8 {
+        kernel.create_block(vec![i]).expect("block");
+    }
+    assert!(!kernel.store().timers().expect("timers").is_empty());
+    drop(kernel.close());
+
+    // The timers vanish from the store, as a repair from damaged table files can leave it.
+    {
+        let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), path.join("db")).expect("cfs");
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), path.join("db"), &cfs)
+            .expect("raw open");
+        let timers = db.cf_handle("timers").expect("the timers family");
+        let keys: Vec<Box<[u8]>> = db
+            .iterator_cf(timers, rocksdb::IteratorMode::Start)
+            .map(|item| item.expect("a timer").0)
+            .collect();
+        assert_eq!(keys.len(), 5);
+        for key in keys {
+            db.delete_cf(timers, key).expect("delete");
+        }
+    }
+
+    let mut kernel = open(&clock);
+    assert!(kernel.store().timers().expect("timers").is_empty());
+    assert_eq!(kernel.state::<Fleeting>(), Some(&5));
+    clock.advance(2_000);
+    let report = kernel.gc(kernel.now()).expect("gc");
+    assert_eq!(report.collected, 5, "every block expires all the same");
+    assert_eq!(kernel.state::<Fleeting>(), Some(&0));
+}

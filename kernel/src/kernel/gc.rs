@@ -108,7 +108,7 @@ impl Kernel {
     }
 
     /// The earliest expiry any slice gives the block.
-    fn expiry_of(&self, block: &Block) -> Option<u64> {
+    pub(super) fn expiry_of(&self, block: &Block) -> Option<u64> {
         let parent = block.parent().and_then(|p| self.index.blocks.get(&p));
         let ctx = crate::slice::Context::new(block, parent.map(|p| &**p), &self.index);
         self.fold
