@@ -33,14 +33,18 @@
 //! key does not reset: the exact IPv4 address, or the IPv6 /64 (a single IPv6 host commonly
 //! holds a whole /64). Addresses without an IP (the memory transport, DNS, relayed) are in no
 //! group and not limited. A group may hold [`Config::max_connections_per_ip`] established
-//! inbound connections; more are closed at once and counted in
+//! inbound connections; more are refused and counted in
 //! [`Stats::connections_refused_per_ip`]. Every peer ban is charged to the peer's group, and so
 //! is every invalid item counted against the peer; a group with more than
 //! [`Config::max_bans_per_ip`] bans or more than [`Config::max_invalid_per_ip`] invalid items
 //! within [`Config::ban`] is banned for [`Config::ban`] (counted in [`Stats::banned_ips`]):
 //! its connections, in and out, are closed, and so is every new one, whatever its key
-//! ([`Stats::connections_refused_banned_ip`]). At most 4,096 groups are remembered, the least
-//! recently seen idle one forgotten first.
+//! ([`Stats::connections_refused_banned_ip`]). An inbound connection from a banned or full
+//! group is refused as soon as it is accepted, before the security handshake, so a refused
+//! remote costs an accept and a close, not a key exchange per attempt
+//! ([`Stats::connections_refused_before_handshake`]); the count of established connections
+//! stays authoritative for those that were pending together. At most 4,096 groups are
+//! remembered, the least recently seen idle one forgotten first.
 //!
 //! A peer that does not speak [`SYNC_PROTOCOL`] (a plain libp2p node: its identify info lacks
 //! it, or it refuses a sync request as unsupported) is remembered (a bounded set, kept past

@@ -1,9 +1,12 @@
 //! Limits per address group over loopback TCP, which fresh keys do not reset: connections past
 //! the per-IP cap are refused, and a stream of fresh forger identities from one IP gets the
-//! whole IP banned, so even an honest newcomer from it cannot connect.
+//! whole IP banned, so even an honest newcomer from it cannot connect. Both refusals come
+//! before the handshake: a raw TCP client from a refused IP hears not one protocol byte.
 
 mod common;
 
+use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +15,10 @@ use blockend::kernel::{Block, Identity, Kernel, Signature};
 use blockend::node::{self, Stats, Transport};
 use blockend::{Node, ReadyApp};
 use common::swarm::eventually;
+use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 fn config(peers: Vec<Multiaddr>) -> node::Config {
     node::Config::default()
@@ -43,6 +49,84 @@ async fn stats(node: &Node) -> Stats {
 
 async fn peer_count(node: &Node) -> usize {
     node.handle().peers().await.expect("peers").len()
+}
+
+/// The multistream-select header and a proposal of noise: what a libp2p dialer sends first.
+/// A listener that starts negotiating echoes the header.
+const MULTISTREAM: &[u8] = b"\x13/multistream/1.0.0\n";
+const NOISE: &[u8] = b"\x07/noise\n";
+
+/// What a raw TCP client heard from the node.
+#[derive(Debug)]
+struct Heard {
+    /// Bytes received, up to the length of the multistream header.
+    bytes: Vec<u8>,
+    /// The node closed the connection (end of stream or a reset) before the deadline.
+    closed: bool,
+}
+
+/// Opens a plain TCP connection from 127.0.0.1 to `node`, writes what a libp2p dialer writes
+/// first, and listens until the node closes it, it has sent a multistream header's worth of
+/// bytes, or 10 s pass.
+async fn probe(node: &Node) -> Heard {
+    let multiaddr = address(node).await;
+    let mut parts = multiaddr.iter();
+    let addr = match (parts.next(), parts.next()) {
+        (Some(Protocol::Ip4(ip)), Some(Protocol::Tcp(port))) => SocketAddr::from((ip, port)),
+        other => panic!("not a TCP address: {other:?}"),
+    };
+    let mut stream = TcpStream::connect(addr).await.expect("the kernel accepts");
+    // The node may have closed the connection already: a failed write is an answer too.
+    let _ = stream.write_all(MULTISTREAM).await;
+    let _ = stream.write_all(NOISE).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut bytes = Vec::new();
+    let mut buf = [0; 256];
+    let closed = loop {
+        if bytes.len() >= MULTISTREAM.len() {
+            break false;
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => break false,
+            Ok(Ok(0)) => break true,
+            Ok(Ok(n)) => bytes.extend_from_slice(&buf[..n]),
+            // Closed with our bytes unread, the node's kernel answers with a reset.
+            Ok(Err(e)) if matches!(e.kind(), ErrorKind::ConnectionReset) => break true,
+            Ok(Err(e)) => panic!("reading from the node: {e}"),
+        }
+    };
+    Heard { bytes, closed }
+}
+
+/// Asserts that the node negotiates with a raw client: it echoes the multistream header.
+async fn assert_negotiates(node: &Node) {
+    let heard = probe(node).await;
+    assert!(
+        heard.bytes.starts_with(MULTISTREAM),
+        "the node did not start negotiating: {heard:?}"
+    );
+}
+
+/// Asserts that the node closes a raw client's connection without a byte, and counts it as
+/// refused before the handshake (and in `counter`, read from the stats).
+async fn assert_refused_before_handshake(node: &Node, counter: impl Fn(&Stats) -> u64) {
+    let before = stats(node).await;
+    let heard = probe(node).await;
+    assert!(
+        heard.bytes.is_empty() && heard.closed,
+        "the node spoke to a refused IP: {heard:?}"
+    );
+    let counted = eventually(Duration::from_secs(10), || async {
+        let now = stats(node).await;
+        now.connections_refused_before_handshake > before.connections_refused_before_handshake
+            && counter(&now) > counter(&before)
+    })
+    .await;
+    assert!(
+        counted,
+        "the refusal was not counted: {:?}",
+        stats(node).await
+    );
 }
 
 /// Distinct forgeries across the whole test binary, so no copy is a gossip duplicate.
@@ -165,13 +249,20 @@ async fn invalid_items_from_fresh_keys_under_their_budget_add_up_to_an_ip_ban() 
     let listener = spawn(config(vec![]).with_max_invalid_per_ip(10)).await;
     let rejected = |s: &Stats| s.rejected.get("bad_signature").copied().unwrap_or(0);
 
-    let first = forge_until(&listener, |s| rejected(s) >= 3).await;
+    let first = forge_until(&listener, |s| rejected(s) >= 5).await;
     assert_eq!(stats(&listener).await.banned_ips, 0);
-    let second = forge_until(&listener, |s| s.banned_ips == 1).await;
+    // Just past the IP's budget, then no more: the network charges invalid items to the IP on
+    // its next tick, and a key forging on meanwhile could pass its own budget on a busy host.
+    let second = forge_until(&listener, |s| rejected(s) > 10).await;
+    let banned_ip = eventually(Duration::from_secs(10), || async {
+        stats(&listener).await.banned_ips == 1
+    })
+    .await;
     let s = stats(&listener).await;
+    assert!(banned_ip, "the IP was not banned: {s:?}");
     assert_eq!(s.banned, 0, "no key went over its own budget: {s:?}");
     let invalid = |node: &Node| s.peers[&node.handle().peer_id().to_base58()].invalid;
-    assert!(invalid(&first) >= 3, "{s:?}");
+    assert!(invalid(&first) >= 5, "{s:?}");
     assert!(
         invalid(&second) <= 10,
         "the second key alone went over the IP's budget: {s:?}"
@@ -186,4 +277,48 @@ async fn invalid_items_from_fresh_keys_under_their_budget_add_up_to_an_ip_ban() 
     for node in [first, second, listener] {
         node.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_ip_gets_no_protocol_byte() {
+    let listener = spawn(config(vec![]).with_max_connections_per_ip(1)).await;
+    // A client that never finishes its handshake is not counted against the cap.
+    assert_negotiates(&listener).await;
+    let a = spawn(config(vec![address(&listener).await])).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            peer_count(&listener).await == 1
+        })
+        .await,
+        "the first node did not connect"
+    );
+
+    assert_refused_before_handshake(&listener, |s| s.connections_refused_per_ip).await;
+    assert_eq!(peer_count(&listener).await, 1);
+
+    // A free slot lets the next one negotiate again.
+    a.shutdown().await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            peer_count(&listener).await == 0
+        })
+        .await,
+        "the first node did not disconnect"
+    );
+    assert_negotiates(&listener).await;
+    listener.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_ip_gets_no_protocol_byte() {
+    let listener = spawn(config(vec![]).with_max_invalid_per_ip(1)).await;
+    assert_negotiates(&listener).await;
+    let forger = forge_until(&listener, |s| s.banned_ips == 1).await;
+    // No redials of its own mixed into the counts.
+    forger.shutdown().await;
+
+    assert_refused_before_handshake(&listener, |s| s.connections_refused_banned_ip).await;
+    let s = stats(&listener).await;
+    assert_eq!(s.banned_ips, 1, "{s:?}");
+    listener.shutdown().await;
 }

@@ -1,21 +1,31 @@
-//! The libp2p side of a node: the composed behaviour, the sync protocol's codec, and the
-//! transport (TCP or in-memory) with noise and yamux.
+//! The libp2p side of a node: the composed behaviour, the per-IP gate, the sync protocol's
+//! codec, and the transport (TCP or in-memory) with noise and yamux.
 
+use std::convert::Infallible;
+use std::fmt;
 use std::io;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use libp2p::core::transport::MemoryTransport;
+use libp2p::core::transport::{MemoryTransport, PortUse};
 use libp2p::core::upgrade::Version;
+use libp2p::core::Endpoint;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::{
+    dummy, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm,
+};
 use libp2p::{
     allow_block_list, connection_limits, gossipsub, identify, identity, mdns, noise,
-    request_response, tcp, yamux, Multiaddr, StreamProtocol, Swarm, SwarmBuilder, Transport as _,
+    request_response, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder,
+    Transport as _,
 };
+use tokio::time::Instant;
 
+use super::groups::{address_group, Admit, Group, Groups, Limits};
 use super::{Config, Error, Transport};
 
 /// The sync protocol's name on the wire.
@@ -24,7 +34,10 @@ pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/blockend/sync/1"
 /// Everything a node speaks.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
-    /// Caps on connections (checked first).
+    /// Per-IP limits, checked first: refuses banned and full address groups before the
+    /// handshake.
+    pub gate: Gate,
+    /// Caps on connections.
     pub limits: connection_limits::Behaviour,
     /// Banned peers.
     pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
@@ -37,6 +50,103 @@ pub struct Behaviour {
     pub identify: identify::Behaviour,
     /// Local discovery, when enabled.
     pub mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+/// Refuses an inbound connection from a banned address group, or from one that has its most
+/// established inbound connections, as soon as it is accepted: before the security handshake,
+/// so a refused remote costs the node an accept and a close, not a Diffie-Hellman and a
+/// signature per attempt. Answers from the [`Groups`] table without changing its counts; the
+/// network actor keeps the table (through this field) and counts connections once they are
+/// established, which is where connections that were pending together meet the cap.
+pub struct Gate {
+    /// The per-group counters, fed by the network actor.
+    pub(super) groups: Groups,
+}
+
+impl Gate {
+    pub(super) fn new(limits: Limits) -> Self {
+        Self {
+            groups: Groups::new(limits),
+        }
+    }
+}
+
+/// Why the [`Gate`] denied a pending inbound connection: the cause inside the swarm's
+/// `ListenError::Denied`, which the network actor downcasts to count it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Refused {
+    /// The remote's address group.
+    pub(super) group: Group,
+    /// [`Admit::Full`] or [`Admit::Banned`].
+    pub(super) admit: Admit,
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let why = match self.admit {
+            Admit::Banned => "is banned",
+            _ => "has its most inbound connections",
+        };
+        write!(f, "address group {} {why}", self.group)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+impl NetworkBehaviour for Gate {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = Infallible;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        let Some(group) = address_group(remote_addr) else {
+            return Ok(());
+        };
+        match self.groups.check(group, Instant::now()) {
+            Admit::Yes => Ok(()),
+            admit => Err(ConnectionDenied::new(Refused { group, admit })),
+        }
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        _: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, _: FromSwarm) {}
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Infallible, THandlerInEvent<Self>>> {
+        Poll::Pending
+    }
 }
 
 /// Length-delimited by the stream: a request is the bytes of one encoded sync message, read
@@ -179,7 +289,14 @@ fn behaviour(key: &identity::Keypair, config: &Config) -> Result<Behaviour, Erro
             .with_request_timeout(Duration::from_secs(30))
             .with_max_concurrent_streams(64),
     );
+    let gate = Gate::new(Limits {
+        connections: config.max_connections_per_ip,
+        bans: config.max_bans_per_ip,
+        invalid: config.max_invalid_per_ip,
+        period: config.ban,
+    });
     Ok(Behaviour {
+        gate,
         limits: connection_limits::Behaviour::new(limits),
         blocked: allow_block_list::Behaviour::default(),
         gossipsub: gossipsub(config)?,

@@ -6,6 +6,15 @@
 //! nothing). Addresses without an IP (`/memory/..`, `/dns/..`, relayed) belong to no group
 //! and are not limited. The table is pure state: the network actor feeds it events and acts on
 //! its answers.
+//!
+//! Inbound connections from a banned group, or from one that has its most established inbound
+//! connections, are refused before the security handshake: the behaviour's gate
+//! (`behaviour::Gate`, which holds this table) asks [`Groups::check`] when the transport
+//! accepts a connection, and the node drops it without a protocol byte, so a refused remote
+//! cannot make the node do a Diffie-Hellman and a signature per attempt. [`Groups::admit`],
+//! once a connection is established, stays the count that decides: connections pending
+//! together all pass the check, and the ones past the cap are closed then. A connection the
+//! node dialed into a banned group is closed once established (the node chose to dial it).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -143,6 +152,19 @@ impl Groups {
             .get(&group)
             .and_then(|e| e.banned_until)
             .is_some_and(|until| until > now)
+    }
+
+    /// Whether a new inbound connection from `group` may start its handshake: not if the group
+    /// is banned or has its most connections. Counts nothing ([`Groups::admit`] does, once the
+    /// connection is established); a group not in the table may.
+    pub(super) fn check(&self, group: Group, now: Instant) -> Admit {
+        if self.is_banned(group, now) {
+            return Admit::Banned;
+        }
+        match self.entries.get(&group) {
+            Some(entry) if entry.connections >= self.limits.connections => Admit::Full,
+            _ => Admit::Yes,
+        }
     }
 
     /// A connection from `group` is established: banned groups and full ones are refused,
@@ -301,6 +323,30 @@ mod tests {
         );
         groups.release(g);
         assert_eq!(groups.admit(g, true, now), Admit::Yes);
+    }
+
+    #[test]
+    fn the_check_before_the_handshake_refuses_banned_and_full_groups_and_counts_nothing() {
+        let mut groups = Groups::new(limits());
+        let g = Group::V4(Ipv4Addr::LOCALHOST);
+        let now = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(groups.check(g, now), Admit::Yes);
+        }
+        assert_eq!(groups.admit(g, true, now), Admit::Yes);
+        assert_eq!(groups.check(g, now), Admit::Yes);
+        assert_eq!(groups.admit(g, true, now), Admit::Yes);
+        assert_eq!(groups.check(g, now), Admit::Full);
+        groups.release(g);
+        assert_eq!(groups.check(g, now), Admit::Yes);
+        assert!(!groups.charge_ban(g, now));
+        assert!(groups.charge_ban(g, now));
+        assert_eq!(groups.check(g, now), Admit::Banned);
+        let other = Group::V4(Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(groups.check(other, now), Admit::Yes);
+        let later = now + Duration::from_secs(61);
+        groups.expire(later);
+        assert_eq!(groups.check(g, later), Admit::Yes);
     }
 
     #[test]

@@ -7,10 +7,13 @@
 //! bounded set and taken out of the machine (the connection stays); it is put back when it
 //! identifies with the protocol.
 //!
-//! Limits that a fresh key does not reset are kept per address group ([`super::groups`]):
-//! inbound connections past [`Config::max_connections_per_ip`] are closed at once; every peer
-//! ban, and every invalid item the kernel actor counts against a peer (read from the shared
-//! [`Stats`]), is charged to the peer's group, and a group over its budget is banned.
+//! Limits that a fresh key does not reset are kept per address group ([`super::groups`], in
+//! the behaviour's [`Gate`](super::behaviour::Gate)): inbound connections from a banned group
+//! or past [`Config::max_connections_per_ip`] are refused by the gate before the handshake;
+//! those that got through together are counted here once established, and closed at once
+//! past the cap. Every peer ban, and every invalid item the kernel actor counts against a peer
+//! (read from the shared [`Stats`]), is charged to the peer's group, and a group over its
+//! budget is banned.
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
@@ -24,13 +27,13 @@ use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, PublishError};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::OutboundFailure;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::swarm::{ConnectionId, ListenError, SwarmEvent};
 use libp2p::{identify, mdns, request_response, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::behaviour::{Behaviour, BehaviourEvent, SYNC_PROTOCOL};
-use super::groups::{address_group, Admit, Group, Groups, Limits};
+use super::behaviour::{Behaviour, BehaviourEvent, Refused, SYNC_PROTOCOL};
+use super::groups::{address_group, Admit, Group, Groups};
 use super::{Config, Error, KernelCmd, NetCmd, Stats};
 
 /// A `--peer` to keep connected.
@@ -149,8 +152,7 @@ pub(super) struct Network {
     dialing: BTreeMap<ConnectionId, usize>,
     bans: BTreeMap<PeerId, Instant>,
     no_sync: NoSync,
-    groups: Groups,
-    /// Inbound connections counted in `groups`, with their group.
+    /// Inbound connections counted in the gate's [`Groups`], with their group.
     inbound: BTreeMap<ConnectionId, Group>,
     watched: BTreeMap<PeerId, Watched>,
     /// Connection events waiting for room in the kernel's queue, oldest first: they are never
@@ -184,12 +186,6 @@ impl Network {
                 failures: FailureLog::default(),
             })
             .collect();
-        let groups = Groups::new(Limits {
-            connections: config.max_connections_per_ip,
-            bans: config.max_bans_per_ip,
-            invalid: config.max_invalid_per_ip,
-            period: config.ban,
-        });
         Self {
             swarm,
             topic: config.topic(),
@@ -203,7 +199,6 @@ impl Network {
             dialing: BTreeMap::new(),
             bans: BTreeMap::new(),
             no_sync: NoSync::default(),
-            groups,
             inbound: BTreeMap::new(),
             watched: BTreeMap::new(),
             pending: VecDeque::new(),
@@ -289,6 +284,11 @@ impl Network {
 
     fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
         self.stats.lock().expect("stats lock")
+    }
+
+    /// The per-group table, which the gate consults before every inbound handshake.
+    fn groups(&mut self) -> &mut Groups {
+        &mut self.swarm.behaviour_mut().gate.groups
     }
 
     /// Hands a network message to the kernel without waiting: a full queue drops it (counted;
@@ -432,7 +432,7 @@ impl Network {
                 self.charge_invalid();
                 let now = Instant::now();
                 if let Some(group) = self.watched.get(&peer).map(|w| w.group) {
-                    if self.groups.charge_ban(group, now) {
+                    if self.groups().charge_ban(group, now) {
                         self.ban_group(group, "too many banned peers");
                     }
                 }
@@ -476,7 +476,7 @@ impl Network {
                 let group = address_group(addr);
                 if let Some(group) = group {
                     let admit = self
-                        .groups
+                        .groups()
                         .admit(group, endpoint.is_listener(), Instant::now());
                     if admit != Admit::Yes {
                         self.refuse(connection_id, peer_id, group, admit);
@@ -514,7 +514,7 @@ impl Network {
                 ..
             } => {
                 if let Some(group) = self.inbound.remove(&connection_id) {
-                    self.groups.release(group);
+                    self.groups().release(group);
                 }
                 if num_established != 0 || self.connected.remove(&peer_id).is_none() {
                     return;
@@ -542,6 +542,11 @@ impl Network {
                     self.redial_later(i, Instant::now(), &causes(&error));
                 }
             }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => self.on_incoming_error(&send_back_addr, &error),
             SwarmEvent::Behaviour(event) => self.on_behaviour(event),
             _ => {}
         }
@@ -652,7 +657,7 @@ impl Network {
             self.bans.remove(&peer);
             self.swarm.behaviour_mut().blocked.unblock_peer(peer);
         }
-        self.groups.expire(now);
+        self.groups().expire(now);
         self.charge_invalid();
         self.watched.retain(|_, w| {
             w.gone
@@ -687,17 +692,40 @@ impl Network {
         target.backoff = (target.backoff * 2).min(self.config.max_backoff);
     }
 
-    /// Closes a connection from a banned or full group at once, counted. A `--peer` dialed
-    /// into it is redialed with backoff, as if unreachable.
+    /// An inbound connection failed before it was established. The gate's refusals come once
+    /// per attempt from a remote the node already refuses, and cost it nothing: counted, and
+    /// logged at debug only (a banned host retrying must not flood the log).
+    fn on_incoming_error(&mut self, from: &Multiaddr, error: &ListenError) {
+        let refused = match error {
+            ListenError::Denied { cause } => cause.downcast_ref::<Refused>().copied(),
+            _ => None,
+        };
+        match refused {
+            Some(Refused { group, admit }) => {
+                self.count_refusal(admit);
+                self.stats().connections_refused_before_handshake += 1;
+                tracing::debug!(%from, %group, ?admit, "refused a connection before the handshake");
+            }
+            None => tracing::debug!(%from, error = %causes(error), "inbound connection failed"),
+        }
+    }
+
+    /// Counts a refused connection under its reason.
+    fn count_refusal(&mut self, admit: Admit) {
+        let mut stats = self.stats();
+        match admit {
+            Admit::Full => stats.connections_refused_per_ip += 1,
+            _ => stats.connections_refused_banned_ip += 1,
+        }
+    }
+
+    /// Closes an established connection from a banned or full group at once, counted: one
+    /// that got past the gate (pending together with others that filled the group, or banned
+    /// during its handshake), or one the node dialed. A `--peer` dialed into it is redialed
+    /// with backoff, as if unreachable.
     fn refuse(&mut self, id: ConnectionId, peer: PeerId, group: Group, admit: Admit) {
         self.swarm.close_connection(id);
-        {
-            let mut stats = self.stats();
-            match admit {
-                Admit::Full => stats.connections_refused_per_ip += 1,
-                _ => stats.connections_refused_banned_ip += 1,
-            }
-        }
+        self.count_refusal(admit);
         tracing::debug!(%peer, %group, ?admit, "refused a connection");
         if let Some(i) = self.dialing.remove(&id) {
             let target = &mut self.targets[i];
@@ -761,7 +789,7 @@ impl Network {
         }
         let now = Instant::now();
         for (group, count) in charges {
-            if self.groups.charge_invalid(group, count, now) {
+            if self.groups().charge_invalid(group, count, now) {
                 self.ban_group(group, "too many invalid items");
             }
         }

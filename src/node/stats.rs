@@ -57,11 +57,17 @@ pub struct Stats {
     pub dropped: u64,
     /// Peers banned for sending invalid data.
     pub banned: u64,
-    /// Inbound connections closed at once because their address group (an IPv4 address or an
-    /// IPv6 /64) had `max_connections_per_ip` already.
+    /// Inbound connections refused because their address group (an IPv4 address or an IPv6
+    /// /64) had `max_connections_per_ip` already: before the handshake, or right after it when
+    /// several were pending together.
     pub connections_refused_per_ip: u64,
-    /// Connections closed at once because their address group is banned.
+    /// Connections refused because their address group is banned: inbound ones before the
+    /// handshake (or right after it, when the ban came during it), dialed ones once
+    /// established.
     pub connections_refused_banned_ip: u64,
+    /// Of the two above, the inbound connections refused before the handshake, without a
+    /// protocol byte sent.
+    pub connections_refused_before_handshake: u64,
     /// Address groups banned, for too many banned peers or too many invalid items in all.
     pub banned_ips: u64,
     /// Peers found not to speak the sync protocol (by identify or by a refused request), each
