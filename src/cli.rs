@@ -187,7 +187,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn repair(dir: &Path) -> anyhow::Result<()> {
-    if !store::exists(dir) {
+    if !store::probe(dir)? {
         return Err(store::Error::Missing {
             path: dir.to_owned(),
         }

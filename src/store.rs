@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use blockend_kernel::store::{FeedLoss, RepairReport, RocksConfig, RocksStore};
+use blockend_kernel::store::{Access, FeedLoss, RepairReport, RocksConfig, RocksStore, StoreError};
 use blockend_kernel::Kernel;
 
 use crate::app::{ReadyApp, UnknownApp};
@@ -34,7 +34,8 @@ pub fn rocks_config() -> RocksConfig {
 /// The kernel refuses every dispatch that would write.
 ///
 /// # Errors
-/// [`Error::Missing`], [`Error::App`], or the kernel's error (a damaged store).
+/// [`Error::Missing`], [`Error::App`], or the kernel's error: a damaged store, or a
+/// [`StoreError::PermissionDenied`] naming the file this user may not read.
 pub fn open_read_only(dir: &Path) -> Result<(Kernel, ReadyApp), Error> {
     let app = app_of(dir)?;
     let store = RocksStore::open_read_only(dir)?;
@@ -73,7 +74,8 @@ pub enum Error {
     /// The kernel or its RocksDB store failed to open (locked, foreign, corrupt).
     #[error(transparent)]
     Kernel(#[from] blockend_kernel::Error),
-    /// A file operation failed.
+    /// A file operation failed (one the operating system refused is a
+    /// [`StoreError::PermissionDenied`], in [`Error::Kernel`]).
     #[error("{}: {source}", path.display())]
     Io {
         /// The file.
@@ -83,21 +85,49 @@ pub enum Error {
     },
 }
 
-impl From<blockend_kernel::store::StoreError> for Error {
-    fn from(error: blockend_kernel::store::StoreError) -> Self {
+impl From<StoreError> for Error {
+    fn from(error: StoreError) -> Self {
         Self::Kernel(error.into())
     }
 }
 
-/// Whether `dir` holds a store.
+/// The failure to `access` `path`: a [`StoreError::PermissionDenied`] when the operating
+/// system refused it, else [`Error::Io`].
+fn io(path: PathBuf, access: Access, source: std::io::Error) -> Error {
+    match StoreError::io(path, access, source) {
+        StoreError::Io { path, source } => Error::Io { path, source },
+        other => other.into(),
+    }
+}
+
+/// Whether `dir` holds a store (false also when this user may not look inside `dir`: see
+/// [`probe`]).
 pub fn exists(dir: &Path) -> bool {
     dir.join(APP_FILE).is_file()
+}
+
+/// Whether `dir` holds a store, or why that cannot be told.
+///
+/// # Errors
+/// A [`StoreError::PermissionDenied`] when this user may not look inside `dir` (any other
+/// failure to look counts as no store).
+pub fn probe(dir: &Path) -> Result<bool, Error> {
+    let path = dir.join(APP_FILE);
+    match fs::metadata(&path) {
+        Ok(metadata) => Ok(metadata.is_file()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(io(path, Access::Read, e))
+        }
+        // Missing, or a path through a file: no store.
+        Err(_) => Ok(false),
+    }
 }
 
 /// The app a store was created for.
 ///
 /// # Errors
-/// [`Error::Missing`] when there is no store, [`Error::App`] for an unknown name.
+/// [`Error::Missing`] when there is no store, [`Error::App`] for an unknown name, a
+/// [`StoreError::PermissionDenied`] when this user may not read the app file.
 pub fn app_of(dir: &Path) -> Result<ReadyApp, Error> {
     let path = dir.join(APP_FILE);
     let name = match fs::read_to_string(&path) {
@@ -107,7 +137,7 @@ pub fn app_of(dir: &Path) -> Result<ReadyApp, Error> {
                 path: dir.to_owned(),
             })
         }
-        Err(source) => return Err(Error::Io { path, source }),
+        Err(source) => return Err(io(path, Access::Read, source)),
     };
     ReadyApp::from_name(name.trim()).map_err(|source| Error::App {
         path: dir.to_owned(),
@@ -120,7 +150,8 @@ pub fn app_of(dir: &Path) -> Result<ReadyApp, Error> {
 ///
 /// # Errors
 /// [`Error::Missing`], [`Error::AppMismatch`], or the kernel's error (a locked store: a node
-/// is running on it).
+/// is running on it; a [`StoreError::PermissionDenied`] naming what this user may not read
+/// or write).
 pub fn open(dir: &Path, app: Option<ReadyApp>, create: bool) -> Result<(Kernel, ReadyApp), Error> {
     open_checked(dir, app, create).map(|(kernel, app, _)| (kernel, app))
 }
@@ -160,10 +191,10 @@ pub fn own_feed_loss(
 /// wait for it passed).
 ///
 /// # Errors
-/// [`Error::Io`].
+/// [`Error::Io`], or a [`StoreError::PermissionDenied`].
 pub fn mark_recovered(dir: &Path, repair: &RepairReport) -> Result<(), Error> {
     let path = dir.join(RECOVERED_FILE);
-    fs::write(&path, format!("{}\n", repair.at)).map_err(|source| Error::Io { path, source })
+    fs::write(&path, format!("{}\n", repair.at)).map_err(|source| io(path, Access::Write, source))
 }
 
 /// [`open`], with the store's last repair record, if it was repaired (see
@@ -176,7 +207,7 @@ pub fn open_checked(
     app: Option<ReadyApp>,
     create: bool,
 ) -> Result<(Kernel, ReadyApp, Option<RepairReport>), Error> {
-    let app = if exists(dir) {
+    let app = if probe(dir)? {
         let stored = app_of(dir)?;
         if let Some(given) = app.filter(|given| *given != stored) {
             return Err(Error::AppMismatch {
@@ -195,12 +226,12 @@ pub fn open_checked(
     };
     let store = RocksStore::open_with(dir, rocks_config())?;
     let repair = store.last_repair()?;
-    if !exists(dir) {
+    if !probe(dir)? {
         // Written after RocksDB made the directory a store, so a crash in between leaves a
         // store without an app file, which `init` or `node --app` completes.
         let path = dir.join(APP_FILE);
         fs::write(&path, format!("{}\n", app.as_str()))
-            .map_err(|source| Error::Io { path, source })?;
+            .map_err(|source| io(path, Access::Write, source))?;
     }
     let mut kernel = Kernel::builder(&app).with_store(store).open()?;
     if let Some(report) = &repair {

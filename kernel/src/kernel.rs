@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+pub use capacity::MAX_FOLLOWS;
 pub use gc::GcReport;
 pub use report::{Outcome, Report, Source};
 pub use verdicts::{VerdictCache, DEFAULT_VERDICTS};
@@ -33,7 +34,7 @@ use crate::block::{Block, BlockError, BlockId};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::identity::{self, Identity, PublicKey};
-use crate::retention::{OldestLongest, Retention};
+use crate::retention::{Observed, Retention};
 use crate::slice::{AnySlice, Cell, Slice};
 use crate::store::{Batch, BlockStore, MemoryStore, StoreError};
 
@@ -137,6 +138,12 @@ pub enum Error {
         /// The height of the fork.
         at: u64,
     },
+    /// Following one more author would pass the bound on followed authors.
+    #[error("already following {max} authors, the most a kernel follows; unfollow one first")]
+    TooManyFollows {
+        /// The bound.
+        max: usize,
+    },
 }
 
 /// The newest counted block of a feed, as exchanged by the sync protocol.
@@ -193,6 +200,9 @@ pub struct Stats {
     pub evicted_blocks: u64,
     /// Blocks refused because their feed is tombstoned (cumulative).
     pub tombstoned: u64,
+    /// Blocks refused at the door because the store is full and their feed ranks below
+    /// every feed it would have to push out (cumulative).
+    pub over_capacity: u64,
     /// Bytes of own feeds held now (as counted for retention).
     pub own_bytes: u64,
     /// Bytes of other authors' feeds held now: what the capacity budget bounds.
@@ -220,7 +230,8 @@ impl KernelBuilder {
         self.verdicts = Some(cache);
         self
     }
-    /// The ranking that decides which feeds go when over capacity (default: [`OldestLongest`]).
+    /// The ranking that decides which feeds go when over capacity (default:
+    /// [`crate::Observed`]).
     pub fn with_retention(mut self, retention: impl Retention) -> Self {
         self.retention = Some(Box::new(retention));
         self
@@ -301,8 +312,10 @@ impl KernelBuilder {
             mempool: Mempool::new(config.mempool_max_blocks, config.mempool_max_bytes),
             invalid: InvalidCache::new(config.invalid_cache),
             keys: HashMap::new(),
-            retention: self.retention.unwrap_or_else(|| Box::new(OldestLongest)),
+            retention: self.retention.unwrap_or_else(|| Box::new(Observed)),
             tombstones: BTreeMap::new(),
+            follows: BTreeSet::new(),
+            unrecorded_arrivals: Vec::new(),
             expiry: BTreeSet::new(),
             since_snapshot: 0,
             releasing_deferred: false,
@@ -333,6 +346,10 @@ struct Run {
     timers_done: Vec<(u64, BlockId)>,
     gc_time: Option<u64>,
     tombstones: Vec<(PublicKey, Option<u64>)>,
+    /// Feeds that arrived or left: their arrival numbers are written (or deleted).
+    arrivals: BTreeSet<PublicKey>,
+    /// Authors followed (`true`) or unfollowed.
+    follows: Vec<(PublicKey, bool)>,
     /// Positions in `report.outcomes` to fill in once the fold has run, with the author.
     pending: Vec<(usize, PublicKey)>,
     /// A peer's block in this run re-folds everything: the rest of the run rides along.
@@ -368,6 +385,11 @@ pub struct Kernel {
     retention: Box<dyn Retention>,
     /// Evicted feeds, refused until the given time.
     tombstones: BTreeMap<PublicKey, u64>,
+    /// Authors the user follows: ranked first, never refused for capacity by rank alone.
+    follows: BTreeSet<PublicKey>,
+    /// Feeds restored from a store that had no arrival number for them (written by an
+    /// earlier version): numbered on open, written with the next commit.
+    unrecorded_arrivals: Vec<PublicKey>,
     /// Changes since the last persisted snapshot.
     since_snapshot: usize,
     /// Set while [`Kernel::poll`] places deferred blocks (see [`Outcome::Deferred`]).
@@ -430,6 +452,10 @@ impl Kernel {
     fn restore(&mut self) -> Result<(), Error> {
         self.gc_time = self.store.gc_time()?;
         self.tombstones = self.store.tombstones()?.into_iter().collect();
+        self.follows = self.store.follows()?.into_iter().collect();
+        let arrivals: HashMap<PublicKey, u64> = self.store.arrivals()?.into_iter().collect();
+        // Feeds the store has no number for come after every numbered one, in author order.
+        self.index.next_arrival = arrivals.values().max().map_or(0, |n| n + 1);
         let mut blocks = self.store.blocks()?;
         // Parents before children; the store only ever holds blocks that were verified.
         blocks.sort_by_key(|b| (b.author(), b.seq(), b.id()));
@@ -454,6 +480,12 @@ impl Kernel {
             };
             if linked {
                 self.index.insert(block);
+            }
+        }
+        for (author, feed) in &mut self.index.feeds {
+            match arrivals.get(author) {
+                Some(&arrival) => feed.arrival = arrival,
+                None => self.unrecorded_arrivals.push(*author),
             }
         }
         // Expiry timers are derived from the blocks again, not read back: a timer the store
@@ -790,6 +822,13 @@ impl Kernel {
                 return Screen::Done(Outcome::Frozen { at });
             }
         }
+        // A genesis with no room is refused before its signature is checked: a flood of
+        // fresh feeds into a full store costs a lookup per block. (A block that extends a
+        // feed is ranked once placed, in `admit`.)
+        if feed.is_none() && block.seq() == 0 && self.no_room_for(block) {
+            self.stats.over_capacity += 1;
+            return Screen::Done(Outcome::OverCapacity);
+        }
         Screen::Verify
     }
 
@@ -908,6 +947,16 @@ impl Kernel {
                 }
                 self.refold_spent = true;
                 run.full_refold = true;
+            }
+            // Ranked before it is admitted: a block whose feed would be among the first to go
+            // to make room for it is refused, and nothing it would have pushed out goes.
+            if self.no_room_for(&block) {
+                self.stats.over_capacity += 1;
+                run.outcome(id, Outcome::OverCapacity);
+                continue;
+            }
+            if self.index.is_new_feed(&author) {
+                run.arrivals.insert(author);
             }
             let block = self.schedule(block, run);
             run.touch(key_of(&block));
@@ -1036,6 +1085,7 @@ impl Kernel {
             .collect();
         if !batch.is_empty() {
             self.store.commit(batch)?;
+            self.unrecorded_arrivals.clear();
         }
         self.publish();
         let mut report = run.report;
@@ -1095,6 +1145,17 @@ impl Kernel {
         batch.tombstones = authors
             .into_iter()
             .map(|a| (a, self.tombstones.get(&a).copied()))
+            .collect();
+        batch.arrivals = run
+            .arrivals
+            .iter()
+            .chain(&self.unrecorded_arrivals)
+            .map(|a| (*a, self.index.feeds.get(a).map(|f| f.arrival)))
+            .collect();
+        let follows: BTreeSet<PublicKey> = run.follows.iter().map(|(a, _)| *a).collect();
+        batch.follows = follows
+            .into_iter()
+            .map(|a| (a, self.follows.contains(&a)))
             .collect();
         batch
     }

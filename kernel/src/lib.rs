@@ -79,8 +79,10 @@
 //! - Garbage collection ([`Kernel::gc`]): a collected block keeps its header and still links
 //!   its feed; a block arriving without its body, or already expired as of the last `gc(t)`,
 //!   enters collected ([`Outcome::Collected`]).
-//! - Retention ranks feeds with [`OldestLongest`] by default (age and length before recency,
-//!   so fresh identities cannot push out established feeds); see [`retention`].
+//! - Retention ranks feeds with [`Observed`] by default: followed authors, then this node's
+//!   persisted arrival order, then length, never the authors' claimed times, so a flood of
+//!   fresh or backdated identities cannot push out established feeds; blocks are ranked
+//!   before they are admitted ([`Outcome::OverCapacity`]); see [`retention`].
 //! - A reopen restores the persisted state snapshot when it describes exactly the stored
 //!   blocks, and otherwise replays every block (without re-checking signatures); see
 //!   `kernel/snapshot.rs`. Snapshots are written every `Config::snapshot_interval` changes, in
@@ -145,7 +147,8 @@ pub use feed::{Diff, Feed, FeedError, Merged};
 pub use identity::{Identity, PublicKey};
 pub use kernel::{
     Application, Error, Head, Kernel, KernelBuilder, Outcome, Registry, Report, Source, Stats,
+    MAX_FOLLOWS,
 };
-pub use retention::{FeedSummary, OldestLongest, Retention};
+pub use retention::{FeedSummary, Observed, OldestLongest, Retention};
 pub use slice::{Context, Digest, Slice, Subscription, Verdict};
 pub use store::{BlockStore, MemoryStore};

@@ -41,6 +41,11 @@ pub struct Batch {
     pub tombstones: Vec<(PublicKey, Option<u64>)>,
     /// A new state snapshot, replacing the previous one.
     pub snapshot: Option<Vec<u8>>,
+    /// Each feed's arrival number, the order in which the kernel first stored it (`None`:
+    /// the feed is gone, its number with it).
+    pub arrivals: Vec<(PublicKey, Option<u64>)>,
+    /// Authors the user follows (`true`) or no longer follows (`false`).
+    pub follows: Vec<(PublicKey, bool)>,
 }
 
 impl Batch {
@@ -54,6 +59,8 @@ impl Batch {
             && self.heads.is_empty()
             && self.tombstones.is_empty()
             && self.snapshot.is_none()
+            && self.arrivals.is_empty()
+            && self.follows.is_empty()
     }
 }
 
@@ -98,6 +105,17 @@ pub enum StoreError {
         /// The identity file.
         file: PathBuf,
     },
+    /// The operating system refused this user access to a file or directory of the store
+    /// (it belongs to another user, or its mode forbids the access); nothing was changed.
+    /// Run as the store's owner, or grant this user access: reading needs read access only,
+    /// writing needs write access to the whole store directory.
+    #[error("cannot {access} {}: permission denied ({})", path.display(), access.hint())]
+    PermissionDenied {
+        /// The file or directory that could not be read or written.
+        path: PathBuf,
+        /// What was refused.
+        access: Access,
+    },
     /// A file operation failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -132,6 +150,49 @@ pub enum StoreError {
         /// them), when counted.
         lost: Option<usize>,
     },
+}
+
+impl StoreError {
+    /// The error for `source`, a failure to `access` `path`:
+    /// [`StoreError::PermissionDenied`] when the operating system refused the access,
+    /// [`StoreError::Io`] otherwise.
+    pub fn io(path: impl Into<PathBuf>, access: Access, source: std::io::Error) -> Self {
+        let path = path.into();
+        if source.kind() == std::io::ErrorKind::PermissionDenied {
+            Self::PermissionDenied { path, access }
+        } else {
+            Self::Io { path, source }
+        }
+    }
+}
+
+/// What a [`StoreError::PermissionDenied`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Access {
+    /// Reading a file, or listing or entering a directory.
+    Read,
+    /// Creating, changing or locking a file.
+    Write,
+}
+
+impl Access {
+    /// What the person can do about it.
+    fn hint(self) -> &'static str {
+        match self {
+            Self::Read => "the store belongs to another user or is not readable by this one: run as its owner or grant read access",
+            Self::Write => "the store belongs to another user or is read-only for this one: run as its owner to write; cat, state and stats need read access only",
+        }
+    }
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Read => "read",
+            Self::Write => "write",
+        })
+    }
 }
 
 fn damaged(
@@ -182,7 +243,9 @@ pub trait BlockStore: Send + 'static {
         self.len() == 0
     }
 
-    /// Every pending expiry timer: (time, block).
+    /// Every pending expiry timer: (time, block). A record for inspection: the kernel derives
+    /// its timers from the blocks on open (a timer a damaged store lost would otherwise leave
+    /// its block unexpired), so a store may lose these without harm.
     ///
     /// # Errors
     /// [`StoreError`] if the backend fails or a record is corrupt.
@@ -199,6 +262,18 @@ pub trait BlockStore: Send + 'static {
     /// # Errors
     /// [`StoreError`] if the backend fails or a record is corrupt.
     fn tombstones(&self) -> Result<Vec<(PublicKey, u64)>, StoreError>;
+
+    /// Every feed's arrival number: (author, number). See [`Batch::arrivals`].
+    ///
+    /// # Errors
+    /// [`StoreError`] if the backend fails or a record is corrupt.
+    fn arrivals(&self) -> Result<Vec<(PublicKey, u64)>, StoreError>;
+
+    /// The authors the user follows.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the backend fails or a record is corrupt.
+    fn follows(&self) -> Result<Vec<PublicKey>, StoreError>;
 
     /// The latest state snapshot, if one was written.
     ///

@@ -1,9 +1,11 @@
-//! Capacity-bounded retention: over budget, the lowest-ranked feeds of other authors are
-//! evicted whole and tombstoned; own feeds stay; the state is the fold of what is retained.
+//! Capacity-bounded retention under the default ranking (followed authors, then this node's
+//! arrival order, then length): a full store refuses newcomers at the door, whatever their
+//! blocks claim; growth pushes out the most junior feeds, whole, and tombstones them; own
+//! feeds stay; the state is the fold of what is retained.
 
 use blockend_kernel::{
-    Application, Block, Config, Context, Feed, Identity, Kernel, ManualClock, Outcome, Registry,
-    Slice, Verdict,
+    Application, Block, Config, Context, Feed, Identity, Kernel, ManualClock, OldestLongest,
+    Outcome, PublicKey, Registry, Slice, Verdict,
 };
 
 const T0: u64 = 1_700_000_000_000;
@@ -51,21 +53,32 @@ fn cost(len: usize) -> u64 {
     len as u64 * 260
 }
 
+fn config(capacity: u64) -> Config {
+    Config::default()
+        .with_capacity_bytes(capacity)
+        .with_tombstones(TTL, 16)
+}
+
 fn kernel(clock: &ManualClock, capacity: u64) -> Kernel {
     Kernel::builder(&App)
         .with_clock(clock.clone())
         .with_identity(Identity::from_secret([200; 32]))
-        .with_config(
-            Config::default()
-                .with_capacity_bytes(capacity)
-                .with_tombstones(TTL, 16),
-        )
+        .with_config(config(capacity))
         .open()
         .expect("memory store")
 }
 
+fn author(n: u8) -> PublicKey {
+    Identity::from_secret([n; 32]).public()
+}
+
+/// The whole feed of `n` is held.
+fn holds(kernel: &Kernel, blocks: &[Block]) -> bool {
+    blocks.iter().all(|b| kernel.contains(&b.id()))
+}
+
 #[test]
-fn over_budget_the_lowest_ranked_feeds_are_evicted_and_own_feeds_stay() {
+fn a_full_store_refuses_newcomers_at_the_door_and_own_feeds_stay() {
     let clock = ManualClock::new(T0 + 1_000_000);
     // Room for 25 blocks of other authors.
     let mut kernel = kernel(&clock, cost(25));
@@ -73,43 +86,41 @@ fn over_budget_the_lowest_ranked_feeds_are_evicted_and_own_feeds_stay() {
     for _ in 0..40 {
         kernel.create_block(vec![1; 100]).expect("accepted");
     }
-    // Old and long feeds rank first; a swarm of young one-block feeds ranks last.
-    let old_long = feed(1, 10, T0);
-    let old_short = feed(2, 5, T0 + 10);
-    let middle = feed(3, 8, T0 + 1_000);
-    let young: Vec<Vec<Block>> = (10..20).map(|n| feed(n, 1, T0 + 50_000)).collect();
-    for batch in [&old_long, &old_short, &middle] {
+    let first = feed(1, 10, T0 + 5_000);
+    let second = feed(2, 5, T0 + 10_000);
+    let third = feed(3, 8, T0 + 20_000);
+    for batch in [&first, &second, &third] {
         kernel.dispatch(batch.clone()).expect("store");
     }
-    let mut evicted = 0;
-    for one in &young {
+    // Newcomers, half of them claiming to be older than every feed held: the first two fit,
+    // the rest are refused at the door, in arrival order, whatever they claim.
+    let newcomers: Vec<Vec<Block>> = (10..20u8)
+        .map(|n| feed(n, 1, if n % 2 == 0 { n.into() } else { T0 + 50_000 }))
+        .collect();
+    let mut refused = 0;
+    for one in &newcomers {
         let report = kernel.dispatch(one.clone()).expect("store");
-        evicted += report.count(|o| *o == Outcome::Evicted);
+        refused += report.count(|o| *o == Outcome::OverCapacity);
+        assert_eq!(report.count(|o| *o == Outcome::Evicted), 0);
     }
     let stats = kernel.stats();
     assert!(stats.other_bytes <= cost(25), "{stats:?}");
     assert_eq!(stats.own_bytes, cost(40));
-    // Kept: the three old feeds (23 blocks) and two of the young ones, which rank by author.
-    for block in old_long.iter().chain(&old_short).chain(&middle) {
-        assert!(kernel.contains(&block.id()));
+    assert!(holds(&kernel, &first) && holds(&kernel, &second) && holds(&kernel, &third));
+    for (i, one) in newcomers.iter().enumerate() {
+        assert_eq!(kernel.contains(&one[0].id()), i < 2, "newcomer {i}");
     }
-    // Equal young feeds tie on age, length and recency; the author breaks the tie, so the
-    // two with the lowest keys are the ones kept.
-    let mut by_author: Vec<&Vec<Block>> = young.iter().collect();
-    by_author.sort_by_key(|f| f[0].author());
-    for (rank, one) in by_author.iter().enumerate() {
-        assert_eq!(
-            kernel.contains(&one[0].id()),
-            rank < 2,
-            "young feed ranked {rank}"
-        );
-    }
-    assert!(
-        evicted > 0 && evicted <= 8,
-        "{evicted} arrivals evicted at once"
+    assert_eq!(refused, 8);
+    assert_eq!(stats.over_capacity, 8);
+    assert_eq!(
+        stats.evicted_feeds, 0,
+        "nothing was admitted only to be evicted"
     );
-    assert_eq!(stats.evicted_feeds, 8);
     assert_eq!(kernel.head(&kernel.author()).map(|h| h.seq), Some(39));
+    // Sync would not ask for a newcomer's feed: it would be refused.
+    assert!(kernel.refuses_feed(&author(99)));
+    assert!(!kernel.refuses_feed(&author(1)));
+    assert!(!kernel.refuses_feed(&kernel.author()));
 
     // The state is the fold of what is retained.
     let mut retained: Vec<Block> = kernel
@@ -128,13 +139,69 @@ fn over_budget_the_lowest_ranked_feeds_are_evicted_and_own_feeds_stay() {
 }
 
 #[test]
+fn a_flood_of_fresh_and_backdated_feeds_never_evicts_a_senior_feed() {
+    let clock = ManualClock::new(T0 + 1_000_000);
+    let honest: Vec<Vec<Block>> = (1..=5u8).map(|n| feed(n, 20, T0 + u64::from(n))).collect();
+    // The honest feeds fit with room for 10 more blocks.
+    let mut kernel = kernel(&clock, cost(5 * 20 + 10));
+    for one in &honest {
+        kernel.dispatch(one.clone()).expect("store");
+    }
+    // 2,000 fresh identities, half backdated to 1970, some with long feeds.
+    let mut stored = 0;
+    for i in 0..2_000u32 {
+        let identity = Identity::from_secret(blake3::hash(&i.to_be_bytes()).into());
+        let start = if i % 2 == 0 {
+            u64::from(i)
+        } else {
+            T0 + 900_000
+        };
+        let len = if i % 7 == 0 { 30 } else { 1 };
+        let mut sybil = Feed::new();
+        for j in 0..len {
+            sybil.append(&identity, vec![7; 100], start + j);
+        }
+        let report = kernel.dispatch(sybil.into_blocks()).expect("store");
+        stored += report.count(|o| *o == Outcome::Accepted);
+    }
+    for one in &honest {
+        assert!(holds(&kernel, one), "an honest feed lost blocks");
+    }
+    let stats = kernel.stats();
+    assert!(stats.other_bytes <= cost(110), "{stats:?}");
+    assert_eq!(stats.evicted_feeds, 0);
+    assert!(stored <= 10, "{stored} sybil blocks stored");
+    assert!(stats.over_capacity > 1_900, "{stats:?}");
+}
+
+#[test]
+fn growth_pushes_out_the_most_junior_feed_whatever_its_claimed_age() {
+    let clock = ManualClock::new(T0 + 1_000_000);
+    let mut kernel = kernel(&clock, cost(15));
+    let senior = feed(1, 11, T0);
+    // The junior claims to be far older than the senior.
+    let junior = feed(2, 5, 1_000);
+    kernel.dispatch(senior[..10].to_vec()).expect("store");
+    kernel.dispatch(junior.clone()).expect("store");
+    assert!(holds(&kernel, &junior));
+    let report = kernel.dispatch(senior[10..].to_vec()).expect("store");
+    assert_eq!(report.outcome(&senior[10].id()), Some(&Outcome::Accepted));
+    assert!(holds(&kernel, &senior));
+    assert!(!kernel.contains(&junior[0].id()));
+    assert!(kernel.is_tombstoned(&author(2)));
+    assert!(kernel.refuses_feed(&author(2)));
+    assert_eq!(kernel.stats().evicted_feeds, 1);
+}
+
+#[test]
 fn an_evicted_feed_is_refused_while_its_tombstone_lives() {
     let clock = ManualClock::new(T0 + 1_000_000);
-    let mut kernel = kernel(&clock, cost(10));
-    let keeper = feed(1, 10, T0);
+    let mut kernel = kernel(&clock, cost(15));
+    let keeper = feed(1, 11, T0);
     let victim = feed(2, 5, T0 + 5_000);
-    kernel.dispatch(keeper).expect("store");
+    kernel.dispatch(keeper[..10].to_vec()).expect("store");
     kernel.dispatch(victim.clone()).expect("store");
+    kernel.dispatch(keeper[10..].to_vec()).expect("store");
     assert!(!kernel.contains(&victim[0].id()));
     assert!(kernel.is_tombstoned(&victim[0].author()));
 
@@ -147,25 +214,48 @@ fn an_evicted_feed_is_refused_while_its_tombstone_lives() {
         .all(|(_, o)| *o == Outcome::Tombstoned { until }));
     assert_eq!(kernel.stats().tombstoned, 5);
 
-    // Once the tombstone expires the feed may come back (and, still over budget, go again).
+    // Once the tombstone expires the feed may come back, as a newcomer: what fits is taken,
+    // the rest is refused at the door.
     clock.set(until + 1);
     assert!(!kernel.is_tombstoned(&victim[0].author()));
     let report = kernel.dispatch(victim).expect("store");
-    assert_eq!(report.count(|o| *o == Outcome::Evicted), 5);
+    assert_eq!(report.count(|o| *o == Outcome::Accepted), 4);
+    assert_eq!(report.count(|o| *o == Outcome::OverCapacity), 1);
 }
 
 #[test]
-fn tombstones_survive_a_reopen() {
+fn tombstones_arrivals_and_follows_survive_a_reopen() {
     let clock = ManualClock::new(T0 + 1_000_000);
-    let mut kernel = kernel(&clock, cost(10));
-    kernel.dispatch(feed(1, 10, T0)).expect("store");
+    let mut kernel = kernel(&clock, cost(15));
+    let keeper = feed(1, 11, T0);
     let victim = feed(2, 5, T0 + 5_000);
+    let later = feed(3, 1, 5);
+    kernel.dispatch(keeper[..9].to_vec()).expect("store");
     kernel.dispatch(victim.clone()).expect("store");
+    kernel.dispatch(keeper[9..10].to_vec()).expect("store");
+    assert!(kernel.follow(author(4)).expect("follow"));
     let store = kernel.close();
     let mut kernel = Kernel::builder(&App)
         .with_boxed_store(store)
         .with_clock(clock.clone())
-        .with_config(Config::default().with_capacity_bytes(cost(10)))
+        .with_identity(Identity::from_secret([200; 32]))
+        .with_config(config(cost(15)))
+        .open()
+        .expect("reopen");
+    assert!(kernel.is_followed(&author(4)));
+    // The store is full (15 blocks): a newcomer is refused, the keeper's growth pushes out the
+    // victim, which arrived after it: the order survived the reopen.
+    let report = kernel.dispatch(later.clone()).expect("store");
+    assert_eq!(report.outcome(&later[0].id()), Some(&Outcome::OverCapacity));
+    kernel.dispatch(keeper[10..].to_vec()).expect("store");
+    assert!(holds(&kernel, &keeper));
+    assert!(!kernel.contains(&victim[0].id()));
+    let store = kernel.close();
+    let mut kernel = Kernel::builder(&App)
+        .with_boxed_store(store)
+        .with_clock(clock.clone())
+        .with_identity(Identity::from_secret([200; 32]))
+        .with_config(config(cost(15)))
         .open()
         .expect("reopen");
     assert!(kernel.is_tombstoned(&victim[0].author()));
@@ -174,15 +264,95 @@ fn tombstones_survive_a_reopen() {
 }
 
 #[test]
+fn a_followed_author_outranks_seniority_and_its_tombstone_is_lifted() {
+    let clock = ManualClock::new(T0 + 1_000_000);
+    let mut kernel = kernel(&clock, cost(15));
+    let keeper = feed(1, 11, T0);
+    let friend = feed(2, 5, T0 + 5_000);
+    kernel.dispatch(keeper[..10].to_vec()).expect("store");
+    kernel.dispatch(friend.clone()).expect("store");
+    kernel.dispatch(keeper[10..].to_vec()).expect("store");
+    assert!(kernel.is_tombstoned(&author(2)));
+    // The user follows the evicted author: the tombstone goes, and its feed now outranks the
+    // senior keeper, which is pushed out to make room.
+    assert!(kernel.follow(author(2)).expect("follow"));
+    assert!(
+        !kernel.follow(author(2)).expect("follow"),
+        "already followed"
+    );
+    assert!(!kernel.is_tombstoned(&author(2)));
+    assert!(!kernel.refuses_feed(&author(2)));
+    kernel.dispatch(friend.clone()).expect("store");
+    assert!(holds(&kernel, &friend));
+    assert!(!kernel.contains(&keeper[0].id()));
+    // Filled up again by a newcomer; a followed newcomer is not refused at the door.
+    let filler = feed(5, 10, T0 + 7_000);
+    kernel.dispatch(filler.clone()).expect("store");
+    assert!(holds(&kernel, &filler));
+    assert!(kernel.follow(author(3)).expect("follow"));
+    assert!(!kernel.refuses_feed(&author(3)));
+    assert!(kernel.refuses_feed(&author(4)));
+    assert!(kernel.unfollow(&author(3)).expect("unfollow"));
+    assert!(!kernel.unfollow(&author(3)).expect("unfollow"));
+    assert!(kernel.refuses_feed(&author(3)));
+    assert_eq!(kernel.follows().count(), 1);
+    assert_eq!(kernel.stats().other_bytes, cost(15));
+}
+
+#[test]
 fn tombstones_are_bounded() {
     let clock = ManualClock::new(T0 + 1_000_000);
-    let mut kernel = kernel(&clock, 0);
+    // Each newcomer claims an older genesis than the last and, under the genesis-time ranking,
+    // pushes it out.
+    let mut kernel = Kernel::builder(&App)
+        .with_clock(clock.clone())
+        .with_identity(Identity::from_secret([200; 32]))
+        .with_config(config(cost(1)))
+        .with_retention(OldestLongest)
+        .open()
+        .expect("memory store");
     for n in 0..40u8 {
-        kernel.dispatch(feed(n + 1, 1, T0)).expect("store");
+        kernel
+            .dispatch(feed(n + 1, 1, T0 - u64::from(n)))
+            .expect("store");
     }
-    assert_eq!(kernel.stats().evicted_feeds, 40);
+    assert_eq!(kernel.stats().evicted_feeds, 39);
     let tombstoned = (0..40u8)
-        .filter(|n| kernel.is_tombstoned(&Identity::from_secret([n + 1; 32]).public()))
+        .filter(|n| kernel.is_tombstoned(&author(n + 1)))
         .count();
     assert_eq!(tombstoned, 16, "max_tombstones is 16");
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn arrivals_and_follows_survive_a_reopen_on_rocksdb() {
+    use blockend_kernel::store::RocksStore;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(T0 + 1_000_000);
+    let open = || {
+        Kernel::builder(&App)
+            .with_store(RocksStore::open(dir.path()).expect("open"))
+            .with_clock(clock.clone())
+            .with_identity(Identity::from_secret([200; 32]))
+            .with_config(config(cost(15)))
+            .open()
+            .expect("kernel")
+    };
+    let keeper = feed(1, 11, T0);
+    let victim = feed(2, 5, 1_000);
+    let mut kernel = open();
+    kernel.dispatch(keeper[..10].to_vec()).expect("store");
+    kernel.dispatch(victim.clone()).expect("store");
+    assert!(kernel.follow(author(9)).expect("follow"));
+    assert!(kernel.follow(author(8)).expect("follow"));
+    assert!(kernel.unfollow(&author(8)).expect("unfollow"));
+    drop(kernel.close());
+    let mut kernel = open();
+    assert_eq!(
+        kernel.follows().copied().collect::<Vec<_>>(),
+        vec![author(9)]
+    );
+    kernel.dispatch(keeper[10..].to_vec()).expect("store");
+    assert!(holds(&kernel, &keeper), "the keeper arrived first");
+    assert!(!kernel.contains(&victim[0].id()));
 }

@@ -94,6 +94,7 @@ impl Stats {
                     Outcome::Rejected { slice, .. } => Some(format!("slice:{slice}")),
                     Outcome::Frozen { .. } => Some("frozen".to_owned()),
                     Outcome::Tombstoned { .. } => Some("tombstoned".to_owned()),
+                    Outcome::OverCapacity => Some("over_capacity".to_owned()),
                     _ => None,
                 };
                 if let Some(key) = refused {

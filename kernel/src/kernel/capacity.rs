@@ -1,29 +1,100 @@
-//! Capacity-bounded retention: over the byte budget, the lowest-ranked feeds of other authors
-//! are evicted whole and tombstoned (see [`crate::retention`]).
+//! Capacity-bounded retention: blocks are ranked before they are admitted, and over the byte
+//! budget the lowest-ranked feeds of other authors are evicted whole and tombstoned (see
+//! [`crate::retention`]). Followed authors are kept here too.
 
-use super::index::{key_of, FeedIndex};
-use super::{Kernel, Run};
+use std::cmp::Ordering;
+
+use super::index::{cost, key_of, FeedIndex, BLOCK_OVERHEAD};
+use super::{Error, Kernel, Run};
+use crate::block::Block;
 use crate::identity::PublicKey;
 use crate::retention::FeedSummary;
 
+/// The most authors a kernel follows.
+pub const MAX_FOLLOWS: usize = 65_536;
+
 impl Kernel {
+    /// Bytes of other authors' feeds held now: what the capacity budget bounds.
+    pub(super) fn other_bytes(&self) -> u64 {
+        let own = self.index.feeds.get(&self.author()).map_or(0, |f| f.bytes);
+        self.index.bytes.saturating_sub(own)
+    }
+
+    /// Whether admitting `block` would leave its own feed among those evicted to make room:
+    /// even with every feed that ranks below it gone, the store would be over capacity. Such
+    /// a block is refused and nothing is evicted for it. Own blocks always have room.
+    pub(super) fn no_room_for(&self, block: &Block) -> bool {
+        let Some(capacity) = self.config.capacity_bytes else {
+            return false;
+        };
+        let author = block.author();
+        if author == self.author() {
+            return false;
+        }
+        let total = self.other_bytes().saturating_add(cost(block));
+        if total <= capacity {
+            return false;
+        }
+        let held = self.index.feeds.get(&author);
+        let followed = self.follows.contains(&author);
+        if held.is_none() && !followed && self.retention.newcomers_rank_last() {
+            return true;
+        }
+        let mut candidate =
+            held.and_then(|feed| self.summary(&author, feed))
+                .unwrap_or(FeedSummary {
+                    author,
+                    blocks: 0,
+                    bytes: 0,
+                    genesis_time: block.time(),
+                    last_time: block.time(),
+                    arrival: self.index.next_arrival,
+                    followed,
+                });
+        candidate.blocks += 1;
+        candidate.bytes += cost(block);
+        candidate.last_time = block.time();
+        let own = self.author();
+        let below: u64 = self
+            .index
+            .feeds
+            .iter()
+            .filter(|(a, _)| **a != own && **a != author)
+            .filter_map(|(a, feed)| self.summary(a, feed))
+            .filter(|feed| self.retention.rank(feed, &candidate) == Ordering::Greater)
+            .map(|feed| feed.bytes)
+            .sum();
+        total.saturating_sub(below) > capacity
+    }
+
+    /// Whether blocks of `author`'s feed are refused now, so sync need not ask for them: the
+    /// feed is tombstoned, or it is one this kernel does not hold, by an author the user does
+    /// not follow, and the store is too full for a new feed that the ranking puts last.
+    pub fn refuses_feed(&self, author: &PublicKey) -> bool {
+        if self.is_tombstoned(author) {
+            return true;
+        }
+        let Some(capacity) = self.config.capacity_bytes else {
+            return false;
+        };
+        *author != self.author()
+            && !self.index.feeds.contains_key(author)
+            && !self.follows.contains(author)
+            && self.retention.newcomers_rank_last()
+            && self.other_bytes().saturating_add(BLOCK_OVERHEAD) > capacity
+    }
+
     /// Over the byte budget, evicts the lowest-ranked feeds of other authors, whole, and
     /// tombstones them.
     pub(super) fn enforce_capacity(&mut self, run: &mut Run) {
         let Some(capacity) = self.config.capacity_bytes else {
             return;
         };
-        let own = self.author();
-        let mut other: u64 = self
-            .index
-            .feeds
-            .iter()
-            .filter(|(a, _)| **a != own)
-            .map(|(_, f)| f.bytes)
-            .sum();
+        let mut other = self.other_bytes();
         if other <= capacity {
             return;
         }
+        let own = self.author();
         let mut feeds: Vec<FeedSummary> = self
             .index
             .feeds
@@ -47,13 +118,14 @@ impl Kernel {
                 run.touch(key_of(&block));
                 run.removed.push(block);
             }
+            run.arrivals.insert(victim.author);
             self.tombstone(victim.author, until, run);
         }
     }
 
     /// What the ranking sees of a feed. A feed frozen at genesis holds no block of C, only
     /// its fork proof; it is summarised from the proof, so it can still be evicted.
-    fn summary(&self, author: &PublicKey, feed: &FeedIndex) -> Option<FeedSummary> {
+    pub(super) fn summary(&self, author: &PublicKey, feed: &FeedIndex) -> Option<FeedSummary> {
         let proof = feed.proof.as_ref().map(|(a, b)| (a.clone(), b.clone()));
         let first = feed
             .ids
@@ -71,6 +143,8 @@ impl Kernel {
             bytes: feed.bytes,
             genesis_time: first.time(),
             last_time: last.time(),
+            arrival: feed.arrival,
+            followed: self.follows.contains(author),
         })
     }
 
@@ -108,5 +182,64 @@ impl Kernel {
         self.tombstones
             .get(author)
             .is_some_and(|&until| until > self.clock.now())
+    }
+
+    /// Follows `author`: its feed ranks above every feed the user does not follow, and a
+    /// tombstone that refused it is lifted, so peers can send it again. Persisted with the
+    /// store. Returns whether the author was not followed before.
+    ///
+    /// # Errors
+    /// [`Error::TooManyFollows`] past [`MAX_FOLLOWS`]; [`Error::Store`] if the commit fails
+    /// (nothing changes then).
+    pub fn follow(&mut self, author: PublicKey) -> Result<bool, Error> {
+        if self.follows.contains(&author) {
+            return Ok(false);
+        }
+        if self.follows.len() >= MAX_FOLLOWS {
+            return Err(Error::TooManyFollows { max: MAX_FOLLOWS });
+        }
+        self.follows.insert(author);
+        let lifted = self.tombstones.remove(&author);
+        let mut run = Run::default();
+        run.follows.push((author, true));
+        if lifted.is_some() {
+            run.tombstones.push((author, None));
+        }
+        if let Err(error) = self.commit_run(run) {
+            self.follows.remove(&author);
+            if let Some(until) = lifted {
+                self.tombstones.insert(author, until);
+            }
+            return Err(error);
+        }
+        Ok(true)
+    }
+
+    /// Stops following `author`; its feed is ranked by arrival again (and may be evicted at
+    /// the next dispatch that finds the store over capacity). Returns whether it was followed.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the commit fails (nothing changes then).
+    pub fn unfollow(&mut self, author: &PublicKey) -> Result<bool, Error> {
+        if !self.follows.remove(author) {
+            return Ok(false);
+        }
+        let mut run = Run::default();
+        run.follows.push((*author, false));
+        if let Err(error) = self.commit_run(run) {
+            self.follows.insert(*author);
+            return Err(error);
+        }
+        Ok(true)
+    }
+
+    /// The authors the user follows.
+    pub fn follows(&self) -> impl Iterator<Item = &PublicKey> {
+        self.follows.iter()
+    }
+
+    /// Whether the user follows `author`.
+    pub fn is_followed(&self, author: &PublicKey) -> bool {
+        self.follows.contains(author)
     }
 }

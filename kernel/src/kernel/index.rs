@@ -26,6 +26,8 @@ pub(crate) struct FeedIndex {
     pub proof: Option<(Arc<Block>, Arc<Block>)>,
     /// Bytes held, as counted for retention (see [`cost`]).
     pub bytes: u64,
+    /// This kernel's arrival order: the feed was the `arrival`-th it stored (persisted).
+    pub arrival: u64,
 }
 
 /// A block's weight for the retention budget: its body plus a fixed overhead for the header,
@@ -45,14 +47,32 @@ pub(crate) struct Index {
     /// Blocks that arrived without their body (a peer collected them, or lied) and whose body
     /// this kernel did not drop itself: the bodies sync may ask peers for.
     pub missing: BTreeSet<BlockId>,
+    /// The sum of every feed's `bytes`.
+    pub bytes: u64,
+    /// The arrival number the next new feed gets.
+    pub next_arrival: u64,
 }
 
 impl Index {
+    /// Whether inserting a block of `author` creates its feed (then [`Index::insert`] gives
+    /// it the next arrival number).
+    pub(crate) fn is_new_feed(&self, author: &PublicKey) -> bool {
+        !self.feeds.contains_key(author)
+    }
+
     pub(crate) fn insert(&mut self, block: Arc<Block>) {
-        let feed = self.feeds.entry(block.author()).or_default();
+        let next = &mut self.next_arrival;
+        let feed = self.feeds.entry(block.author()).or_insert_with(|| {
+            *next += 1;
+            FeedIndex {
+                arrival: *next - 1,
+                ..FeedIndex::default()
+            }
+        });
         debug_assert_eq!(feed.ids.len() as u64, block.seq());
         feed.ids.push(block.id());
         feed.bytes += cost(&block);
+        self.bytes += cost(&block);
         self.order.insert(key_of(&block), block.id());
         self.blocks.insert(block.id(), block);
     }
@@ -72,6 +92,7 @@ impl Index {
         if let Some(feed) = self.feeds.get_mut(author) {
             feed.bytes = feed.bytes.saturating_sub(freed);
         }
+        self.bytes = self.bytes.saturating_sub(freed);
         removed
     }
 
@@ -86,9 +107,11 @@ impl Index {
     ) -> Option<(Arc<Block>, Arc<Block>)> {
         let feed = self.feeds.get_mut(author)?;
         feed.bytes += cost(&pair.0) + cost(&pair.1);
+        self.bytes += cost(&pair.0) + cost(&pair.1);
         let old = feed.proof.replace(pair);
         if let Some((a, b)) = &old {
             feed.bytes = feed.bytes.saturating_sub(cost(a) + cost(b));
+            self.bytes = self.bytes.saturating_sub(cost(a) + cost(b));
         }
         old
     }
@@ -98,6 +121,7 @@ impl Index {
         let Some(feed) = self.feeds.remove(author) else {
             return Vec::new();
         };
+        self.bytes = self.bytes.saturating_sub(feed.bytes);
         let mut removed = self.remove_all(&feed.ids);
         if let Some((a, b)) = feed.proof {
             removed.extend([a, b]);
@@ -122,6 +146,7 @@ impl Index {
         let added = full.header().body_len as u64;
         if let Some(feed) = self.feeds.get_mut(&full.author()) {
             feed.bytes += added;
+            self.bytes += added;
         }
         self.missing.remove(&full.id());
         self.blocks.insert(full.id(), full);
@@ -131,7 +156,9 @@ impl Index {
     pub(crate) fn prune(&mut self, pruned: Arc<Block>) {
         let freed = pruned.header().body_len as u64;
         if let Some(feed) = self.feeds.get_mut(&pruned.author()) {
-            feed.bytes = feed.bytes.saturating_sub(freed);
+            let freed = freed.min(feed.bytes);
+            feed.bytes -= freed;
+            self.bytes = self.bytes.saturating_sub(freed);
         }
         self.blocks.insert(pruned.id(), pruned);
     }
@@ -144,7 +171,9 @@ impl Index {
         if let Some(feed) = self.feeds.get_mut(&block.author()) {
             if feed.ids.last() == Some(id) {
                 feed.ids.pop();
-                feed.bytes = feed.bytes.saturating_sub(cost(&block));
+                let freed = cost(&block).min(feed.bytes);
+                feed.bytes -= freed;
+                self.bytes = self.bytes.saturating_sub(freed);
             }
         }
         Some(block)

@@ -62,6 +62,11 @@ pub enum Outcome {
     /// Accepted, then evicted with its whole feed because the store is over its byte budget
     /// and the feed ranks lowest.
     Evicted,
+    /// Valid as far as checked, but the store is full and this block's feed ranks below every
+    /// feed that would have to go to make room for it (see [`crate::retention`]): refused at
+    /// the door, nothing stored, nothing evicted, nobody blamed. A genesis is refused before
+    /// its signature is checked.
+    OverCapacity,
     /// Its feed was evicted for capacity a short while ago and is refused until `until`.
     Tombstoned {
         /// When the tombstone expires (ms since the Unix epoch).

@@ -15,6 +15,8 @@ pub struct MemoryStore {
     timers: BTreeSet<(u64, BlockId)>,
     gc_time: u64,
     tombstones: BTreeMap<PublicKey, u64>,
+    arrivals: BTreeMap<PublicKey, u64>,
+    follows: BTreeSet<PublicKey>,
     snapshot: Option<Vec<u8>>,
     identity: Option<[u8; 32]>,
 }
@@ -50,7 +52,28 @@ impl BlockStore for MemoryStore {
                 None => self.tombstones.remove(&author),
             };
         }
+        for (author, arrival) in batch.arrivals {
+            match arrival {
+                Some(arrival) => self.arrivals.insert(author, arrival),
+                None => self.arrivals.remove(&author),
+            };
+        }
+        for (author, follow) in batch.follows {
+            if follow {
+                self.follows.insert(author);
+            } else {
+                self.follows.remove(&author);
+            }
+        }
         Ok(())
+    }
+
+    fn arrivals(&self) -> Result<Vec<(PublicKey, u64)>, StoreError> {
+        Ok(self.arrivals.iter().map(|(a, n)| (*a, *n)).collect())
+    }
+
+    fn follows(&self) -> Result<Vec<PublicKey>, StoreError> {
+        Ok(self.follows.iter().copied().collect())
     }
 
     fn snapshot(&self) -> Result<Option<Vec<u8>>, StoreError> {

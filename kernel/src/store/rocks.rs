@@ -8,6 +8,8 @@
 //!   heads        author -> seq (8 bytes, big-endian) | id: the newest block of each feed
 //!   timers       time (8 bytes, big-endian) | id -> (): pending expiry timers
 //!   meta         "gc_time" -> u64 big-endian
+//!                "arrival/" | author -> u64 big-endian: the order this store first held the feed
+//!                "follow/" | author -> (): an author the user follows
 //!   checkpoints  "snapshot" -> the latest state snapshot (see the kernel's snapshot module)
 //!   tombstones   author -> refused-until (8 bytes, big-endian): evicted feeds
 //! ```
@@ -21,8 +23,11 @@
 //!
 //! Opening refuses, without writing anything, a directory that is not a blockend store
 //! ([`StoreError::Foreign`]), a store another process holds open ([`StoreError::Locked`]) and a
-//! store whose files are damaged ([`StoreError::Damaged`]). RocksDB calls block; async drivers
-//! call the kernel from a blocking thread.
+//! store whose files are damaged ([`StoreError::Damaged`]). A file or directory the operating
+//! system does not let this user read or write fails with [`StoreError::PermissionDenied`]
+//! naming it, whether the refusal came from this code or from RocksDB (which reports it as
+//! text): never as damage, a lock or a lost identity. RocksDB calls block; async drivers call
+//! the kernel from a blocking thread.
 //!
 //! # Concurrent use
 //! One writer at a time holds RocksDB's lock; another writer waits for it up to
@@ -67,7 +72,7 @@ use rocksdb::{
     WriteOptions, DB, DEFAULT_COLUMN_FAMILY_NAME,
 };
 
-use super::{Batch, BlockStore, StoreError};
+use super::{Access, Batch, BlockStore, StoreError};
 use crate::block::{Block, BlockId};
 use crate::identity::{Identity, PublicKey};
 
@@ -95,6 +100,10 @@ const FAMILIES: [&str; 6] = [
 ];
 const GC_TIME: &[u8] = b"gc_time";
 const SNAPSHOT: &[u8] = b"snapshot";
+/// `meta` keys: this prefix and an author -> the feed's arrival number (8 bytes, big-endian).
+const ARRIVAL: &[u8] = b"arrival/";
+/// `meta` keys: this prefix and an author -> (): a followed author.
+const FOLLOW: &[u8] = b"follow/";
 const REPAIRED: &[u8] = b"repaired";
 
 /// A column family's memtable, in bytes; the write-ahead log preallocates 1.1 times this.
@@ -164,6 +173,12 @@ fn files_view(db_dir: &Path) -> std::io::Result<(String, u64, Vec<std::ffi::OsSt
 /// Maps a RocksDB failure on the store in `dir` to a [`StoreError`].
 fn backend_error(dir: &Path, error: rocksdb::Error) -> StoreError {
     let message = error.to_string();
+    if error.kind() == ErrorKind::IOError {
+        // Checked first: a lock file this user may not open is no other process's lock.
+        if let Some(error) = permission_denied(dir, &message) {
+            return error;
+        }
+    }
     match error.kind() {
         ErrorKind::IOError
             if message.contains("While lock file")
@@ -177,6 +192,43 @@ fn backend_error(dir: &Path, error: rocksdb::Error) -> StoreError {
         ErrorKind::Corruption => damaged(dir, message),
         _ => StoreError::Backend(format!("{}: {message}", dir.display())),
     }
+}
+
+/// The [`StoreError::PermissionDenied`] in RocksDB's `message` on the store in `dir`, if it
+/// says the operating system refused an access. RocksDB keeps only the text of the error
+/// (`IO error: While open a file for appending: DIR/db/LOG: Permission denied`): the
+/// operation, the path, then `strerror` of `EACCES` or `EPERM`.
+fn permission_denied(dir: &Path, message: &str) -> Option<StoreError> {
+    let refused = [": Permission denied", ": Operation not permitted"]
+        .iter()
+        .find_map(|reason| message.rfind(reason))?;
+    let before = &message[..refused];
+    // The path follows the operation's ": " and starts with the store's directory as
+    // RocksDB was given it (which may itself hold ": ").
+    let lead = format!(": {}", dir.to_string_lossy());
+    let (operation, path) = match before.match_indices(&lead).map(|(at, _)| at).find(|&at| {
+        let rest = &before[at + lead.len()..];
+        rest.is_empty() || rest.starts_with('/')
+    }) {
+        Some(at) => (&before[..at], &before[at + 2..]),
+        None => match before.rfind(": ") {
+            Some(at) => (&before[..at], &before[at + 2..]),
+            None => (before, ""),
+        },
+    };
+    let operation = operation.to_ascii_lowercase();
+    let reads = operation.contains("read")
+        && !["append", "writ", "lock", "creat", "renam", "delet", "sync"]
+            .iter()
+            .any(|word| operation.contains(word));
+    Some(StoreError::PermissionDenied {
+        path: if path.is_empty() {
+            dir.to_owned()
+        } else {
+            PathBuf::from(path)
+        },
+        access: if reads { Access::Read } else { Access::Write },
+    })
 }
 
 /// A [`StoreError::Damaged`] for the store in `dir`, located and sized by reading its
@@ -294,11 +346,9 @@ impl std::fmt::Debug for RocksStore {
     }
 }
 
-fn io(path: &Path, source: std::io::Error) -> StoreError {
-    StoreError::Io {
-        path: path.to_owned(),
-        source,
-    }
+/// A failure to `access` `path` ([`StoreError::PermissionDenied`] when it was refused).
+fn io(path: &Path, access: Access, source: std::io::Error) -> StoreError {
+    StoreError::io(path, access, source)
 }
 
 impl RocksStore {
@@ -307,7 +357,9 @@ impl RocksStore {
     /// # Errors
     /// [`StoreError::Foreign`] if `dir` holds something else, [`StoreError::Locked`] if another
     /// process has the store open, [`StoreError::Damaged`] if a write-ahead log or table file
-    /// is damaged (see [`RocksStore::repair`]), [`StoreError::Io`] or [`StoreError::Backend`].
+    /// is damaged (see [`RocksStore::repair`]), [`StoreError::PermissionDenied`] if this user
+    /// may not read or write a file of the store, [`StoreError::Io`] or
+    /// [`StoreError::Backend`].
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::open_with(dir, RocksConfig::default())
     }
@@ -330,13 +382,13 @@ impl RocksStore {
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+                        fs::create_dir_all(&dir).map_err(|e| io(&dir, Access::Write, e))?;
                     }
-                    Err(e) => return Err(io(&dir, e)),
+                    Err(e) => return Err(io(&dir, Access::Read, e)),
                 }
                 true
             }
-            Err(e) => return Err(io(&marker, e)),
+            Err(e) => return Err(io(&marker, Access::Read, e)),
         };
         let db_dir = dir.join("db");
         let mut options = db_options(DBRecoveryMode::TolerateCorruptedTailRecords);
@@ -349,13 +401,15 @@ impl RocksStore {
             let scan = match wal::scan(&db_dir) {
                 Ok(scan) => scan,
                 // The holder of the lock deleted a log while it was read.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !fresh => {
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && !fresh =>
+                {
                     return Err(StoreError::Locked {
                         path: dir.clone(),
                         waited: Duration::ZERO,
                     })
                 }
-                Err(e) => return Err(io(&db_dir, e)),
+                Err(error) => return Err(error),
             };
             if let Some(error) = log_damaged(&dir, &scan, String::new()) {
                 return Err(error);
@@ -376,7 +430,7 @@ impl RocksStore {
         })?;
         if fresh {
             // The marker goes last: a crash before it leaves a directory that opens as fresh.
-            fs::write(&marker, MARKER_CONTENT).map_err(|e| io(&marker, e))?;
+            fs::write(&marker, MARKER_CONTENT).map_err(|e| io(&marker, Access::Write, e))?;
         }
         let mut write = WriteOptions::default();
         write.set_sync(config.sync);
@@ -390,8 +444,13 @@ impl RocksStore {
         store.count_blocks()?;
         // A store that holds blocks is never given a new key without an explicit command:
         // the next block would come from a new author.
-        if store.len > 0 && store.stored_identity().ok().flatten().is_none() {
-            return Err(store.identity_lost());
+        if store.len > 0 {
+            match store.stored_identity() {
+                Ok(Some(_)) => {}
+                // An identity file this user may not read is not lost.
+                Err(error @ StoreError::PermissionDenied { .. }) => return Err(error),
+                Ok(None) | Err(_) => return Err(store.identity_lost()),
+            }
         }
         Ok(store)
     }
@@ -406,7 +465,9 @@ impl RocksStore {
     /// # Errors
     /// [`StoreError::Foreign`] if `dir` is not a blockend store (a missing or empty one
     /// included: nothing is created), [`StoreError::Damaged`] if a write-ahead log or table
-    /// file is damaged, [`StoreError::Io`] or [`StoreError::Backend`].
+    /// file is damaged, [`StoreError::PermissionDenied`] if this user may not read a file of
+    /// the store (the identity file excepted: it is not needed), [`StoreError::Io`] or
+    /// [`StoreError::Backend`].
     pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = dir.as_ref().to_owned();
         check_marker(&dir)?;
@@ -419,9 +480,8 @@ impl RocksStore {
         // the open is retried, briefly, until the files did not change under it.
         let db = loop {
             let before = files_view(&db_dir);
-            let opened = wal::scan(&db_dir)
-                .map_err(|e| io(&db_dir, e))
-                .and_then(|scan| match log_damaged(&dir, &scan, String::new()) {
+            let opened =
+                wal::scan(&db_dir).and_then(|scan| match log_damaged(&dir, &scan, String::new()) {
                     Some(error) => Err(error),
                     None => {
                         DB::open_cf_descriptors_read_only(&options, &db_dir, descriptors(), false)
@@ -494,7 +554,7 @@ impl RocksStore {
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(&path, e)),
+            Err(e) => return Err(io(&path, Access::Read, e)),
         };
         let mut secret = [0u8; 32];
         hex::decode_to_slice(text.trim(), &mut secret).map_err(|e| StoreError::Corrupt {
@@ -518,7 +578,28 @@ impl RocksStore {
     fn backend(&self, error: rocksdb::Error) -> StoreError {
         backend_error(&self.dir, error)
     }
+
+    /// The `meta` entries under `prefix`, each keyed by an author.
+    fn meta_entries(&self, prefix: &[u8]) -> Result<Vec<MetaEntry>, StoreError> {
+        let mode = IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_META), mode) {
+            let (key, value) = item.map_err(|e| self.backend(e))?;
+            let Some(author) = key.strip_prefix(prefix) else {
+                break;
+            };
+            let author: [u8; 32] = author.try_into().map_err(|_| StoreError::Corrupt {
+                key: format!("{}: meta {}", self.dir.display(), hex::encode(&key)),
+                reason: "the key does not end in a 32-byte author".into(),
+            })?;
+            out.push((PublicKey(author), value));
+        }
+        Ok(out)
+    }
 }
+
+/// A `meta` entry keyed by an author, and its value.
+type MetaEntry = (PublicKey, Box<[u8]>);
 
 fn timer_key(time: u64, id: &BlockId) -> [u8; 40] {
     let mut key = [0u8; 40];
@@ -591,6 +672,21 @@ impl BlockStore for RocksStore {
                 None => write.delete_cf(tombstones, author.0),
             }
         }
+        for (author, arrival) in &batch.arrivals {
+            let key = [ARRIVAL, &author.0].concat();
+            match arrival {
+                Some(arrival) => write.put_cf(meta, key, arrival.to_be_bytes()),
+                None => write.delete_cf(meta, key),
+            }
+        }
+        for (author, follow) in &batch.follows {
+            let key = [FOLLOW, &author.0].concat();
+            if *follow {
+                write.put_cf(meta, key, []);
+            } else {
+                write.delete_cf(meta, key);
+            }
+        }
         self.db
             .write_opt(write, &self.write)
             .map_err(|e| self.backend(e))?;
@@ -634,6 +730,27 @@ impl BlockStore for RocksStore {
 
     fn len(&self) -> usize {
         self.len
+    }
+
+    fn arrivals(&self) -> Result<Vec<(PublicKey, u64)>, StoreError> {
+        self.meta_entries(ARRIVAL)?
+            .into_iter()
+            .map(|(author, value)| {
+                let value: [u8; 8] = value[..].try_into().map_err(|_| StoreError::Corrupt {
+                    key: format!("{}: arrival of {author}", self.dir.display()),
+                    reason: "an arrival number is 8 bytes".into(),
+                })?;
+                Ok((author, u64::from_be_bytes(value)))
+            })
+            .collect()
+    }
+
+    fn follows(&self) -> Result<Vec<PublicKey>, StoreError> {
+        Ok(self
+            .meta_entries(FOLLOW)?
+            .into_iter()
+            .map(|(author, _)| author)
+            .collect())
     }
 
     fn timers(&self) -> Result<Vec<(u64, BlockId)>, StoreError> {
@@ -718,11 +835,11 @@ impl BlockStore for RocksStore {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)
-            .map_err(|e| io(&tmp, e))?;
+            .map_err(|e| io(&tmp, Access::Write, e))?;
         file.write_all(format!("{}\n", hex::encode(secret)).as_bytes())
             .and_then(|()| file.sync_all())
-            .map_err(|e| io(&tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+            .map_err(|e| io(&tmp, Access::Write, e))?;
+        fs::rename(&tmp, &path).map_err(|e| io(&path, Access::Write, e))?;
         Ok(())
     }
 }
@@ -739,6 +856,56 @@ pub(super) fn check_marker(dir: &Path) -> Result<(), StoreError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::Foreign {
             path: dir.to_owned(),
         }),
-        Err(e) => Err(io(&marker, e)),
+        Err(e) => Err(io(&marker, Access::Read, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rocksdb_s_permission_messages_name_the_path_and_the_access() {
+        let dir = Path::new("/srv/a: b/store");
+        for (message, path, access) in [
+            (
+                "IO error: While open a file for appending: /srv/a: b/store/db/LOG: Permission denied",
+                "/srv/a: b/store/db/LOG",
+                Access::Write,
+            ),
+            (
+                "IO error: While open a file for random read: /srv/a: b/store/db/000013.sst: Permission denied",
+                "/srv/a: b/store/db/000013.sst",
+                Access::Read,
+            ),
+            (
+                "IO error: While opening a file for sequentially reading: /srv/a: b/store/db/CURRENT: Permission denied",
+                "/srv/a: b/store/db/CURRENT",
+                Access::Read,
+            ),
+            (
+                "IO error: While lock file: /srv/a: b/store/db/LOCK: Operation not permitted",
+                "/srv/a: b/store/db/LOCK",
+                Access::Write,
+            ),
+        ] {
+            match permission_denied(dir, message) {
+                Some(StoreError::PermissionDenied { path: p, access: a }) => {
+                    assert_eq!((p.as_path(), a), (Path::new(path), access), "{message}");
+                }
+                other => panic!("{message}: {other:?}"),
+            }
+        }
+        // A relative store directory, whose name is also in the operation's words.
+        match permission_denied(
+            Path::new("s"),
+            "IO error: While opening a file for sequentially reading: s/db/CURRENT: Permission denied",
+        ) {
+            Some(StoreError::PermissionDenied { path, access }) => {
+                assert_eq!((path.as_path(), access), (Path::new("s/db/CURRENT"), Access::Read));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(permission_denied(dir, "IO error: No space left on device").is_none());
     }
 }

@@ -80,7 +80,7 @@ impl<P: Ord + Clone> Protocol<P> {
                 }
                 continue;
             }
-            if kernel.is_tombstoned(&head.author) {
+            if kernel.refuses_feed(&head.author) {
                 continue;
             }
             let ours = kernel.head(&head.author).map(|h| h.seq);
@@ -268,7 +268,7 @@ impl<P: Ord + Clone> Protocol<P> {
         };
         let wants: Vec<Want> = authors
             .iter()
-            .filter(|a| kernel.fork_proof(a).is_none() && !kernel.is_tombstoned(a))
+            .filter(|a| kernel.fork_proof(a).is_none() && !kernel.refuses_feed(a))
             .filter_map(|author| {
                 let ours = kernel.head(author).map(|h| h.seq);
                 let from_seq = ours.map_or(0, |s| s + 1);

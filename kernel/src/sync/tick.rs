@@ -57,7 +57,7 @@ impl<P: Ord + Clone> Protocol<P> {
                     && peer.is_ahead(&author, ours)
                     && !peer.asked(&author, from_seq, now)
                     && kernel.fork_proof(&author).is_none()
-                    && !kernel.is_tombstoned(&author)
+                    && !kernel.refuses_feed(&author)
                 {
                     wants.push(Want { author, from_seq });
                 }
@@ -71,7 +71,7 @@ impl<P: Ord + Clone> Protocol<P> {
                 let ours = kernel.head(author).map(|h| h.seq);
                 let behind = known.get(author).copied() > ours
                     && kernel.fork_proof(author).is_none()
-                    && !kernel.is_tombstoned(author);
+                    && !kernel.refuses_feed(author);
                 if behind && wants.len() < max {
                     wants.push(Want {
                         author: *author,

@@ -31,6 +31,12 @@ impl BlockStore for Shared {
     fn tombstones(&self) -> Result<Vec<(PublicKey, u64)>, StoreError> {
         self.0.lock().unwrap().tombstones()
     }
+    fn arrivals(&self) -> Result<Vec<(PublicKey, u64)>, StoreError> {
+        self.0.lock().unwrap().arrivals()
+    }
+    fn follows(&self) -> Result<Vec<PublicKey>, StoreError> {
+        self.0.lock().unwrap().follows()
+    }
     fn snapshot(&self) -> Result<Option<Vec<u8>>, StoreError> {
         self.0.lock().unwrap().snapshot()
     }

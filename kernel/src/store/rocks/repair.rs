@@ -17,7 +17,7 @@ use super::{
 };
 use crate::block::{Block, BlockId};
 use crate::identity::PublicKey;
-use crate::store::StoreError;
+use crate::store::{Access, StoreError};
 
 /// The repair record's format, its first byte.
 const RECORD_VERSION: u8 = 1;
@@ -107,7 +107,7 @@ impl RepairReport {
         let Some(path) = &self.lost_file else {
             return Ok(Vec::new());
         };
-        let bytes = fs::read(path).map_err(|e| io(path, e))?;
+        let bytes = fs::read(path).map_err(|e| io(path, Access::Read, e))?;
         let corrupt = |reason: String| StoreError::Corrupt {
             key: path.display().to_string(),
             reason,
@@ -348,13 +348,13 @@ fn decode_record(bytes: &[u8]) -> Option<RepairReport> {
 /// Copies every write-ahead log of `db_dir` to `lost`, so the repair deletes nothing that
 /// might still be read.
 fn keep_logs(lost: &Path, db_dir: &Path) -> Result<(), StoreError> {
-    fs::create_dir_all(lost).map_err(|e| io(lost, e))?;
-    for entry in fs::read_dir(db_dir).map_err(|e| io(db_dir, e))? {
-        let path = entry.map_err(|e| io(db_dir, e))?.path();
+    fs::create_dir_all(lost).map_err(|e| io(lost, Access::Write, e))?;
+    for entry in fs::read_dir(db_dir).map_err(|e| io(db_dir, Access::Read, e))? {
+        let path = entry.map_err(|e| io(db_dir, Access::Read, e))?.path();
         if path.extension().is_some_and(|e| e == "log") {
             if let Some(name) = path.file_name() {
                 let to = lost.join(name);
-                fs::copy(&path, &to).map_err(|e| io(&to, e))?;
+                fs::copy(&path, &to).map_err(|e| io(&to, Access::Write, e))?;
             }
         }
     }
@@ -370,11 +370,12 @@ fn write_blocks(path: &Path, blocks: &[Block]) -> Result<(), StoreError> {
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(&bytes);
     }
-    fs::create_dir_all(path.parent().expect("inside lost/")).map_err(|e| io(path, e))?;
-    let mut file = fs::File::create(path).map_err(|e| io(path, e))?;
+    fs::create_dir_all(path.parent().expect("inside lost/"))
+        .map_err(|e| io(path, Access::Write, e))?;
+    let mut file = fs::File::create(path).map_err(|e| io(path, Access::Write, e))?;
     file.write_all(&out)
         .and_then(|()| file.sync_all())
-        .map_err(|e| io(path, e))
+        .map_err(|e| io(path, Access::Write, e))
 }
 
 impl RocksStore {
@@ -414,7 +415,7 @@ impl RocksStore {
             .map_or(0, |d| d.as_secs());
         let lost_dir = dir.join(LOST);
         let db_dir = dir.join("db");
-        let scan = wal::scan(&db_dir).map_err(|e| io(&db_dir, e))?;
+        let scan = wal::scan(&db_dir)?;
         if scan.damage.is_some() {
             keep_logs(&lost_dir, &db_dir)?;
         }

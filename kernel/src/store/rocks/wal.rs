@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::block::{Block, BlockId};
 use crate::identity::PublicKey;
+use crate::store::{Access, StoreError};
 
 const BLOCK: usize = 32 * 1024;
 const HEADER: usize = 7;
@@ -56,16 +57,19 @@ pub(super) struct Scan {
 /// Reads every `*.log` file in `db`, oldest first. A missing `db` holds no logs.
 ///
 /// # Errors
-/// The IO error of listing `db` or reading a log file.
-pub(super) fn scan(db: &Path) -> io::Result<Scan> {
+/// The failure to list `db` or read a log file, naming it ([`StoreError::PermissionDenied`]
+/// when refused, else [`StoreError::Io`]).
+pub(super) fn scan(db: &Path) -> Result<Scan, StoreError> {
     let mut logs: Vec<(u64, PathBuf)> = Vec::new();
     let entries = match fs::read_dir(db) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Scan::default()),
-        Err(e) => return Err(e),
+        Err(e) => return Err(StoreError::io(db, Access::Read, e)),
     };
     for entry in entries {
-        let path = entry?.path();
+        let path = entry
+            .map_err(|e| StoreError::io(db, Access::Read, e))?
+            .path();
         if path.extension().is_some_and(|e| e == "log") {
             if let Some(number) = path
                 .file_stem()
@@ -81,7 +85,7 @@ pub(super) fn scan(db: &Path) -> io::Result<Scan> {
     let mut budget = RESYNC_BUDGET;
     let newest = logs.len().saturating_sub(1);
     for (i, (_, path)) in logs.iter().enumerate() {
-        let data = fs::read(path)?;
+        let data = fs::read(path).map_err(|e| StoreError::io(path, Access::Read, e))?;
         read_log(path, &data, i == newest, &mut budget, &mut scan);
     }
     Ok(scan)
