@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-pub use capacity::MAX_FOLLOWS;
+pub use capacity::{FeedStanding, Standing, MAX_FOLLOWS};
 pub use gc::GcReport;
 pub use report::{Outcome, Report, Source};
 pub use verdicts::{VerdictCache, DEFAULT_VERDICTS};

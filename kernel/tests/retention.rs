@@ -356,3 +356,46 @@ fn arrivals_and_follows_survive_a_reopen_on_rocksdb() {
     assert!(holds(&kernel, &keeper), "the keeper arrived first");
     assert!(!kernel.contains(&victim[0].id()));
 }
+
+#[test]
+fn the_retention_listing_shows_own_kept_frozen_and_evicted_feeds_in_rank_order() {
+    use blockend_kernel::Standing;
+    let clock = ManualClock::new(T0 + 1_000_000);
+    let mut kernel = kernel(&clock, cost(15));
+    kernel.create_block(vec![1; 100]).expect("own");
+    let keeper = feed(1, 11, T0);
+    let victim = feed(2, 5, T0 + 5_000);
+    kernel.dispatch(keeper[..10].to_vec()).expect("store");
+    kernel.dispatch(victim).expect("store");
+    kernel.dispatch(keeper[10..].to_vec()).expect("store");
+    // A fork at genesis: a feed frozen there, kept as its proof.
+    let forker = Identity::from_secret([3; 32]);
+    let a = Block::sign(&forker, None, T0 + 9, vec![1]);
+    let b = Block::sign(&forker, None, T0 + 9, vec![2]);
+    kernel.dispatch([a, b]).expect("store");
+    assert!(kernel.follow(author(3)).expect("follow"));
+    let listing = kernel.retention();
+    let summary: Vec<(PublicKey, Option<u64>, Standing)> = listing
+        .iter()
+        .map(|f| (f.author, f.rank, f.standing))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (kernel.author(), Some(0), Standing::Own),
+            (author(3), Some(1), Standing::Frozen { at: 0 }),
+            (author(1), Some(2), Standing::Kept),
+            (
+                author(2),
+                None,
+                Standing::Evicted {
+                    until: T0 + 1_000_000 + TTL
+                }
+            ),
+        ]
+    );
+    assert_eq!(listing[2].length, 11);
+    assert_eq!(listing[2].bytes, cost(11));
+    assert_eq!(listing[2].arrival, Some(1), "the own feed arrived first");
+    assert!(listing[1].followed && !listing[2].followed);
+}

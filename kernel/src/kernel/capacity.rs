@@ -13,6 +13,48 @@ use crate::retention::FeedSummary;
 /// The most authors a kernel follows.
 pub const MAX_FOLLOWS: usize = 65_536;
 
+/// Where a feed stands in retention; see [`Kernel::retention`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Standing {
+    /// The kernel's own feed: never evicted, not counted against capacity.
+    Own,
+    /// Held, ranked among the feeds capacity bounds.
+    Kept,
+    /// Held, frozen by a fork at this height (it keeps its blocks below and the proof).
+    Frozen {
+        /// The height of the fork.
+        at: u64,
+    },
+    /// Evicted for capacity; its blocks are refused until the tombstone ends.
+    Evicted {
+        /// When the tombstone ends (ms since the Unix epoch).
+        until: u64,
+    },
+}
+
+/// One feed as retention sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FeedStanding {
+    /// The feed's author.
+    pub author: PublicKey,
+    /// Blocks held (0 for an evicted feed).
+    pub length: u64,
+    /// Bytes held, as counted for capacity (0 for an evicted feed).
+    pub bytes: u64,
+    /// Position in the ranking, 0 first: own feeds, then the held feeds in the order they are
+    /// kept. `None` for an evicted feed.
+    pub rank: Option<u64>,
+    /// The arrival number (the order this kernel first stored the feed); `None` for an
+    /// evicted feed.
+    pub arrival: Option<u64>,
+    /// Whether the user follows the author.
+    pub followed: bool,
+    /// Own, kept, frozen or evicted.
+    pub standing: Standing,
+}
+
 impl Kernel {
     /// Bytes of other authors' feeds held now: what the capacity budget bounds.
     pub(super) fn other_bytes(&self) -> u64 {
@@ -231,6 +273,65 @@ impl Kernel {
             return Err(error);
         }
         Ok(true)
+    }
+
+    /// Every feed held, in rank order (own feeds first), then every feed evicted whose
+    /// tombstone lasts, soonest to end first.
+    pub fn retention(&self) -> Vec<FeedStanding> {
+        let own = self.author();
+        let mut held: Vec<FeedSummary> = self
+            .index
+            .feeds
+            .iter()
+            .filter(|(a, _)| **a != own)
+            .filter_map(|(a, feed)| self.summary(a, feed))
+            .collect();
+        held.sort_by(|a, b| self.retention.rank(a, b));
+        let mut out = Vec::with_capacity(held.len() + 1);
+        if let Some(feed) = self.index.feeds.get(&own).filter(|f| !f.ids.is_empty()) {
+            out.push(FeedStanding {
+                author: own,
+                length: feed.ids.len() as u64,
+                bytes: feed.bytes,
+                rank: Some(0),
+                arrival: Some(feed.arrival),
+                followed: self.follows.contains(&own),
+                standing: match feed.frozen_at {
+                    Some(at) => Standing::Frozen { at },
+                    None => Standing::Own,
+                },
+            });
+        }
+        for summary in held {
+            let frozen = self.index.feeds[&summary.author].frozen_at;
+            out.push(FeedStanding {
+                author: summary.author,
+                length: summary.blocks,
+                bytes: summary.bytes,
+                rank: Some(out.len() as u64),
+                arrival: Some(summary.arrival),
+                followed: summary.followed,
+                standing: frozen.map_or(Standing::Kept, |at| Standing::Frozen { at }),
+            });
+        }
+        let now = self.clock.now();
+        let mut evicted: Vec<(u64, PublicKey)> = self
+            .tombstones
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|(a, until)| (*until, *a))
+            .collect();
+        evicted.sort_unstable();
+        out.extend(evicted.into_iter().map(|(until, author)| FeedStanding {
+            author,
+            length: 0,
+            bytes: 0,
+            rank: None,
+            arrival: None,
+            followed: self.follows.contains(&author),
+            standing: Standing::Evicted { until },
+        }));
+        out
     }
 
     /// The authors the user follows.
