@@ -822,10 +822,11 @@ impl Kernel {
                 return Screen::Done(Outcome::Frozen { at });
             }
         }
-        // A genesis with no room is refused before its signature is checked: a flood of
-        // fresh feeds into a full store costs a lookup per block. (A block that extends a
-        // feed is ranked once placed, in `admit`.)
-        if feed.is_none() && block.seq() == 0 && self.no_room_for(block) {
+        // A block of a feed not held, with no room for that feed, is refused before its
+        // signature is checked: a flood of fresh feeds (or of orphans that claim to extend
+        // them) into a full store costs a lookup per block, not a verification and a mempool
+        // slot. A block that extends a held feed is ranked once placed, in `admit`.
+        if feed.is_none() && self.no_room_for(block) {
             self.stats.over_capacity += 1;
             return Screen::Done(Outcome::OverCapacity);
         }

@@ -399,3 +399,18 @@ fn the_retention_listing_shows_own_kept_frozen_and_evicted_feeds_in_rank_order()
     assert_eq!(listing[2].arrival, Some(1), "the own feed arrived first");
     assert!(listing[1].followed && !listing[2].followed);
 }
+
+#[test]
+fn orphans_of_feeds_a_full_store_would_refuse_are_refused_before_the_mempool() {
+    let clock = ManualClock::new(T0 + 1_000_000);
+    let mut kernel = kernel(&clock, cost(10));
+    kernel.dispatch(feed(1, 10, T0)).expect("store");
+    // Blocks 1.. of 50 fresh feeds, their geneses withheld: each would wait for its parent.
+    let mut orphans = Vec::new();
+    for n in 10..60u8 {
+        orphans.extend(feed(n, 3, T0).into_iter().skip(1));
+    }
+    let report = kernel.dispatch(orphans).expect("store");
+    assert_eq!(report.count(|o| *o == Outcome::OverCapacity), 100);
+    assert_eq!(report.count(|o| *o == Outcome::WaitingForParent), 0);
+}

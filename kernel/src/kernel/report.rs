@@ -64,8 +64,8 @@ pub enum Outcome {
     Evicted,
     /// Valid as far as checked, but the store is full and this block's feed ranks below every
     /// feed that would have to go to make room for it (see [`crate::retention`]): refused at
-    /// the door, nothing stored, nothing evicted, nobody blamed. A genesis is refused before
-    /// its signature is checked.
+    /// the door, nothing stored, nothing evicted, nobody blamed. A block of a feed not held
+    /// is refused before its signature is checked.
     OverCapacity,
     /// Its feed was evicted for capacity a short while ago and is refused until `until`.
     Tombstoned {

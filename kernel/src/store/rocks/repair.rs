@@ -440,10 +440,11 @@ impl RocksStore {
         };
 
         // Which blocks the store can hold: those that link to the start of their feed. The
-        // blocks of a table file salvaged here go back in (their timers are in other tables);
-        // those written to the log after its damage are set aside, as their batches' other
-        // writes (expiry timers above all) are lost: the kernel redoes those when peers send
-        // the blocks again.
+        // blocks of a table file salvaged here go back in (the kernel derives their expiry
+        // timers from the blocks on open); those written to the log after its damage are set
+        // aside, as their batches' other writes are lost: the kernel redoes those when peers
+        // send the blocks again. A tombstone lost with a damaged table lets its evicted feed
+        // back in once; retention ranks it as a newcomer then, so capacity still holds.
         let mut candidates = survey.blocks.clone();
         candidates.extend(salvaged.iter().map(|(id, block)| (*id, Link::from(block))));
         let keep = linked(&candidates);
