@@ -7,7 +7,9 @@
 //!
 //! Requests (`op` names the verb):
 //! `{"op":"append","body":<json>}`, `{"op":"cat","author":"<hex>"|null,"follow":bool}`,
-//! `{"op":"state","slice":"<name>"|null,"follow":bool}`, `{"op":"peers"}`, `{"op":"stats"}`.
+//! `{"op":"state","slice":"<name>"|null,"follow":bool}`, `{"op":"peers"}`, `{"op":"stats"}`,
+//! `{"op":"follow","author":"<hex>"}`, `{"op":"unfollow","author":"<hex>"}`,
+//! `{"op":"feeds"}`.
 //! Every answer is one or more JSON lines; a failure is one line `{"error":"..."}`.
 //!
 //! A `follow` answer ends only when the node goes away (the connection closes), which the
@@ -20,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use blockend_kernel::{Block, Kernel, PublicKey};
+use blockend_kernel::{Block, FeedStanding, Kernel, PublicKey, Standing};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -64,6 +66,18 @@ pub enum Request {
     Peers,
     /// Counters.
     Stats,
+    /// Follow an author: its feed is kept first when the store is full.
+    Follow {
+        /// The author (hex).
+        author: String,
+    },
+    /// Stop following an author.
+    Unfollow {
+        /// The author (hex).
+        author: String,
+    },
+    /// Every feed in retention order, one line each ([`feed_json`]).
+    Feeds,
 }
 
 /// Where the socket for the store in `dir` lives: `DIR/node.sock`, or a short path in the
@@ -108,6 +122,67 @@ pub fn block_json(block: &Block) -> serde_json::Value {
     };
     object["body"] = body;
     object
+}
+
+/// A feed as `feeds` prints it: `author`, `length`, `bytes`, `rank` and `first_stored` (the
+/// arrival number; both null for an evicted feed), `followed`, `status` (`own`, `kept`,
+/// `frozen` or `evicted`), plus `frozen_at` for a frozen feed and `evicted_until` (ms since
+/// the Unix epoch) for an evicted one.
+pub fn feed_json(feed: &FeedStanding) -> serde_json::Value {
+    let mut object = serde_json::json!({
+        "author": feed.author.to_hex(),
+        "length": feed.length,
+        "bytes": feed.bytes,
+        "rank": feed.rank,
+        "first_stored": feed.arrival,
+        "followed": feed.followed,
+    });
+    let status = match feed.standing {
+        Standing::Own => "own",
+        Standing::Kept => "kept",
+        Standing::Frozen { at } => {
+            object["frozen_at"] = at.into();
+            "frozen"
+        }
+        Standing::Evicted { until } => {
+            object["evicted_until"] = until.into();
+            "evicted"
+        }
+        // A standing this build does not know yet: named, not hidden.
+        _ => "other",
+    };
+    object["status"] = status.into();
+    object
+}
+
+/// [`Kernel::retention`] for a kernel whose own feed is `own`'s, which may not be the
+/// kernel's author (a kernel opened read-only without the secret key signs with a throwaway
+/// one): `own`'s feed is listed first as the own feed, the others ranked after it as the
+/// kernel ranks them.
+pub fn feeds_as(kernel: &Kernel, own: PublicKey) -> Vec<FeedStanding> {
+    let mut feeds = kernel.retention();
+    if own == kernel.author() {
+        return feeds;
+    }
+    if let Some(at) = feeds.iter().position(|feed| feed.author == own) {
+        let mut feed = feeds.remove(at);
+        if feed.standing == Standing::Kept {
+            feed.standing = Standing::Own;
+        }
+        feeds.insert(0, feed);
+        for (rank, feed) in feeds.iter_mut().enumerate() {
+            if feed.rank.is_some() {
+                feed.rank = Some(rank as u64);
+            }
+        }
+    }
+    feeds
+}
+
+/// What `follow` and `unfollow` print: the author, whether it is followed now, and whether
+/// the verb changed that.
+pub fn follow_json(author: &PublicKey, followed: bool, changed: bool) -> serde_json::Value {
+    serde_json::json!({ "author": author.to_hex(), "followed": followed, "changed": changed })
 }
 
 /// Every stored block in feed order, of one author or of all.
@@ -342,6 +417,21 @@ async fn answer<W: AsyncWrite + Unpin>(
             }
         }
         Request::Stats => write_line(out, &handle.stats().await?).await?,
+        Request::Follow { author } => {
+            let key = parse_author(&author).map_err(Failure::Node)?;
+            let changed = handle.follow(key).await?;
+            write_line(out, &follow_json(&key, true, changed)).await?;
+        }
+        Request::Unfollow { author } => {
+            let key = parse_author(&author).map_err(Failure::Node)?;
+            let changed = handle.unfollow(key).await?;
+            write_line(out, &follow_json(&key, false, changed)).await?;
+        }
+        Request::Feeds => {
+            for feed in handle.feeds().await? {
+                write_line(out, &feed_json(&feed)).await?;
+            }
+        }
     }
     out.flush().await?;
     Ok(())

@@ -1,5 +1,6 @@
 //! `blockend bench sync`: two nodes on loopback TCP, N blocks synced from one to the other, and
 //! the single-node ingest rate of the same blocks measured in the same run as the reference.
+//! `blockend bench flood` is in [`flood`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +11,9 @@ use blockend::kernel::{Block, Kernel};
 use blockend::{api, node, Node, ReadyApp};
 
 use crate::cli::emit;
+
+mod flood;
+pub use flood::flood;
 
 /// Blocks per dispatch in the ingest reference: the sync protocol's batch size.
 const BATCH: usize = 512;

@@ -8,6 +8,7 @@ use anyhow::{bail, Context as _};
 use blockend::api::{self, Client, Request};
 use blockend::app::StateError;
 use blockend::kernel::store::RocksStore;
+use blockend::kernel::PublicKey;
 use blockend::node::{self, Stats};
 use blockend::{store, Node, NodeApp, ReadyApp};
 use clap::{Parser, Subcommand};
@@ -31,6 +32,11 @@ pub enum Command {
         /// The app the store runs: clock, counter, chat or kv.
         #[arg(long, default_value = "counter")]
         app: ReadyApp,
+        /// Byte budget for other authors' feeds (plain number: bytes; KB/MB/GB/TB are powers
+        /// of 1000, KiB/MiB/GiB/TiB of 1024; 1.5GiB). Remembered in DIR/capacity; default
+        /// 1 GiB. Own feeds are never counted or evicted.
+        #[arg(long, value_name = "SIZE", value_parser = store::parse_capacity)]
+        capacity: Option<u64>,
     },
     /// Run a node on the store until SIGINT or SIGTERM; prints {"listening": ...} per address.
     Node {
@@ -49,6 +55,11 @@ pub enum Command {
         /// Turn off local discovery with mDNS.
         #[arg(long)]
         no_mdns: bool,
+        /// Byte budget for other authors' feeds (as for `init`); replaces the one the store
+        /// remembers. Default: the store's, or 1 GiB. Over it, the feeds ranked last (not
+        /// followed, stored last) are evicted whole.
+        #[arg(long, value_name = "SIZE", value_parser = store::parse_capacity)]
+        capacity: Option<u64>,
     },
     /// Create a block; BODY is JSON, or - to read it from stdin. Prints the block.
     Append {
@@ -87,8 +98,38 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         store: PathBuf,
     },
-    /// Print counters: blocks stored, received, sent, rejected, evicted, collected.
+    /// Print counters: blocks stored, received, sent, rejected, evicted, collected, and the
+    /// capacity (capacity_bytes, capacity_used, capacity_free, own_bytes).
     Stats {
+        /// The store directory.
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+    },
+    /// Print every feed in the order retention keeps them, one JSON line each: the own feed
+    /// first, then the others by rank (followed, then first stored, then longer), then the
+    /// evicted ones.
+    Feeds {
+        /// The store directory.
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+    },
+    /// Follow an author: its feed is kept before every feed not followed when the store is
+    /// full, and may come back at once if it was evicted. Prints {"author", "followed",
+    /// "changed"}.
+    Follow {
+        /// The author (64 hex digits).
+        #[arg(value_name = "AUTHOR", value_parser = api::parse_author)]
+        author: PublicKey,
+        /// The store directory.
+        #[arg(long, value_name = "DIR")]
+        store: PathBuf,
+    },
+    /// Stop following an author: its feed is ranked by when it was first stored again.
+    /// Prints {"author", "followed", "changed"}.
+    Unfollow {
+        /// The author (64 hex digits).
+        #[arg(value_name = "AUTHOR", value_parser = api::parse_author)]
+        author: PublicKey,
         /// The store directory.
         #[arg(long, value_name = "DIR")]
         store: PathBuf,
@@ -129,6 +170,16 @@ pub enum Bench {
         #[arg(long, default_value_t = 100_000)]
         blocks: usize,
     },
+    /// A node with a small capacity flooded by a peer for SECONDS: valid fresh feeds, then
+    /// junk; prints the node's memory (idle, peak) and what it stored and refused.
+    Flood {
+        /// How long to flood.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// The flooded node's capacity (human units, e.g. 4MiB).
+        #[arg(long, default_value = "4MiB", value_parser = store::parse_capacity)]
+        capacity: u64,
+    },
 }
 
 /// Prints one JSON line on stdout.
@@ -142,14 +193,19 @@ pub fn emit(value: &impl serde::Serialize) -> anyhow::Result<()> {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
-        Command::Init { store, app } => init(&store, app),
+        Command::Init {
+            store,
+            app,
+            capacity,
+        } => init(&store, app, capacity),
         Command::Node {
             store,
             app,
             listen,
             peer,
             no_mdns,
-        } => run_node(&store, app, listen, peer, !no_mdns).await,
+            capacity,
+        } => run_node(&store, app, capacity, listen, peer, !no_mdns).await,
         Command::Append { store, body } => append(&store, &body).await,
         Command::Cat {
             store,
@@ -163,6 +219,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         } => state(&store, slice, follow).await,
         Command::Peers { store } => peers(&store).await,
         Command::Stats { store } => stats(&store).await,
+        Command::Feeds { store } => feeds(&store).await,
+        Command::Follow { author, store } => set_follow(&store, author, true).await,
+        Command::Unfollow { author, store } => set_follow(&store, author, false).await,
         Command::Repair { store } => repair(&store),
         Command::Sim {
             scenario,
@@ -183,6 +242,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Bench {
             bench: Bench::Sync { blocks },
         } => crate::bench::sync(blocks).await,
+        Command::Bench {
+            bench: Bench::Flood { seconds, capacity },
+        } => crate::bench::flood(seconds, capacity).await,
     }
 }
 
@@ -220,8 +282,8 @@ fn repair(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init(dir: &Path, app: ReadyApp) -> anyhow::Result<()> {
-    let (kernel, _) = store::open(dir, Some(app), true)?;
+fn init(dir: &Path, app: ReadyApp, capacity: Option<u64>) -> anyhow::Result<()> {
+    let (kernel, _, _) = store::open_with_capacity(dir, Some(app), capacity, true)?;
     emit(&serde_json::json!({ "author": kernel.author().to_hex() }))?;
     drop(kernel.close());
     Ok(())
@@ -230,11 +292,12 @@ fn init(dir: &Path, app: ReadyApp) -> anyhow::Result<()> {
 async fn run_node(
     dir: &Path,
     app: Option<ReadyApp>,
+    capacity: Option<u64>,
     listen: Vec<Multiaddr>,
     peers: Vec<Multiaddr>,
     mdns: bool,
 ) -> anyhow::Result<()> {
-    let (kernel, app, repair) = store::open_checked(dir, app, true)?;
+    let (kernel, app, repair) = store::open_with_capacity(dir, app, capacity, true)?;
     let loss = store::own_feed_loss(dir, &kernel, repair.as_ref());
     let mut config = node::Config::default().with_peers(peers).with_mdns(mdns);
     config.app = app.name().to_owned();
@@ -331,10 +394,15 @@ fn no_node_to_follow(dir: &Path) -> anyhow::Error {
     )
 }
 
-/// Whether a read relayed to the node failed because the node was stopping: the read then
-/// goes to the store itself, read-only (the node's lock does not stand in its way).
-fn node_stopped<T>(answer: &anyhow::Result<T>) -> bool {
-    answer.as_ref().is_err_and(is_stopped)
+/// Whether a read relayed to the node went unanswered because the node was stopping: it said
+/// so, or it closed the connection before a line (its process exited mid-request). The read
+/// then goes to the store itself, read-only (the node's lock does not stand in its way); a
+/// read whose answer is rightly empty reads nothing there either.
+fn node_stopped(answer: &anyhow::Result<usize>) -> bool {
+    match answer {
+        Ok(printed) => *printed == 0,
+        Err(error) => is_stopped(error),
+    }
 }
 
 /// Whether the node's answer was that it has stopped.
@@ -516,13 +584,55 @@ async fn stats(dir: &Path) -> anyhow::Result<()> {
         }
     }
     let (kernel, _) = store::open_read_only(dir)?;
-    let counters = kernel.stats();
+    let mut stats = Stats::default();
+    stats.update_from_as(&kernel, store::own_author(dir, &kernel));
     drop(kernel.close());
-    let stats = Stats {
-        blocks_stored: counters.blocks,
-        evicted: counters.evicted_blocks,
-        collected: counters.collected,
-        ..Stats::default()
-    };
     emit(&stats)
+}
+
+async fn feeds(dir: &Path) -> anyhow::Result<()> {
+    if let Some(client) = Client::connect(dir).await {
+        let answer = relay(client, &Request::Feeds).await;
+        if !node_stopped(&answer) {
+            return answer.map(drop);
+        }
+    }
+    let (kernel, _) = store::open_read_only(dir)?;
+    let feeds = api::feeds_as(&kernel, store::own_author(dir, &kernel));
+    drop(kernel.close());
+    for feed in &feeds {
+        emit(&api::feed_json(feed))?;
+    }
+    Ok(())
+}
+
+/// `follow` (`follow` true) and `unfollow`: through the running node, else on the store
+/// itself, opened for writing as an offline `append` does. A node that stops or goes away
+/// before it answers leaves the change to be made offline: following is idempotent, so it is
+/// made at most once (`changed` is then false if the node had made it).
+async fn set_follow(dir: &Path, author: PublicKey, follow: bool) -> anyhow::Result<()> {
+    if let Some(client) = Client::connect(dir).await {
+        let request = if follow {
+            Request::Follow {
+                author: author.to_hex(),
+            }
+        } else {
+            Request::Unfollow {
+                author: author.to_hex(),
+            }
+        };
+        match relay(client, &request).await {
+            Ok(0) => {}
+            Err(error) if is_stopped(&error) => {}
+            other => return other.map(drop),
+        }
+    }
+    let (mut kernel, _, _) = store::open_checked(dir, None, false)?;
+    let changed = if follow {
+        kernel.follow(author)
+    } else {
+        kernel.unfollow(&author)
+    };
+    drop(kernel.close());
+    emit(&api::follow_json(&author, follow, changed?))
 }

@@ -14,7 +14,7 @@
 //! - [`app`]: [`NodeApp`], what a node runs, and the ready-made apps the CLI names.
 //! - [`node`]: [`Node`], the kernel actor and the libp2p network actor.
 //! - [`api`]: the local socket in the store directory, its server and client.
-//! - [`store`]: opening a store directory (identity, app name, lock) for the CLI.
+//! - [`store`]: opening a store directory (identity, app name, capacity, lock) for the CLI.
 //!
 //! ## Example
 //! ```no_run

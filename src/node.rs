@@ -53,6 +53,15 @@
 //! whatever else the peer speaks. It meets the machine again when it identifies with the
 //! protocol.
 //!
+//! Retention is the kernel's: the node runs the kernel it is given, with that kernel's
+//! `capacity_bytes` (the byte budget for other authors' feeds; the CLI builds it from
+//! `DIR/capacity`, `--capacity`, or 1 GiB by default: bounded unless asked otherwise, about six
+//! million blocks with 20-byte bodies, small next to today's disks; own feeds are never counted
+//! or evicted). Blocks of a feed that ranks too low are refused before their signature is
+//! checked (`rejected.over_capacity`, and the kernel's `over_capacity` in [`Stats`]).
+//! [`Handle::follow`] and [`Handle::unfollow`] change which authors rank first, persisted in
+//! the store; [`Handle::feeds`] lists every feed in retention order.
+//!
 //! Own blocks are published by gossipsub (not handed to the machine to push, which would send
 //! them twice); when gossipsub has no peer for the topic yet (the mesh forms at the first
 //! heartbeat) they go to every connected peer as a sync push instead. Blocks that arrive by
@@ -68,7 +77,7 @@ mod stats;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use blockend_kernel::{sync, Block, Kernel, PublicKey};
+use blockend_kernel::{sync, Block, FeedStanding, Kernel, PublicKey};
 use libp2p::{gossipsub, Multiaddr, PeerId};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -287,6 +296,14 @@ enum KernelCmd {
     ),
     Blocks(Option<PublicKey>, oneshot::Sender<Vec<Arc<Block>>>),
     Stats(oneshot::Sender<Stats>),
+    /// Follow (`follow`) or unfollow an author; the reply says whether that changed anything.
+    Follow {
+        author: PublicKey,
+        follow: bool,
+        reply: oneshot::Sender<Result<bool, Error>>,
+    },
+    /// Every feed in retention order (`Kernel::retention`).
+    Feeds(oneshot::Sender<Vec<FeedStanding>>),
     /// Hold appends until the own feed reaches `seq` again or `until` passes (after a repair).
     RecoverOwnFeed {
         seq: u64,
@@ -522,6 +539,45 @@ impl Handle {
     /// [`Error::Stopped`].
     pub async fn stats(&self) -> Result<Stats, Error> {
         self.ask(KernelCmd::Stats).await
+    }
+
+    /// Follows `author`: its feed ranks above every feed the user does not follow and is
+    /// kept first when the store is full, and a tombstone that refused it is lifted.
+    /// Persisted with the store. Returns whether the author was not followed before.
+    ///
+    /// # Errors
+    /// [`Error::Kernel`] past the bound on followed authors or when the store fails;
+    /// [`Error::Stopped`].
+    pub async fn follow(&self, author: PublicKey) -> Result<bool, Error> {
+        self.ask(|reply| KernelCmd::Follow {
+            author,
+            follow: true,
+            reply,
+        })
+        .await?
+    }
+
+    /// Stops following `author` (its feed is ranked by arrival again). Persisted with the
+    /// store. Returns whether the author was followed.
+    ///
+    /// # Errors
+    /// [`Error::Kernel`] when the store fails; [`Error::Stopped`].
+    pub async fn unfollow(&self, author: PublicKey) -> Result<bool, Error> {
+        self.ask(|reply| KernelCmd::Follow {
+            author,
+            follow: false,
+            reply,
+        })
+        .await?
+    }
+
+    /// Every feed held, in the order retention keeps them (the own feed first), then the
+    /// feeds evicted whose tombstones last: [`Kernel::retention`].
+    ///
+    /// # Errors
+    /// [`Error::Stopped`].
+    pub async fn feeds(&self) -> Result<Vec<FeedStanding>, Error> {
+        self.ask(KernelCmd::Feeds).await
     }
 
     /// The connected peers with their counters.

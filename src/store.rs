@@ -1,16 +1,32 @@
 //! A store directory as the CLI sees it: the RocksDB store (blocks, identity) plus the name of
-//! the app it was created for, in `DIR/app`.
+//! the app it was created for, in `DIR/app`, the byte budget for other authors' feeds, in
+//! `DIR/capacity` (absent: [`DEFAULT_CAPACITY_BYTES`]), and the public key of its author, in
+//! `DIR/author`, so a reader that may not read the secret key still tells the own feed apart.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use blockend_kernel::store::{Access, FeedLoss, RepairReport, RocksConfig, RocksStore, StoreError};
-use blockend_kernel::Kernel;
+use blockend_kernel::{Config, Kernel, PublicKey};
 
 use crate::app::{ReadyApp, UnknownApp};
 
 /// The file in a store directory that names its app.
 pub const APP_FILE: &str = "app";
+
+/// The file in a store directory that holds its capacity: the byte budget for other authors'
+/// feeds, as decimal text.
+pub const CAPACITY_FILE: &str = "capacity";
+
+/// The file in a store directory that holds its author's public key, as hex (written by every
+/// writer; readable by whoever may read the store, unlike the secret in `DIR/identity`).
+pub const AUTHOR_FILE: &str = "author";
+
+/// The capacity of a store that remembers none: 1 GiB. Bounded by default, so a node that
+/// meets a flood fills a known share of the disk and no more; room for about six million
+/// blocks with 20-byte bodies (180 bytes each as retention counts them), small next to
+/// today's disks. Own feeds are never counted against it nor evicted.
+pub const DEFAULT_CAPACITY_BYTES: u64 = 1 << 30;
 
 /// The environment variable that sets how long a writing command waits for a store another
 /// process holds, in milliseconds (default [`DEFAULT_LOCK_TIMEOUT_MS`]).
@@ -38,9 +54,19 @@ pub fn rocks_config() -> RocksConfig {
 /// [`StoreError::PermissionDenied`] naming the file this user may not read.
 pub fn open_read_only(dir: &Path) -> Result<(Kernel, ReadyApp), Error> {
     let app = app_of(dir)?;
+    let capacity = capacity_of(dir)?.unwrap_or(DEFAULT_CAPACITY_BYTES);
     let store = RocksStore::open_read_only(dir)?;
-    let kernel = Kernel::builder(&app).with_store(store).open()?;
+    let kernel = Kernel::builder(&app)
+        .with_store(store)
+        .with_config(kernel_config(capacity))
+        .open()?;
     Ok((kernel, app))
+}
+
+/// The kernel configuration for a store of `capacity` bytes: the defaults, with that budget
+/// for other authors' feeds.
+pub fn kernel_config(capacity: u64) -> Config {
+    Config::default().with_capacity_bytes(capacity)
 }
 
 /// Why a store directory cannot be used.
@@ -70,6 +96,15 @@ pub enum Error {
         path: PathBuf,
         /// The unknown name.
         source: UnknownApp,
+    },
+    /// The capacity file does not hold a byte count: fix or delete it (the store then has
+    /// [`DEFAULT_CAPACITY_BYTES`]), or give the writer a capacity, which replaces it.
+    #[error("{} holds {text:?}, not a byte count: give `--capacity SIZE` to replace it, or delete the file for the default", path.display())]
+    BadCapacity {
+        /// The capacity file.
+        path: PathBuf,
+        /// What it holds.
+        text: String,
     },
     /// The kernel or its RocksDB store failed to open (locked, foreign, corrupt).
     #[error(transparent)]
@@ -145,6 +180,62 @@ pub fn app_of(dir: &Path) -> Result<ReadyApp, Error> {
     })
 }
 
+/// The capacity the store in `dir` remembers, in bytes; `None` when it remembers none (it
+/// then has [`DEFAULT_CAPACITY_BYTES`]).
+///
+/// # Errors
+/// [`Error::BadCapacity`] when the file holds something else, a
+/// [`StoreError::PermissionDenied`] when this user may not read it.
+pub fn capacity_of(dir: &Path) -> Result<Option<u64>, Error> {
+    let path = dir.join(CAPACITY_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(io(path, Access::Read, source)),
+    };
+    match text.trim().parse() {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(_) => Err(Error::BadCapacity {
+            path,
+            text: text.trim().to_owned(),
+        }),
+    }
+}
+
+/// Records `bytes` as the capacity of the store in `dir`. The file is replaced whole (written
+/// aside, then renamed), so a reader beside the writer sees the old value or the new one.
+fn remember_capacity(dir: &Path, bytes: u64) -> Result<(), Error> {
+    let path = dir.join(CAPACITY_FILE);
+    let aside = dir.join(format!("{CAPACITY_FILE}.new"));
+    fs::write(&aside, format!("{bytes}\n"))
+        .map_err(|source| io(aside.clone(), Access::Write, source))?;
+    fs::rename(&aside, &path).map_err(|source| io(path, Access::Write, source))
+}
+
+/// The store's own author: the one `DIR/author` names, else the kernel's. A kernel opened
+/// read-only by a user who may not read the secret key signs with a throwaway key, so its
+/// [`Kernel::author`] is not the store's; the own feed is then told apart by this.
+pub fn own_author(dir: &Path, kernel: &Kernel) -> PublicKey {
+    fs::read_to_string(dir.join(AUTHOR_FILE))
+        .ok()
+        .and_then(|text| hex::decode(text.trim()).ok())
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .map_or_else(|| kernel.author(), PublicKey)
+}
+
+/// Records the store's author in `DIR/author` when it does not name it yet.
+fn remember_author(dir: &Path, kernel: &Kernel) -> Result<(), Error> {
+    let author = kernel.author();
+    let path = dir.join(AUTHOR_FILE);
+    if fs::read_to_string(&path).is_ok_and(|text| text.trim() == author.to_hex()) {
+        return Ok(());
+    }
+    let aside = dir.join(format!("{AUTHOR_FILE}.new"));
+    fs::write(&aside, format!("{}\n", author.to_hex()))
+        .map_err(|source| io(aside.clone(), Access::Write, source))?;
+    fs::rename(&aside, &path).map_err(|source| io(path, Access::Write, source))
+}
+
 /// Opens the kernel of the store in `dir`. With `create`, a missing store is created for
 /// `app` (default `counter`); otherwise it must exist. A given `app` must match the store's.
 ///
@@ -207,7 +298,24 @@ pub fn open_checked(
     app: Option<ReadyApp>,
     create: bool,
 ) -> Result<(Kernel, ReadyApp, Option<RepairReport>), Error> {
-    let app = if probe(dir)? {
+    open_with_capacity(dir, app, None, create)
+}
+
+/// [`open_checked`], with the kernel bounded by `capacity` bytes of other authors' feeds:
+/// a given capacity is remembered in `DIR/capacity` (replacing what the store remembered,
+/// which is logged), and `None` takes the remembered one, or [`DEFAULT_CAPACITY_BYTES`].
+///
+/// # Errors
+/// As [`open`]; [`Error::BadCapacity`] when no capacity is given and the store's file holds
+/// no byte count.
+pub fn open_with_capacity(
+    dir: &Path,
+    app: Option<ReadyApp>,
+    capacity: Option<u64>,
+    create: bool,
+) -> Result<(Kernel, ReadyApp, Option<RepairReport>), Error> {
+    let existed = probe(dir)?;
+    let app = if existed {
         let stored = app_of(dir)?;
         if let Some(given) = app.filter(|given| *given != stored) {
             return Err(Error::AppMismatch {
@@ -233,7 +341,33 @@ pub fn open_checked(
         fs::write(&path, format!("{}\n", app.as_str()))
             .map_err(|source| io(path, Access::Write, source))?;
     }
-    let mut kernel = Kernel::builder(&app).with_store(store).open()?;
+    // Read and written under the store's lock, so two writers cannot interleave.
+    let capacity = match capacity {
+        Some(given) => {
+            // A file that holds no byte count is what `--capacity` repairs.
+            let remembered = capacity_of(dir).ok().flatten();
+            if remembered != Some(given) {
+                remember_capacity(dir, given)?;
+                let was = match remembered {
+                    Some(bytes) => bytes.to_string(),
+                    None => format!("{DEFAULT_CAPACITY_BYTES}, the default"),
+                };
+                if existed && remembered.unwrap_or(DEFAULT_CAPACITY_BYTES) != given {
+                    tracing::info!(
+                        "the capacity of the store at {} is now {given} bytes (it was {was})",
+                        dir.display()
+                    );
+                }
+            }
+            given
+        }
+        None => capacity_of(dir)?.unwrap_or(DEFAULT_CAPACITY_BYTES),
+    };
+    let mut kernel = Kernel::builder(&app)
+        .with_store(store)
+        .with_config(kernel_config(capacity))
+        .open()?;
+    remember_author(dir, &kernel)?;
     if let Some(report) = &repair {
         // The readable blocks the repair set aside (written after the damage, or cut off by
         // it) go through the kernel again: it verifies and links them like any peer's, and
@@ -245,4 +379,138 @@ pub fn open_checked(
         }
     }
     Ok((kernel, app, repair))
+}
+
+/// Why a capacity as written is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SizeError {
+    /// No number before the unit, or a number that is not decimal digits with at most one
+    /// point (`1`, `1.5`).
+    #[error("{text:?} is not a number of bytes (e.g. 500MB, 1.5GiB, 1048576)")]
+    NotANumber {
+        /// The number as written.
+        text: String,
+    },
+    /// A unit that is none of B, KB, MB, GB, TB, KiB, MiB, GiB, TiB.
+    #[error("unknown unit {unit:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)")]
+    UnknownUnit {
+        /// The unit as written.
+        unit: String,
+    },
+    /// More bytes than a u64 counts.
+    #[error(
+        "{text:?} is more bytes than can be counted (at most {} bytes)",
+        u64::MAX
+    )]
+    TooLarge {
+        /// The size as written.
+        text: String,
+    },
+}
+
+/// Parses a capacity as a person writes it: a plain number is bytes; `B`, `KB`, `MB`, `GB`,
+/// `TB` are powers of 1000 and `KiB`, `MiB`, `GiB`, `TiB` powers of 1024, in any case, with or
+/// without a space before them. Decimals are allowed (`1.5GiB`) and rounded down to a whole
+/// byte.
+///
+/// # Errors
+/// A [`SizeError`] saying what is wrong.
+pub fn parse_capacity(text: &str) -> Result<u64, SizeError> {
+    // More decimals than this cannot change the whole bytes, and keep the sums in a u128.
+    const MAX_DECIMALS: usize = 24;
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    if number.is_empty() {
+        return Err(SizeError::NotANumber {
+            text: trimmed.to_owned(),
+        });
+    }
+    let multiplier: u128 = match unit.trim_start().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => {
+            return Err(SizeError::UnknownUnit {
+                unit: unit.trim_start().to_owned(),
+            })
+        }
+    };
+    let not_a_number = || SizeError::NotANumber {
+        text: number.to_owned(),
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || (number.contains('.') && !digits(fraction)) {
+        return Err(not_a_number());
+    }
+    let too_large = || SizeError::TooLarge {
+        text: trimmed.to_owned(),
+    };
+    let whole: u128 = whole.parse::<u64>().map_err(|_| too_large())?.into();
+    let fraction = &fraction[..fraction.len().min(MAX_DECIMALS)];
+    let part = if fraction.is_empty() {
+        0
+    } else {
+        let numerator: u128 = fraction.parse().map_err(|_| not_a_number())?;
+        numerator * multiplier / 10u128.pow(fraction.len() as u32)
+    };
+    u64::try_from(whole * multiplier + part).map_err(|_| too_large())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_capacity, SizeError};
+
+    #[test]
+    fn capacities_parse_in_both_unit_systems() {
+        for (text, bytes) in [
+            ("0", 0),
+            ("1048576", 1_048_576),
+            ("12B", 12),
+            ("500MB", 500_000_000),
+            ("500 mb", 500_000_000),
+            ("2kb", 2_000),
+            ("1GB", 1_000_000_000),
+            ("3TB", 3_000_000_000_000),
+            ("1KiB", 1024),
+            ("1.5GiB", 1_610_612_736),
+            ("1.5 gib", 1_610_612_736),
+            ("0.5MiB", 524_288),
+            ("2TiB", 2 << 40),
+            ("1.0009KB", 1_000),
+            ("  7 KiB  ", 7 * 1024),
+            ("18446744073709551615", u64::MAX),
+        ] {
+            assert_eq!(parse_capacity(text), Ok(bytes), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_capacities_say_what_is_wrong() {
+        assert!(matches!(
+            parse_capacity("12XB"),
+            Err(SizeError::UnknownUnit { unit }) if unit == "XB"
+        ));
+        for text in ["", "GiB", ".5GiB", "1.GiB", "1.2.3MB", "-1KB", "1e3"] {
+            assert!(parse_capacity(text).is_err(), "{text:?} parsed");
+        }
+        assert!(matches!(
+            parse_capacity("18446744073709551616"),
+            Err(SizeError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            parse_capacity("20000000TB"),
+            Err(SizeError::TooLarge { .. })
+        ));
+    }
 }

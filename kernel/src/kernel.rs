@@ -316,6 +316,7 @@ impl KernelBuilder {
             tombstones: BTreeMap::new(),
             follows: BTreeSet::new(),
             unrecorded_arrivals: Vec::new(),
+            capacity_refusals: HashMap::new(),
             expiry: BTreeSet::new(),
             since_snapshot: 0,
             releasing_deferred: false,
@@ -390,6 +391,9 @@ pub struct Kernel {
     /// Feeds restored from a store that had no arrival number for them (written by an
     /// earlier version): numbered on open, written with the next commit.
     unrecorded_arrivals: Vec<PublicKey>,
+    /// Feeds a block of which was refused for capacity, with the bytes held then: while the
+    /// store holds at least as much, sync does not ask for them again (bounded).
+    capacity_refusals: HashMap<PublicKey, u64>,
     /// Changes since the last persisted snapshot.
     since_snapshot: usize,
     /// Set while [`Kernel::poll`] places deferred blocks (see [`Outcome::Deferred`]).
@@ -822,12 +826,12 @@ impl Kernel {
                 return Screen::Done(Outcome::Frozen { at });
             }
         }
-        // A block of a feed not held, with no room for that feed, is refused before its
-        // signature is checked: a flood of fresh feeds (or of orphans that claim to extend
-        // them) into a full store costs a lookup per block, not a verification and a mempool
-        // slot. A block that extends a held feed is ranked once placed, in `admit`.
-        if feed.is_none() && self.no_room_for(block) {
-            self.stats.over_capacity += 1;
+        // A block with no room for its feed is refused before its signature is checked: a
+        // flood of fresh feeds (or of orphans that claim to extend them) into a full store
+        // costs a lookup per block, not a verification and a mempool slot. `admit` ranks
+        // again once the block is placed (a block that waited may meet another store).
+        if self.no_room_for(block) {
+            self.refused_for_capacity(block.author());
             return Screen::Done(Outcome::OverCapacity);
         }
         Screen::Verify
@@ -913,6 +917,13 @@ impl Kernel {
                 run.outcome(id, Outcome::TimestampFromFuture { time, now });
                 continue;
             }
+            // Ranked before it is admitted: a block whose feed would be among the first to go
+            // to make room for it is refused (an orphan too: its parent would need the room first), and nothing it would have pushed out goes.
+            if self.no_room_for(&block) {
+                self.refused_for_capacity(author);
+                run.outcome(id, Outcome::OverCapacity);
+                continue;
+            }
             if let Some(parent_id) = block.parent() {
                 let Some(parent) = self.index.blocks.get(&parent_id) else {
                     self.mempool.add_orphan(block, source);
@@ -948,13 +959,6 @@ impl Kernel {
                 }
                 self.refold_spent = true;
                 run.full_refold = true;
-            }
-            // Ranked before it is admitted: a block whose feed would be among the first to go
-            // to make room for it is refused, and nothing it would have pushed out goes.
-            if self.no_room_for(&block) {
-                self.stats.over_capacity += 1;
-                run.outcome(id, Outcome::OverCapacity);
-                continue;
             }
             if self.index.is_new_feed(&author) {
                 run.arrivals.insert(author);

@@ -414,3 +414,27 @@ fn orphans_of_feeds_a_full_store_would_refuse_are_refused_before_the_mempool() {
     assert_eq!(report.count(|o| *o == Outcome::OverCapacity), 100);
     assert_eq!(report.count(|o| *o == Outcome::WaitingForParent), 0);
 }
+
+#[test]
+fn a_feed_held_in_part_with_no_room_for_more_is_not_asked_for_until_room_frees() {
+    let clock = ManualClock::new(T0 + 1_000_000);
+    let mut kernel = kernel(&clock, cost(15));
+    let senior = feed(1, 10, T0);
+    let partial = feed(2, 8, T0);
+    kernel.dispatch(senior.clone()).expect("store");
+    let report = kernel.dispatch(partial.clone()).expect("store");
+    assert_eq!(report.count(|o| *o == Outcome::Accepted), 5);
+    assert_eq!(report.count(|o| *o == Outcome::OverCapacity), 3);
+    // Held in part; its next block has no room: sync need not ask for the rest.
+    assert!(kernel.contains(&partial[4].id()));
+    assert!(kernel.refuses_feed(&author(2)));
+    assert!(
+        !kernel.refuses_feed(&author(1)),
+        "the senior may still grow"
+    );
+    // Following the author clears the refusal: its feed now outranks the senior.
+    assert!(kernel.follow(author(2)).expect("follow"));
+    assert!(!kernel.refuses_feed(&author(2)));
+    kernel.dispatch(partial[5..].to_vec()).expect("store");
+    assert!(holds(&kernel, &partial));
+}

@@ -32,12 +32,16 @@ pub struct Scenario {
     pub workload: Workload,
     /// Byte budget of every kernel for other authors' feeds; none means no capacity pressure.
     pub capacity_bytes: Option<u64>,
+    /// How every kernel ranks feeds when over capacity.
+    pub retention: Retention,
     /// Network partitions that heal.
     pub partitions: Vec<Partition>,
     /// Peers that leave and come back.
     pub churn: Option<Churn>,
     /// Misbehaving peers.
     pub adversaries: Vec<Adversary>,
+    /// Peers that flood the swarm with fresh identities.
+    pub sybil: Option<Sybil>,
 }
 
 impl Default for Scenario {
@@ -52,9 +56,11 @@ impl Default for Scenario {
             network: Network::default(),
             workload: Workload::default(),
             capacity_bytes: None,
+            retention: Retention::Observed,
             partitions: Vec::new(),
             churn: None,
             adversaries: Vec::new(),
+            sybil: None,
         }
     }
 }
@@ -130,12 +136,27 @@ impl Scenario {
                 return invalid("churn needs a fraction in 0..=1 and rejoin_ms after leave_ms");
             }
         }
+        if let Some(sybil) = &self.sybil {
+            if !(0.0..=1.0).contains(&sybil.backdated) {
+                return invalid("sybil.backdated must be a fraction in 0..=1");
+            }
+            if sybil.blocks_per_feed == 0 {
+                return invalid("sybil.blocks_per_feed must be positive");
+            }
+            if sybil.joiners > 0 && sybil.join_ms <= sybil.start_ms {
+                return invalid("sybil.join_ms must come after sybil.start_ms");
+            }
+            if sybil.joiners > 0 && self.churn.is_some() {
+                return invalid("sybil.joiners and churn cannot be combined");
+            }
+        }
         Ok(())
     }
 
-    /// Adversarial peers in total.
+    /// Adversarial peers in total, Sybil peers included.
     pub fn adversary_count(&self) -> usize {
-        self.adversaries.iter().map(|a| a.count).sum()
+        let sybils = self.sybil.as_ref().map_or(0, |s| s.count);
+        self.adversaries.iter().map(|a| a.count).sum::<usize>() + sybils
     }
 }
 
@@ -375,6 +396,67 @@ pub struct Churn {
 
 fn yes() -> bool {
     true
+}
+
+/// The ranking every kernel uses for retention (`blockend_kernel::retention`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Retention {
+    /// `Observed`, the kernel's default: followed feeds, then this node's arrival order, then
+    /// length. The simulator follows no one, so arrival order alone decides.
+    #[default]
+    Observed,
+    /// `OldestLongest`: claimed genesis time first. Not Sybil-proof (a backdated genesis
+    /// outranks every honest feed); kept as the control that shows a flood evicting.
+    OldestLongest,
+}
+
+/// Sybil peers: each signs many fresh feeds (a new identity per feed) and, from `start_ms`,
+/// pushes all of them to every connection. A fraction of the feeds claim a genesis in 1970.
+/// The Sybil peers are the last ids, after the other adversaries.
+///
+/// `joiners` honest peers (the last honest ids before the adversaries; none of them writes)
+/// are offline and empty from the start and join at `join_ms`, after the flood: a fresh node
+/// meeting a swarm that already carries some flood feeds. Their figures are reported apart
+/// (`joiner_*`) and do not decide the run: such a node ranks feeds in the order it happens to
+/// receive them, so the flood feeds its neighbours keep in their spare room can come before
+/// honest ones (see the kernel's `retention` docs, "What it cannot do").
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sybil {
+    /// How many Sybil peers.
+    pub count: usize,
+    /// Fresh feeds each Sybil peer signs.
+    pub feeds_each: u64,
+    /// Blocks in each Sybil feed.
+    pub blocks_per_feed: u64,
+    /// Fraction of the feeds whose genesis claims a time in 1970.
+    pub backdated: f64,
+    /// When the flood starts (virtual ms): the first heartbeat at or after it.
+    pub start_ms: u64,
+    /// The Sybil peers push their whole flood again at every heartbeat until this time (at
+    /// or before `start_ms`: once).
+    pub until_ms: u64,
+    /// Fresh honest peers that join after the flood (at most the honest peers that do not
+    /// write).
+    pub joiners: usize,
+    /// When they join (virtual ms).
+    pub join_ms: u64,
+}
+
+impl Default for Sybil {
+    fn default() -> Self {
+        Self {
+            count: 1,
+            feeds_each: 1_000,
+            blocks_per_feed: 1,
+            backdated: 0.5,
+            start_ms: 20_000,
+            until_ms: 0,
+            joiners: 0,
+            join_ms: 40_000,
+        }
+    }
 }
 
 /// A group of misbehaving peers.

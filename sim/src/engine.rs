@@ -8,6 +8,7 @@
 mod actions;
 mod deliver;
 mod finish;
+mod sybil;
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -16,11 +17,13 @@ use std::sync::Arc;
 
 use blockend_kernel::kernel::VerdictCache;
 use blockend_kernel::sync::{self, Protocol};
-use blockend_kernel::{Block, BlockId, BlockStore, Config, Identity, Kernel, ManualClock};
+use blockend_kernel::{
+    Block, BlockId, BlockStore, Config, Identity, Kernel, ManualClock, Observed, OldestLongest,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::config::{AdversaryKind, Scenario, Senders};
+use crate::config::{self, AdversaryKind, Scenario, Senders};
 use crate::error::Error;
 use crate::network::Wire;
 use crate::progress::Progress;
@@ -37,6 +40,8 @@ pub const EPOCH_MS: u64 = 1_700_000_000_000;
 pub(crate) enum Role {
     Honest,
     Adversary(AdversaryKind),
+    /// Floods fresh identities ([`config::Sybil`]).
+    Sybil,
 }
 
 enum Event {
@@ -120,6 +125,8 @@ pub(crate) struct Peer {
     /// When `count` last grew, µs.
     pub last_gain: u64,
     pub churned: bool,
+    /// A fresh honest peer that joins after a Sybil flood ([`config::Sybil::joiners`]).
+    pub joiner: bool,
 }
 
 /// Honest blocks, which every honest peer must end up holding.
@@ -177,6 +184,8 @@ pub struct Simulation {
     pub(crate) oversized: Option<Oversized>,
     /// The rejected-block writer's newest block and how many it wrote, per adversary.
     pub(crate) rejecting: BTreeMap<PeerId, (Arc<Block>, u64)>,
+    /// The Sybil peers' flood and what became of it.
+    pub(crate) flood: sybil::Flood,
 }
 
 impl Simulation {
@@ -216,7 +225,7 @@ impl Simulation {
         let sync_config = sync::Config::default()
             .with_push(false)
             .with_max_peers(max_degree.max(128));
-        // Adversaries are the last ids; honest senders the first.
+        // Adversaries are the last ids (Sybil peers last of all); honest senders the first.
         let mut roles = vec![Role::Honest; n];
         let mut next = n - adversaries;
         for group in &scenario.adversaries {
@@ -224,6 +233,9 @@ impl Simulation {
                 roles[next] = Role::Adversary(group.kind);
                 next += 1;
             }
+        }
+        for role in &mut roles[next..] {
+            *role = Role::Sybil;
         }
         let honest = n - adversaries;
         let senders = match scenario.workload.senders {
@@ -255,6 +267,7 @@ impl Simulation {
             forked: Vec::new(),
             oversized: None,
             rejecting: BTreeMap::new(),
+            flood: sybil::Flood::default(),
         };
         for (p, (neighbours, mesh)) in adjacency.into_iter().zip(mesh).enumerate() {
             let secret: [u8; 32] = sim.rng.gen();
@@ -278,8 +291,10 @@ impl Simulation {
                 count: 0,
                 last_gain: 0,
                 churned: false,
+                joiner: false,
             });
         }
+        sim.sign_flood();
         sim.script(senders, honest);
         Ok(sim)
     }
@@ -318,6 +333,10 @@ impl Simulation {
             .with_identity(Identity::from_secret(secret))
             .with_config(self.kernel_config.clone())
             .with_verdict_cache(self.cache.clone());
+        let builder = match self.scenario.retention {
+            config::Retention::Observed => builder.with_retention(Observed),
+            config::Retention::OldestLongest => builder.with_retention(OldestLongest),
+        };
         let builder = match store {
             Some(store) => builder.with_boxed_store(store),
             None => builder,
@@ -344,6 +363,16 @@ impl Simulation {
             let groups = partition.groups;
             self.schedule_scripted(partition.at_ms * 1_000, Event::Split { groups });
             self.schedule_scripted(partition.heal_ms * 1_000, Event::Heal { groups });
+        }
+        if let Some(sybil) = self.scenario.sybil {
+            // The last honest peers, never senders: offline and empty until after the flood.
+            let joining = sybil.joiners.min(honest.saturating_sub(senders));
+            for p in (honest - joining)..honest {
+                let peer = p as PeerId;
+                self.peers[p].joiner = true;
+                self.schedule_scripted(0, Event::Leave { peer });
+                self.schedule_scripted(sybil.join_ms * 1_000, Event::Rejoin { peer });
+            }
         }
         if let Some(churn) = self.scenario.churn {
             // Non-senders among the honest peers leave; senders stay so their blocks exist.
@@ -466,7 +495,11 @@ impl Simulation {
                 .scenario
                 .adversaries
                 .iter()
-                .all(|a| self.now_ms() >= a.until_ms);
+                .all(|a| self.now_ms() >= a.until_ms)
+                && self
+                    .scenario
+                    .sybil
+                    .is_none_or(|s| self.now_ms() >= s.start_ms.max(s.until_ms));
             if round > 0
                 && self.scripted == 0
                 && self.pending == 0

@@ -44,12 +44,19 @@
 //! the end: equal `set_hash` => equal digests; without capacity pressure one `set_hash`; no
 //! honest block lost. Violations are listed in the [`Report`].
 //!
+//! Under a Sybil flood ([`config::Sybil`]: peers that push thousands of fresh feeds, some
+//! backdated to 1970, into a swarm whose kernels have a `capacity_bytes` budget) the run also
+//! fails unless every long-standing honest peer still holds every honest feed whole
+//! ([`Report::honest_feeds_kept_min`]). The simulator never follows an author, so the
+//! kernel's ranking ([`config::Retention`]) alone decides.
+//!
 //! ## Layout
 //! - [`config`]: the scenario (TOML) and every model parameter.
 //! - [`topology`]: connection graphs and the initial mesh.
 //! - [`network`]: what travels on a link, its size, its latency.
 //! - [`workload`]: the application under test and the blocks its users write.
-//! - `engine`: the event loop, deliveries, adversaries, the checks after quiescence.
+//! - `engine`: the event loop, deliveries, adversaries and Sybil floods, the checks after
+//!   quiescence.
 //! - [`report`]: the JSON report and the SVG plot; [`cli`]: what `blockend sim` calls.
 //!
 //! ## Example

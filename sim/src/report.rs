@@ -43,6 +43,10 @@ pub struct Rejections {
     pub disconnects: u64,
     /// Duplicate arrivals (cost a lookup each; floods show here).
     pub duplicates: u64,
+    /// Blocks refused at the door because the store is full and their feed ranks last.
+    pub over_capacity: u64,
+    /// Blocks refused because their feed was evicted a short while ago.
+    pub tombstoned: u64,
 }
 
 /// Three points of a distribution.
@@ -144,6 +148,35 @@ pub struct Report {
     pub storage_bytes_per_peer: PerPeer,
     /// What honest peers refused.
     pub rejections: Rejections,
+    /// Honest feeds written (authors of honest blocks).
+    pub honest_feeds: usize,
+    /// The fewest honest feeds any long-standing honest peer (online at the end, not a
+    /// joiner) holds whole. A Sybil run passes only if this is `honest_feeds`.
+    pub honest_feeds_kept_min: usize,
+    /// Bytes of the honest feeds as kernels count them for capacity (the most any honest peer
+    /// holds of them; all of them once one peer holds every honest feed).
+    pub honest_feed_bytes: u64,
+    /// Fresh feeds the Sybil peers signed.
+    pub sybil_feeds: usize,
+    /// Blocks in them.
+    pub sybil_blocks: usize,
+    /// The most Sybil blocks any long-standing honest peer holds at the end.
+    pub sybil_blocks_stored_max: u64,
+    /// The most bytes of Sybil feeds any long-standing honest peer holds at the end.
+    pub sybil_bytes_stored_max: u64,
+    /// Sybil blocks honest peers refused for capacity (at the door or tombstoned), summed.
+    pub sybil_blocks_refused: u64,
+    /// Sybil blocks honest peers evicted with their feeds, summed (every evicted block that
+    /// is not an honest one; other adversaries' feeds would count here too).
+    pub sybil_blocks_evicted: u64,
+    /// Honest blocks honest peers evicted with their feeds, summed.
+    pub honest_blocks_evicted: u64,
+    /// Fresh honest peers that joined after the flood (online at the end).
+    pub joiners: usize,
+    /// The fewest honest feeds a joiner holds whole (reported only; `null` without joiners).
+    pub joiner_honest_feeds_kept_min: Option<usize>,
+    /// The most Sybil blocks a joiner holds.
+    pub joiner_sybil_blocks_stored_max: u64,
     /// Messages lost by the loss model.
     pub lost_messages: u64,
     /// Messages dropped by a partition.

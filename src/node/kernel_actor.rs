@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex};
 
 use blockend_kernel::sync::{DisconnectReason, Event, Message, Output, Protocol, Step};
-use blockend_kernel::{Block, BlockId, Kernel, Outcome, Report};
+use blockend_kernel::{Block, BlockId, Kernel, Outcome, PublicKey, Report};
 use libp2p::gossipsub::{MessageAcceptance, MessageId};
 use libp2p::PeerId;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -80,6 +80,16 @@ impl Actor {
                 }
                 KernelCmd::Stats(reply) => {
                     let _ = reply.send(self.snapshot_stats());
+                }
+                KernelCmd::Follow {
+                    author,
+                    follow,
+                    reply,
+                } => {
+                    let _ = reply.send(self.follow(author, follow));
+                }
+                KernelCmd::Feeds(reply) => {
+                    let _ = reply.send(self.kernel.retention());
                 }
                 KernelCmd::RecoverOwnFeed { seq, until } => {
                     let have = self.kernel.head(&self.kernel.author()).map(|h| h.seq);
@@ -267,6 +277,19 @@ impl Actor {
         Ok(block)
     }
 
+    /// Follows or unfollows `author`; returns whether that changed anything.
+    fn follow(&mut self, author: PublicKey, follow: bool) -> Result<bool, Error> {
+        let changed = if follow {
+            self.kernel.follow(author)?
+        } else {
+            self.kernel.unfollow(&author)?
+        };
+        if changed {
+            tracing::info!(%author, follow, "follows changed");
+        }
+        Ok(changed)
+    }
+
     fn state(&self, slice: Option<String>) -> Result<serde_json::Value, Error> {
         let name = slice.unwrap_or_else(|| self.app.default_slice().to_owned());
         let state = self.app.state_json(&self.kernel, &name)?;
@@ -274,11 +297,8 @@ impl Actor {
     }
 
     fn snapshot_stats(&self) -> Stats {
-        let kernel = self.kernel.stats();
         let mut stats = self.stats().clone();
-        stats.blocks_stored = kernel.blocks;
-        stats.evicted = kernel.evicted_blocks;
-        stats.collected = kernel.collected;
+        stats.update_from(&self.kernel);
         stats
     }
 

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use blockend_kernel::{BlockError, Outcome};
+use blockend_kernel::{BlockError, Kernel, Outcome, PublicKey};
 use serde::Serialize;
 
 /// Traffic with one peer.
@@ -25,7 +25,8 @@ pub struct PeerCounters {
     pub sync_unsupported: bool,
 }
 
-/// Node-wide counters. Cumulative since the node started, except `blocks_stored`.
+/// Node-wide counters. Cumulative since the node started, except `blocks_stored` and the
+/// capacity figures, which are the store's now.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
     /// Blocks in the store's candidate set now.
@@ -75,9 +76,59 @@ pub struct Stats {
     pub sync_unsupported_peers: u64,
     /// Per peer (base58 peer id).
     pub peers: BTreeMap<String, PeerCounters>,
+    /// The byte budget for other authors' feeds (`null`: unbounded, for a kernel built without
+    /// one).
+    pub capacity_bytes: Option<u64>,
+    /// Bytes of other authors' feeds held now: what the budget bounds.
+    pub capacity_used: u64,
+    /// What is left of the budget (0 when over it; `null` when unbounded).
+    pub capacity_free: Option<u64>,
+    /// Bytes of the own feed held now: never counted against the budget, never evicted.
+    pub own_bytes: u64,
+    /// Blocks refused at the door because the store is full and their feed ranks below every
+    /// feed it would have to push out (the kernel's count since it opened).
+    pub over_capacity: u64,
+    /// Feeds evicted for capacity (the kernel's count since it opened).
+    pub evicted_feeds: u64,
 }
 
 impl Stats {
+    /// Sets the figures the kernel keeps: blocks stored, evicted and collected, and the
+    /// capacity figures.
+    pub fn update_from(&mut self, kernel: &Kernel) {
+        let counters = kernel.stats();
+        let capacity = kernel.config().capacity_bytes;
+        self.blocks_stored = counters.blocks;
+        self.evicted = counters.evicted_blocks;
+        self.collected = counters.collected;
+        self.capacity_bytes = capacity;
+        self.capacity_used = counters.other_bytes;
+        self.capacity_free = capacity.map(|c| c.saturating_sub(counters.other_bytes));
+        self.own_bytes = counters.own_bytes;
+        self.over_capacity = counters.over_capacity;
+        self.evicted_feeds = counters.evicted_feeds;
+    }
+
+    /// [`Stats::update_from`] for a kernel whose own feed is `own`'s, which may not be the
+    /// kernel's author: a kernel opened read-only without the secret key signs with a
+    /// throwaway one, and counts the store's own feed as another author's.
+    pub fn update_from_as(&mut self, kernel: &Kernel, own: PublicKey) {
+        self.update_from(kernel);
+        if own == kernel.author() {
+            return;
+        }
+        let bytes = kernel
+            .retention()
+            .iter()
+            .find(|feed| feed.author == own)
+            .map_or(0, |feed| feed.bytes);
+        self.own_bytes += bytes;
+        self.capacity_used = self.capacity_used.saturating_sub(bytes);
+        self.capacity_free = self
+            .capacity_bytes
+            .map(|c| c.saturating_sub(self.capacity_used));
+    }
+
     /// The counters of one peer, created on first use.
     pub(crate) fn peer(&mut self, peer: &libp2p::PeerId) -> &mut PeerCounters {
         self.peers.entry(peer.to_base58()).or_default()

@@ -169,6 +169,11 @@ impl NodeProcess {
         self.seen.clone()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         self.child.try_wait().expect("wait").is_none()

@@ -13,6 +13,10 @@ use crate::retention::FeedSummary;
 /// The most authors a kernel follows.
 pub const MAX_FOLLOWS: usize = 65_536;
 
+/// The most feeds remembered as refused for capacity (past it the memory starts over, and
+/// sync asks for those feeds once more).
+const MAX_CAPACITY_REFUSALS: usize = 65_536;
+
 /// Where a feed stands in retention; see [`Kernel::retention`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -109,11 +113,30 @@ impl Kernel {
         total.saturating_sub(below) > capacity
     }
 
+    /// Counts a block refused for capacity and remembers its feed, with the bytes held now.
+    pub(super) fn refused_for_capacity(&mut self, author: PublicKey) {
+        self.stats.over_capacity += 1;
+        if self.capacity_refusals.len() >= MAX_CAPACITY_REFUSALS {
+            self.capacity_refusals.clear();
+        }
+        let held = self.other_bytes();
+        self.capacity_refusals.insert(author, held);
+    }
+
     /// Whether blocks of `author`'s feed are refused now, so sync need not ask for them: the
-    /// feed is tombstoned, or it is one this kernel does not hold, by an author the user does
-    /// not follow, and the store is too full for a new feed that the ranking puts last.
+    /// feed is tombstoned; or a block of it was refused for capacity and the store holds no
+    /// less than it did then (a feed held in part whose next block has no room, or a
+    /// newcomer's); or it is one this kernel does not hold, by an author the user does not
+    /// follow, and the store is too full for a new feed that the ranking puts last.
     pub fn refuses_feed(&self, author: &PublicKey) -> bool {
         if self.is_tombstoned(author) {
+            return true;
+        }
+        if self
+            .capacity_refusals
+            .get(author)
+            .is_some_and(|&held| self.other_bytes() >= held)
+        {
             return true;
         }
         let Some(capacity) = self.config.capacity_bytes else {
@@ -241,6 +264,7 @@ impl Kernel {
             return Err(Error::TooManyFollows { max: MAX_FOLLOWS });
         }
         self.follows.insert(author);
+        self.capacity_refusals.remove(&author);
         let lifted = self.tombstones.remove(&author);
         let mut run = Run::default();
         run.follows.push((author, true));

@@ -115,7 +115,7 @@ impl Simulation {
     pub(crate) fn leave(&mut self, peer: PeerId) {
         let p = peer as usize;
         self.trace.event(self.now, 7, u64::from(peer), 0);
-        let keep = self.scenario.churn.is_some_and(|c| c.keep_store);
+        let keep = !self.peers[p].joiner && self.scenario.churn.is_some_and(|c| c.keep_store);
         let me = &mut self.peers[p];
         me.online = false;
         me.epoch += 1;
@@ -181,6 +181,7 @@ impl Simulation {
 
     /// Every adversary still active does its thing.
     pub(crate) fn act_adversaries(&mut self) -> Result<(), Error> {
+        self.act_sybils();
         let now = self.now_ms();
         let active: Vec<(usize, AdversaryKind)> = self
             .peers
@@ -212,7 +213,7 @@ impl Simulation {
     }
 
     /// Connections the adversary can still use.
-    fn links(&self, peer: PeerId) -> Vec<PeerId> {
+    pub(super) fn links(&self, peer: PeerId) -> Vec<PeerId> {
         let me = &self.peers[peer as usize];
         me.neighbours
             .iter()

@@ -49,11 +49,27 @@ impl Simulation {
         p: PeerId,
         event: Event<PeerId>,
     ) -> Result<Option<Step<PeerId>>, Error> {
+        // Under capacity, an honest peer's evictions are told apart (honest or flood blocks).
+        let watch = self.scenario.capacity_bytes.is_some();
         let peer = &mut self.peers[p as usize];
         let Some(kernel) = peer.kernel.as_mut() else {
             return Ok(None);
         };
+        let watch = watch && peer.role == Role::Honest;
+        let before = if watch {
+            kernel.stats().evicted_blocks
+        } else {
+            0
+        };
         let mut step = peer.protocol.event(kernel, event)?;
+        let evicted = if watch {
+            kernel.stats().evicted_blocks.saturating_sub(before)
+        } else {
+            0
+        };
+        if evicted > 0 {
+            self.count_evicted(p, evicted);
+        }
         let outputs = std::mem::take(&mut step.outputs);
         self.outputs(p, outputs);
         Ok(Some(step))
@@ -193,9 +209,12 @@ impl Simulation {
                 Outcome::Fork { .. } => r.forks += 1,
                 Outcome::Frozen { .. } => r.frozen += 1,
                 Outcome::Duplicate => r.duplicates += 1,
+                Outcome::OverCapacity => r.over_capacity += 1,
+                Outcome::Tombstoned { .. } => r.tombstoned += 1,
                 _ => {}
             }
         }
+        self.count_refused(report);
     }
 
     /// Records newly counted tracked blocks: first hop, and the peer's progress.

@@ -117,6 +117,15 @@ impl Simulation {
             let stats = self.peers[p].kernel.as_ref()?.stats();
             Some(stats.own_bytes + stats.other_bytes)
         }));
+        let flood = self.flood_figures(&honest);
+        if let Some((p, kept)) = flood.fewest.filter(|_| self.scenario.sybil.is_some()) {
+            if kept < flood.honest_feeds {
+                violations.push(format!(
+                    "against the Sybil flood honest peer {p} kept {kept} of {} honest feeds whole",
+                    flood.honest_feeds
+                ));
+            }
+        }
         let converged_peers = times.len();
         let summary = format!(
             "{converged_peers} of {} honest peers converged; virtual {} ms; {} violations",
@@ -142,6 +151,19 @@ impl Simulation {
             last_delivery_hop,
             storage_bytes_per_peer: storage,
             rejections: self.counters.rejections.clone(),
+            honest_feeds: flood.honest_feeds,
+            honest_feeds_kept_min: flood.honest_feeds_kept_min,
+            honest_feed_bytes: flood.honest_feed_bytes,
+            sybil_feeds: self.flood.authors.len(),
+            sybil_blocks: self.flood.ids.len(),
+            sybil_blocks_stored_max: flood.sybil_blocks_stored_max,
+            sybil_bytes_stored_max: flood.sybil_bytes_stored_max,
+            sybil_blocks_refused: self.flood.refused,
+            sybil_blocks_evicted: self.flood.evicted,
+            honest_blocks_evicted: self.flood.honest_evicted,
+            joiners: flood.joiners,
+            joiner_honest_feeds_kept_min: flood.joiner_honest_feeds_kept_min,
+            joiner_sybil_blocks_stored_max: flood.joiner_sybil_blocks_stored_max,
             lost_messages: self.counters.lost,
             partitioned_messages: self.counters.dropped_partition,
             events: self.trace.events(),
