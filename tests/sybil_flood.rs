@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use blockend::kernel::{Block, Feed, Identity, Kernel};
 use blockend::node::{self, Transport};
-use blockend::{Node, ReadyApp};
+use blockend::{Node, NodeApp as _, ReadyApp};
 use common::{eventually, json_lines, run, NodeProcess};
 use libp2p::Multiaddr;
 
@@ -52,12 +52,14 @@ async fn peer_holding(blocks: Vec<Block>, peer: Multiaddr) -> Node {
     for chunk in blocks.chunks(512) {
         kernel.dispatch(chunk.to_vec()).expect("dispatch");
     }
-    let config = node::Config::default()
+    let mut config = node::Config::default()
         .with_transport(Transport::Tcp)
         .with_mdns(false)
         .with_listen(vec!["/ip4/127.0.0.1/tcp/0".parse().expect("a multiaddr")])
         .with_peers(vec![peer])
         .with_tick(Duration::from_millis(500));
+    // The topic of `blockend node`'s gossip is named after its app.
+    config.app = app.name().to_owned();
     Node::spawn(kernel, Arc::new(app), config)
         .await
         .expect("the node starts")

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use blockend::kernel::{Block, Identity, Kernel};
-use blockend::{api, node, Node, ReadyApp};
+use blockend::{api, node, Node, NodeApp as _, ReadyApp};
 
 use crate::cli::emit;
 
@@ -101,20 +101,19 @@ pub async fn flood(seconds: u64, capacity: u64) -> anyhow::Result<()> {
 
     let app = ReadyApp::Counter;
     let kernel = Kernel::builder(&app).open()?;
-    let config = node::Config::default()
+    let mut config = node::Config::default()
         .with_mdns(false)
         .with_listen(vec!["/ip4/127.0.0.1/tcp/0".parse()?])
         .with_peers(vec![addr]);
+    // The flooded node's topic: `blockend node` names it after the app.
+    config.app = app.name().to_owned();
     let flooder = Node::spawn(kernel, Arc::new(app), config).await?;
-    // Gossip needs the victim in the flooder's mesh: wait for the first delivery.
-    let probe = Block::sign(
-        &Identity::generate(),
-        None,
-        now_ms(),
-        b"{\"value\":1}".to_vec(),
-    );
+    // Gossip needs the victim in the flooder's mesh: wait for the first delivery (a new
+    // probe each time: gossip drops a message it has seen, delivered or not).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        let body = b"{\"value\":1}".to_vec();
+        let probe = Block::sign(&Identity::generate(), None, now_ms(), body);
         flooder.handle().publish_raw(probe.encode()).await?;
         let stats = victim_stats(&store).await?;
         if stats["blocks_stored"].as_u64() >= Some(1) {
