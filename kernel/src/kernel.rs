@@ -486,12 +486,21 @@ impl Kernel {
                 self.index.insert(block);
             }
         }
+        // Stored numbers first; then the feeds without one, numbered after all of them.
+        let mut next = self.index.next_arrival;
+        self.index.by_arrival.clear();
         for (author, feed) in &mut self.index.feeds {
             match arrivals.get(author) {
                 Some(&arrival) => feed.arrival = arrival,
-                None => self.unrecorded_arrivals.push(*author),
+                None => {
+                    feed.arrival = next;
+                    next += 1;
+                    self.unrecorded_arrivals.push(*author);
+                }
             }
+            self.index.by_arrival.insert(feed.arrival, *author);
         }
+        self.index.next_arrival = next;
         // Expiry timers are derived from the blocks again, not read back: a timer the store
         // lost (a repair rebuilds from damaged table files without it) would leave its block
         // unexpired for good. A block already past the last collection is collected by the
@@ -826,12 +835,14 @@ impl Kernel {
                 return Screen::Done(Outcome::Frozen { at });
             }
         }
-        // A block with no room for its feed is refused before its signature is checked: a
-        // flood of fresh feeds (or of orphans that claim to extend them) into a full store
-        // costs a lookup per block, not a verification and a mempool slot. `admit` ranks
-        // again once the block is placed (a block that waited may meet another store).
-        if self.no_room_for(block) {
-            self.refused_for_capacity(block.author());
+        // A block of a feed not held, with no room for that feed, is refused before its
+        // signature is checked: a flood of fresh feeds (or of orphans that claim to extend
+        // them) into a full store costs a lookup per block, not a verification and a mempool
+        // slot. Nothing is remembered of an unverified block (anyone can name any author).
+        // Blocks of held feeds are ranked in `admit`, once verified; a fork never is (it
+        // shrinks its feed).
+        if feed.is_none() && self.no_room_for(block) {
+            self.stats.over_capacity += 1;
             return Screen::Done(Outcome::OverCapacity);
         }
         Screen::Verify
@@ -918,8 +929,10 @@ impl Kernel {
                 continue;
             }
             // Ranked before it is admitted: a block whose feed would be among the first to go
-            // to make room for it is refused (an orphan too: its parent would need the room first), and nothing it would have pushed out goes.
-            if self.no_room_for(&block) {
+            // to make room for it is refused (an orphan too: its parent would need the room
+            // first), and nothing it would have pushed out goes. A fork proof is not growth.
+            let held_len = feed.map_or(0, |f| f.ids.len());
+            if block.seq() as usize >= held_len && self.no_room_for(&block) {
                 self.refused_for_capacity(author);
                 run.outcome(id, Outcome::OverCapacity);
                 continue;

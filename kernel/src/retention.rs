@@ -66,6 +66,15 @@ pub trait Retention: Send + Sync + 'static {
     fn newcomers_rank_last(&self) -> bool {
         false
     }
+
+    /// Whether [`Retention::rank`] is exactly "followed feeds first, then by ascending
+    /// [`FeedSummary::arrival`]" (true for [`Observed`]). The kernel then walks its feeds in
+    /// arrival order instead of ranking them all, so a full store judges a block in time
+    /// proportional to the feeds that would go for it, not to every feed held. `false` (the
+    /// default) is always correct.
+    fn by_arrival(&self) -> bool {
+        false
+    }
 }
 
 /// The default ranking: followed feeds first, then by this node's arrival order, then more
@@ -83,6 +92,11 @@ impl Retention for Observed {
     }
 
     fn newcomers_rank_last(&self) -> bool {
+        true
+    }
+
+    fn by_arrival(&self) -> bool {
+        // Arrival numbers are unique, so length and author never decide.
         true
     }
 }

@@ -438,3 +438,57 @@ fn a_feed_held_in_part_with_no_room_for_more_is_not_asked_for_until_room_frees()
     kernel.dispatch(partial[5..].to_vec()).expect("store");
     assert!(holds(&kernel, &partial));
 }
+
+#[test]
+fn an_unsigned_block_naming_a_held_author_never_switches_off_sync_for_its_feed() {
+    use blockend_kernel::Signature;
+    let clock = ManualClock::new(T0 + 1_000_000);
+    let mut kernel = kernel(&clock, cost(15));
+    let senior = feed(1, 10, T0);
+    let junior = feed(2, 5, T0 + 1);
+    kernel.dispatch(senior.clone()).expect("store");
+    kernel.dispatch(junior.clone()).expect("store");
+    // A forger names each author on a large block with a signature that does not verify.
+    for (n, head) in [(1u8, &senior[9]), (2, &junior[4])] {
+        let honest = Block::sign(
+            &Identity::from_secret([n; 32]),
+            Some((head.id(), head.seq(), head.time())),
+            head.time() + 1,
+            vec![n; 60_000],
+        );
+        let forged = Block::from_parts(
+            honest.header().clone(),
+            Signature([7; 64]),
+            honest.body().map(<[u8]>::to_vec),
+        )
+        .expect("the body matches");
+        let report = kernel.dispatch([forged]).expect("store");
+        assert!(
+            matches!(report.outcomes[0].1, Outcome::Invalid(_)),
+            "{report:?}"
+        );
+    }
+    assert!(!kernel.refuses_feed(&author(1)));
+    assert!(!kernel.refuses_feed(&author(2)));
+}
+
+#[test]
+fn a_fork_of_a_junior_feed_in_a_full_store_is_proven_not_refused() {
+    let clock = ManualClock::new(T0 + 1_000_000);
+    let mut kernel = kernel(&clock, cost(15));
+    kernel.dispatch(feed(1, 10, T0)).expect("store");
+    let junior = feed(2, 5, T0 + 1);
+    kernel.dispatch(junior.clone()).expect("store");
+    // The junior's author signs a second block at seq 3: a fork, which shrinks the feed.
+    let identity = Identity::from_secret([2; 32]);
+    let parent = &junior[2];
+    let twin = Block::sign(
+        &identity,
+        Some((parent.id(), parent.seq(), parent.time())),
+        parent.time() + 1,
+        vec![9; 100],
+    );
+    let report = kernel.dispatch([twin.clone()]).expect("store");
+    assert_eq!(report.outcome(&twin.id()), Some(&Outcome::Fork { seq: 3 }));
+    assert!(kernel.fork_proof(&author(2)).is_some());
+}

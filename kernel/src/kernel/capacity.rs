@@ -13,8 +13,8 @@ use crate::retention::FeedSummary;
 /// The most authors a kernel follows.
 pub const MAX_FOLLOWS: usize = 65_536;
 
-/// The most feeds remembered as refused for capacity (past it the memory starts over, and
-/// sync asks for those feeds once more).
+/// The most feeds remembered as refused for capacity (only verified blocks are remembered;
+/// past the bound a refusal is not, and sync may ask for that feed again).
 const MAX_CAPACITY_REFUSALS: usize = 65_536;
 
 /// Where a feed stands in retention; see [`Kernel::retention`].
@@ -69,6 +69,10 @@ impl Kernel {
     /// Whether admitting `block` would leave its own feed among those evicted to make room:
     /// even with every feed that ranks below it gone, the store would be over capacity. Such
     /// a block is refused and nothing is evicted for it. Own blocks always have room.
+    ///
+    /// Under an arrival-order ranking ([`crate::Retention::by_arrival`]) the walk visits only
+    /// the feeds that would go, most junior first, and stops once they free enough; an
+    /// unfollowed newcomer is refused at once. Other rankings compare with every feed held.
     pub(super) fn no_room_for(&self, block: &Block) -> bool {
         let Some(capacity) = self.config.capacity_bytes else {
             return false;
@@ -81,9 +85,26 @@ impl Kernel {
         if total <= capacity {
             return false;
         }
+        let need = total - capacity;
         let held = self.index.feeds.get(&author);
         let followed = self.follows.contains(&author);
         if held.is_none() && !followed && self.retention.newcomers_rank_last() {
+            return true;
+        }
+        if self.retention.by_arrival() {
+            let mut freed = 0u64;
+            for victim in self.eviction_order() {
+                // The walk reached the candidate's place: every feed after it ranks above.
+                if victim == author
+                    || (held.is_none() && followed && self.follows.contains(&victim))
+                {
+                    return true;
+                }
+                freed += self.index.feeds.get(&victim).map_or(0, |f| f.bytes);
+                if freed >= need {
+                    return false;
+                }
+            }
             return true;
         }
         let mut candidate =
@@ -110,17 +131,42 @@ impl Kernel {
             .filter(|feed| self.retention.rank(feed, &candidate) == Ordering::Greater)
             .map(|feed| feed.bytes)
             .sum();
-        total.saturating_sub(below) > capacity
+        below < need
+    }
+
+    /// Other authors' feeds in the order they would go, first to go first. Under an
+    /// arrival-order ranking this is a walk of the arrival index (unfollowed feeds, most
+    /// junior first, then followed ones), lazy; otherwise every feed is ranked.
+    fn eviction_order(&self) -> Box<dyn Iterator<Item = PublicKey> + '_> {
+        let own = self.author();
+        if self.retention.by_arrival() {
+            let junior_first = || self.index.by_arrival.values().rev().copied();
+            let unfollowed = junior_first().filter(move |a| *a != own && !self.follows.contains(a));
+            let followed = junior_first().filter(move |a| *a != own && self.follows.contains(a));
+            return Box::new(unfollowed.chain(followed));
+        }
+        let mut feeds: Vec<FeedSummary> = self
+            .index
+            .feeds
+            .iter()
+            .filter(|(a, _)| **a != own)
+            .filter_map(|(author, feed)| self.summary(author, feed))
+            .collect();
+        feeds.sort_by(|a, b| self.retention.rank(b, a));
+        Box::new(feeds.into_iter().map(|f| f.author))
     }
 
     /// Counts a block refused for capacity and remembers its feed, with the bytes held now.
     pub(super) fn refused_for_capacity(&mut self, author: PublicKey) {
         self.stats.over_capacity += 1;
-        if self.capacity_refusals.len() >= MAX_CAPACITY_REFUSALS {
-            self.capacity_refusals.clear();
-        }
         let held = self.other_bytes();
-        self.capacity_refusals.insert(author, held);
+        // Past the bound a refusal is not remembered (sync may ask for that feed again); the
+        // ones remembered are never wiped wholesale.
+        if self.capacity_refusals.len() < MAX_CAPACITY_REFUSALS
+            || self.capacity_refusals.contains_key(&author)
+        {
+            self.capacity_refusals.insert(author, held);
+        }
     }
 
     /// Whether blocks of `author`'s feed are refused now, so sync need not ask for them: the
@@ -159,23 +205,18 @@ impl Kernel {
         if other <= capacity {
             return;
         }
-        let own = self.author();
-        let mut feeds: Vec<FeedSummary> = self
-            .index
-            .feeds
-            .iter()
-            .filter(|(a, _)| **a != own)
-            .filter_map(|(author, feed)| self.summary(author, feed))
-            .collect();
-        feeds.sort_by(|a, b| self.retention.rank(a, b));
+        let mut victims = Vec::new();
+        for victim in self.eviction_order() {
+            if other <= capacity {
+                break;
+            }
+            other = other.saturating_sub(self.index.feeds.get(&victim).map_or(0, |f| f.bytes));
+            victims.push(victim);
+        }
         let now = self.clock.now();
         let until = now.saturating_add(self.config.tombstone_ttl_ms);
-        while other > capacity {
-            let Some(victim) = feeds.pop() else {
-                break;
-            };
-            other = other.saturating_sub(victim.bytes);
-            let removed = self.index.evict(&victim.author);
+        for victim in victims {
+            let removed = self.index.evict(&victim);
             self.stats.evicted_feeds += 1;
             self.stats.evicted_blocks += removed.len() as u64;
             for block in removed {
@@ -183,8 +224,8 @@ impl Kernel {
                 run.touch(key_of(&block));
                 run.removed.push(block);
             }
-            run.arrivals.insert(victim.author);
-            self.tombstone(victim.author, until, run);
+            run.arrivals.insert(victim);
+            self.tombstone(victim, until, run);
         }
     }
 

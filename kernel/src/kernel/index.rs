@@ -51,6 +51,8 @@ pub(crate) struct Index {
     pub bytes: u64,
     /// The arrival number the next new feed gets.
     pub next_arrival: u64,
+    /// Every feed by its arrival number.
+    pub by_arrival: BTreeMap<u64, PublicKey>,
 }
 
 impl Index {
@@ -61,9 +63,10 @@ impl Index {
     }
 
     pub(crate) fn insert(&mut self, block: Arc<Block>) {
-        let next = &mut self.next_arrival;
+        let (next, by_arrival) = (&mut self.next_arrival, &mut self.by_arrival);
         let feed = self.feeds.entry(block.author()).or_insert_with(|| {
             *next += 1;
+            by_arrival.insert(*next - 1, block.author());
             FeedIndex {
                 arrival: *next - 1,
                 ..FeedIndex::default()
@@ -122,6 +125,7 @@ impl Index {
             return Vec::new();
         };
         self.bytes = self.bytes.saturating_sub(feed.bytes);
+        self.by_arrival.remove(&feed.arrival);
         let mut removed = self.remove_all(&feed.ids);
         if let Some((a, b)) = feed.proof {
             removed.extend([a, b]);
