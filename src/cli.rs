@@ -467,7 +467,9 @@ fn now_ms() -> u64 {
 /// written is read from the store itself, read-only. Written means the own feed holds a block
 /// with this body stamped at or after the moment the request was sent (the node runs on this
 /// machine's clock); then it is printed as a normal append would, with a warning. Otherwise
-/// the append fails, saying the block was not written.
+/// the append fails, saying the block was not written. Two appends of the same body racing
+/// each other can both read the one block as theirs; a clock stepped back between the request
+/// and the write makes a written block look unwritten.
 fn dropped_append(
     dir: &Path,
     body: &serde_json::Value,
@@ -481,7 +483,9 @@ fn dropped_append(
             dir.display()
         )
     })?;
-    let author = kernel.author();
+    // The store's author as recorded, not the read-only open's key (a throwaway one when this
+    // user may not read the secret).
+    let author = store::own_author(dir, &kernel);
     let written = api::blocks(&kernel, Some(author))
         .into_iter()
         .rev()

@@ -367,6 +367,17 @@ pub fn open_with_capacity(
         .with_store(store)
         .with_config(kernel_config(capacity))
         .open()?;
+    let held = kernel.stats().other_bytes;
+    if existed && capacity_of(dir)?.is_none() && held > capacity {
+        // A store from before capacities existed, holding more than the default: it keeps
+        // what it holds (nothing is evicted by an upgrade) and remembers that as its capacity.
+        remember_capacity(dir, held)?;
+        kernel.set_capacity_bytes(Some(held));
+        tracing::warn!(
+            "the store at {} holds {held} bytes of other authors' feeds, more than the default capacity of {DEFAULT_CAPACITY_BYTES}: its capacity is now {held} bytes (give --capacity to lower it, which evicts the most junior feeds)",
+            dir.display()
+        );
+    }
     remember_author(dir, &kernel)?;
     if let Some(report) = &repair {
         // The readable blocks the repair set aside (written after the damage, or cut off by

@@ -283,6 +283,13 @@ impl Kernel {
         run.tombstones.push((author, Some(until)));
     }
 
+    /// Sets the byte budget for other authors' feeds ([`crate::Config::capacity_bytes`]);
+    /// `None` lifts it. A lower budget evicts at the next dispatch that finds the store over
+    /// it.
+    pub fn set_capacity_bytes(&mut self, bytes: Option<u64>) {
+        self.config.capacity_bytes = bytes;
+    }
+
     /// Whether `author`'s feed is refused for now (evicted recently).
     pub fn is_tombstoned(&self, author: &PublicKey) -> bool {
         self.tombstones
