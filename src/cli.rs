@@ -1,7 +1,7 @@
 //! The `blockend` verbs. JSON lines on stdout; logs, progress and errors on stderr.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
@@ -11,176 +11,10 @@ use blockend::kernel::store::RocksStore;
 use blockend::kernel::PublicKey;
 use blockend::node::{self, Stats};
 use blockend::{store, Node, NodeApp, ReadyApp};
-use clap::{Parser, Subcommand};
 use libp2p::Multiaddr;
 
-/// blockend: signed block feeds, deterministic slices, gossip between peers.
-#[derive(Debug, Parser)]
-#[command(name = "blockend", version, about, arg_required_else_help = true)]
-pub struct Args {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Create a store and its identity; prints {"author": "<hex>"}.
-    Init {
-        /// The store directory.
-        #[arg(long, value_name = "DIR")]
-        store: PathBuf,
-        /// The app the store runs: clock, counter, chat or kv.
-        #[arg(long, default_value = "counter")]
-        app: ReadyApp,
-        /// Byte budget for other authors' feeds (plain number: bytes; KB/MB/GB/TB are powers
-        /// of 1000, KiB/MiB/GiB/TiB of 1024; 1.5GiB). Remembered in DIR/capacity; default
-        /// 1 GiB. Own feeds are never counted or evicted.
-        #[arg(long, value_name = "SIZE", value_parser = store::parse_capacity)]
-        capacity: Option<u64>,
-    },
-    /// Run a node on the store until SIGINT or SIGTERM; prints {"listening": ...} per address.
-    Node {
-        /// The store directory (created when missing).
-        #[arg(long, value_name = "DIR")]
-        store: PathBuf,
-        /// The app (must match the store's; default: the store's, or counter for a new store).
-        #[arg(long)]
-        app: Option<ReadyApp>,
-        /// Address to listen on (repeatable). Default /ip4/0.0.0.0/tcp/0.
-        #[arg(long, value_name = "MULTIADDR")]
-        listen: Vec<Multiaddr>,
-        /// Peer to keep connected (repeatable); redialled with backoff.
-        #[arg(long, value_name = "MULTIADDR")]
-        peer: Vec<Multiaddr>,
-        /// Turn off local discovery with mDNS.
-        #[arg(long)]
-        no_mdns: bool,
-        /// Byte budget for other authors' feeds (as for `init`); replaces the one the store
-        /// remembers. Default: the store's, or 1 GiB. Over it, the feeds ranked last (not
-        /// followed, stored last) are evicted whole.
-        #[arg(long, value_name = "SIZE", value_parser = store::parse_capacity)]
-        capacity: Option<u64>,
-    },
-    /// Create a block; BODY is JSON, or - to read it from stdin. Prints the block.
-    Append {
-        /// The store directory.
-        #[arg(long, value_name = "DIR")]
-        store: PathBuf,
-        /// The body, as JSON (- reads stdin).
-        body: String,
-    },
-    /// Print stored blocks as JSON lines.
-    Cat {
-        /// The store directory.
-        #[arg(long, value_name = "DIR")]
-        store: PathBuf,
-        /// Keep printing new blocks as they arrive (needs a running node).
-        #[arg(long)]
-        follow: bool,
-        /// Only this author's feed (hex).
-        #[arg(long, value_name = "HEX")]
-        author: Option<String>,
-    },
-    /// Print a slice's state with its digest and the store's set_hash.
-    State {
-        /// The store directory.
-        #[arg(long, value_name = "DIR")]
-        store: PathBuf,
-        /// The slice (default: the app's).
-        slice: Option<String>,
-        /// Keep printing each new state (needs a running node).
-        #[arg(long)]
-        follow: bool,
-    },
-    /// Print the running node's connected peers.
-    Peers {
-        /// The store directory.
-        #[arg(long, value_name = "DIR")]
-        store: PathBuf,
-    },
-    /// Print counters: blocks stored, received, sent, rejected, evicted, collected, and the
-    /// capacity (capacity_bytes, capacity_used, capacity_free, own_bytes).
-    Stats {
-        /// The store directory.
-        #[arg(long, value_name = "DIR")]
-        store: PathBuf,
-    },
-    /// Print every feed in the order retention keeps them, one JSON line each: the own feed
-    /// first, then the others by rank (followed, then first stored, then longer), then the
-    /// evicted ones.
-    Feeds {
-        /// The store directory.
-        #[arg(long, value_name = "DIR")]
-        store: PathBuf,
-    },
-    /// Follow an author: its feed is kept before every feed not followed when the store is
-    /// full, and may come back at once if it was evicted. Prints {"author", "followed",
-    /// "changed"}.
-    Follow {
-        /// The author (64 hex digits).
-        #[arg(value_name = "AUTHOR", value_parser = api::parse_author)]
-        author: PublicKey,
-        /// The store directory.
-        #[arg(long, value_name = "DIR")]
-        store: PathBuf,
-    },
-    /// Stop following an author: its feed is ranked by when it was first stored again.
-    /// Prints {"author", "followed", "changed"}.
-    Unfollow {
-        /// The author (64 hex digits).
-        #[arg(value_name = "AUTHOR", value_parser = api::parse_author)]
-        author: PublicKey,
-        /// The store directory.
-        #[arg(long, value_name = "DIR")]
-        store: PathBuf,
-    },
-    /// Repair a damaged store: keep every block that still links to its feed, set the rest
-    /// aside in DIR/lost/, and print what was kept and lost as one JSON line.
-    Repair {
-        /// The store directory (no node may be running on it).
-        #[arg(long, value_name = "DIR")]
-        store: PathBuf,
-    },
-    /// Run a swarm simulation scenario (TOML); the JSON report is the last line on stdout.
-    Sim {
-        /// The scenario file, e.g. sim/scenarios/one-sender.toml.
-        scenario: PathBuf,
-        /// Overrides the scenario's seed.
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Overrides the scenario's number of peers.
-        #[arg(long)]
-        peers: Option<usize>,
-        /// Where to write the SVG plot of convergence over time.
-        #[arg(long, value_name = "FILE")]
-        svg: Option<PathBuf>,
-    },
-    /// Benchmarks.
-    Bench {
-        #[command(subcommand)]
-        bench: Bench,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Bench {
-    /// Two nodes on loopback TCP: sync N blocks from one to the other.
-    Sync {
-        /// Blocks to sync.
-        #[arg(long, default_value_t = 100_000)]
-        blocks: usize,
-    },
-    /// A node with a small capacity flooded by a peer for SECONDS: valid fresh feeds, then
-    /// junk; prints the node's memory (idle, peak) and what it stored and refused.
-    Flood {
-        /// How long to flood.
-        #[arg(long, default_value_t = 60)]
-        seconds: u64,
-        /// The flooded node's capacity (human units, e.g. 4MiB).
-        #[arg(long, default_value = "4MiB", value_parser = store::parse_capacity)]
-        capacity: u64,
-    },
-}
+mod args;
+pub use args::{Args, Bench, Command};
 
 /// Prints one JSON line on stdout.
 pub fn emit(value: &impl serde::Serialize) -> anyhow::Result<()> {

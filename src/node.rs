@@ -42,7 +42,9 @@
 //! ([`Stats::connections_refused_banned_ip`]). An inbound connection from a banned or full
 //! group is refused as soon as it is accepted, before the security handshake, so a refused
 //! remote costs an accept and a close, not a key exchange per attempt
-//! ([`Stats::connections_refused_before_handshake`]); the count of established connections
+//! ([`Stats::connections_refused_before_handshake`]); so is one past
+//! [`Config::max_pending_per_ip`] connections still in their handshake from the group (4 by
+//! default: one host cannot hold every pending slot); the count of established connections
 //! stays authoritative for those that were pending together. At most 4,096 groups are
 //! remembered, the least recently seen idle one forgotten first.
 //!
@@ -132,6 +134,13 @@ pub struct Config {
     /// Most established inbound connections from one address group (an IPv4 address or an
     /// IPv6 /64). Default 8.
     pub max_connections_per_ip: u32,
+    /// Most inbound connections from one address group in their security handshake at once
+    /// (accepted, not yet established); more are refused before the handshake and counted in
+    /// [`Stats::connections_refused_per_ip`]. The node holds at most 32 such connections from
+    /// everywhere, each until it finishes or times out (10 s), so this keeps one address from
+    /// taking them all with handshakes it never finishes. 0 refuses every inbound connection
+    /// with an IP. Default 4.
+    pub max_pending_per_ip: u32,
     /// Most peers of one address group banned within [`Config::ban`]; one more bans the
     /// group. Default 2.
     pub max_bans_per_ip: u32,
@@ -159,6 +168,7 @@ impl Default for Config {
             ban: Duration::from_secs(600),
             max_connections: 128,
             max_connections_per_ip: 8,
+            max_pending_per_ip: 4,
             max_bans_per_ip: 2,
             max_invalid_per_ip: 64,
             queue: 4096,
@@ -204,6 +214,11 @@ impl Config {
     /// Sets the most established inbound connections from one address group.
     pub fn with_max_connections_per_ip(mut self, max: u32) -> Self {
         self.max_connections_per_ip = max;
+        self
+    }
+    /// Sets the most inbound connections from one address group in their handshake at once.
+    pub fn with_max_pending_per_ip(mut self, max: u32) -> Self {
+        self.max_pending_per_ip = max;
         self
     }
     /// Sets the most peer bans per address group before the group is banned.

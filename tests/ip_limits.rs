@@ -1,12 +1,13 @@
 //! Limits per address group over loopback TCP, which fresh keys do not reset: connections past
 //! the per-IP cap are refused, and a stream of fresh forger identities from one IP gets the
 //! whole IP banned, so even an honest newcomer from it cannot connect. Both refusals come
-//! before the handshake: a raw TCP client from a refused IP hears not one protocol byte.
+//! before the handshake: a raw TCP client from a refused IP hears not one protocol byte. So
+//! does one from an IP with its most handshakes left hanging, while other IPs are answered.
 
 mod common;
 
 use std::io::ErrorKind;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use common::swarm::eventually;
 use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 fn config(peers: Vec<Multiaddr>) -> node::Config {
     node::Config::default()
@@ -65,17 +66,56 @@ struct Heard {
     closed: bool,
 }
 
-/// Opens a plain TCP connection from 127.0.0.1 to `node`, writes what a libp2p dialer writes
-/// first, and listens until the node closes it, it has sent a multistream header's worth of
-/// bytes, or 10 s pass.
-async fn probe(node: &Node) -> Heard {
+/// The node's TCP listen address.
+async fn socket_addr(node: &Node) -> SocketAddr {
     let multiaddr = address(node).await;
     let mut parts = multiaddr.iter();
-    let addr = match (parts.next(), parts.next()) {
+    match (parts.next(), parts.next()) {
         (Some(Protocol::Ip4(ip)), Some(Protocol::Tcp(port))) => SocketAddr::from((ip, port)),
         other => panic!("not a TCP address: {other:?}"),
-    };
-    let mut stream = TcpStream::connect(addr).await.expect("the kernel accepts");
+    }
+}
+
+/// [`hear`]s what the node says on a plain TCP connection from 127.0.0.1.
+async fn probe(node: &Node) -> Heard {
+    let stream = TcpStream::connect(socket_addr(node).await)
+        .await
+        .expect("the kernel accepts");
+    hear(stream).await
+}
+
+/// [`probe`] from another loopback address, `source`; `None` if the host cannot bind it (only
+/// Linux routes all of 127.0.0.0/8 to loopback by default).
+async fn probe_from(node: &Node, source: Ipv4Addr) -> Option<Heard> {
+    let socket = TcpSocket::new_v4().expect("a socket");
+    socket.bind(SocketAddr::from((source, 0))).ok()?;
+    let stream = socket
+        .connect(socket_addr(node).await)
+        .await
+        .expect("the kernel accepts");
+    Some(hear(stream).await)
+}
+
+/// Opens a plain TCP connection from 127.0.0.1 to `node` that starts a libp2p handshake and
+/// never finishes it: it sends the multistream header and waits for the node's echo, by which
+/// time the node counts it as pending, and then says no more.
+async fn half_open(node: &Node) -> TcpStream {
+    let mut stream = TcpStream::connect(socket_addr(node).await)
+        .await
+        .expect("the kernel accepts");
+    stream.write_all(MULTISTREAM).await.expect("the node reads");
+    let mut echo = vec![0; MULTISTREAM.len()];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut echo))
+        .await
+        .expect("the node answers within 10 s")
+        .expect("the node echoes the header");
+    assert_eq!(echo, MULTISTREAM, "not a multistream header");
+    stream
+}
+
+/// Writes what a libp2p dialer writes first on `stream`, and listens until the node closes it,
+/// it has sent a multistream header's worth of bytes, or 10 s pass.
+async fn hear(mut stream: TcpStream) -> Heard {
     // The node may have closed the connection already: a failed write is an answer too.
     let _ = stream.write_all(MULTISTREAM).await;
     let _ = stream.write_all(NOISE).await;
@@ -320,5 +360,41 @@ async fn a_banned_ip_gets_no_protocol_byte() {
     assert_refused_before_handshake(&listener, |s| s.connections_refused_banned_ip).await;
     let s = stats(&listener).await;
     assert_eq!(s.banned_ips, 1, "{s:?}");
+    listener.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_left_hanging_from_one_ip_are_capped() {
+    const PENDING: u32 = 3;
+    let listener = spawn(config(vec![]).with_max_pending_per_ip(PENDING)).await;
+    let mut hanging = Vec::new();
+    for _ in 0..PENDING {
+        hanging.push(half_open(&listener).await);
+    }
+
+    // One more from the same IP costs the node no handshake; another IP still gets one.
+    assert_refused_before_handshake(&listener, |s| s.connections_refused_per_ip).await;
+    match probe_from(&listener, Ipv4Addr::new(127, 0, 0, 2)).await {
+        Some(heard) => assert!(
+            heard.bytes.starts_with(MULTISTREAM),
+            "another IP was refused too: {heard:?}"
+        ),
+        None => eprintln!("cannot bind 127.0.0.2 here: other IPs not checked"),
+    }
+    let s = stats(&listener).await;
+    assert_eq!(s.connections_refused_per_ip, 1, "{s:?}");
+
+    // Closing them frees their slots at once: well before the node's 10 s handshake timeout
+    // (which started with them) would have.
+    drop(hanging);
+    let answered = eventually(Duration::from_secs(5), || async {
+        probe(&listener).await.bytes.starts_with(MULTISTREAM)
+    })
+    .await;
+    assert!(
+        answered,
+        "the closed handshakes still hold their slots: {:?}",
+        stats(&listener).await
+    );
     listener.shutdown().await;
 }

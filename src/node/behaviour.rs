@@ -25,8 +25,12 @@ use libp2p::{
 };
 use tokio::time::Instant;
 
-use super::groups::{address_group, Admit, Group, Groups, Limits};
+use super::groups::{address_group, Admit, Group, Groups, Limits, Pending};
 use super::{Config, Error, Transport};
+
+/// Most inbound connections in their handshake at once, from everywhere: the swarm refuses
+/// more (`connection_limits`), which also bounds the gate's per-group count of them.
+pub(super) const MAX_PENDING_INCOMING: u32 = 32;
 
 /// The sync protocol's name on the wire.
 pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/blockend/sync/1");
@@ -34,8 +38,8 @@ pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/blockend/sync/1"
 /// Everything a node speaks.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
-    /// Per-IP limits, checked first: refuses banned and full address groups before the
-    /// handshake.
+    /// Per-IP limits, checked first: refuses banned and full address groups, and groups with
+    /// their most handshakes in flight, before the handshake.
     pub gate: Gate,
     /// Caps on connections.
     pub limits: connection_limits::Behaviour,
@@ -52,21 +56,35 @@ pub struct Behaviour {
     pub mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
-/// Refuses an inbound connection from a banned address group, or from one that has its most
-/// established inbound connections, as soon as it is accepted: before the security handshake,
+/// Refuses an inbound connection from a banned address group, from one that has its most
+/// established inbound connections, or from one that has its most connections in their
+/// handshake ([`Limits::pending`]), as soon as it is accepted: before the security handshake,
 /// so a refused remote costs the node an accept and a close, not a Diffie-Hellman and a
 /// signature per attempt. Answers from the [`Groups`] table without changing its counts; the
 /// network actor keeps the table (through this field) and counts connections once they are
 /// established, which is where connections that were pending together meet the cap.
+///
+/// The handshakes in flight it counts itself, in [`Pending`]: one is counted when the gate
+/// lets it start, and ends when the swarm reports it established
+/// (`handle_established_inbound_connection`, always called on the gate, the first field; and
+/// `FromSwarm::ConnectionEstablished`: ending twice is harmless) or failed
+/// (`FromSwarm::ListenFailure` with its connection id: a failed or timed-out upgrade, a
+/// remote that closed, or a denial by a later behaviour, before or after the handshake).
+/// Without that count one address could hold all [`MAX_PENDING_INCOMING`] slots with
+/// handshakes it never finishes (each until the transport's timeout), starving every honest
+/// inbound connection.
 pub struct Gate {
     /// The per-group counters, fed by the network actor.
     pub(super) groups: Groups,
+    /// Inbound handshakes in flight, per group.
+    pending: Pending,
 }
 
 impl Gate {
     pub(super) fn new(limits: Limits) -> Self {
         Self {
             groups: Groups::new(limits),
+            pending: Pending::new(limits.pending),
         }
     }
 }
@@ -77,7 +95,9 @@ impl Gate {
 pub(super) struct Refused {
     /// The remote's address group.
     pub(super) group: Group,
-    /// [`Admit::Full`] or [`Admit::Banned`].
+    /// [`Admit::Banned`], or [`Admit::Full`]: the group has its most established inbound
+    /// connections or its most in their handshake (one reason to the stats, which count both
+    /// as `connections_refused_per_ip`).
     pub(super) admit: Admit,
 }
 
@@ -85,7 +105,7 @@ impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let why = match self.admit {
             Admit::Banned => "is banned",
-            _ => "has its most inbound connections",
+            _ => "has its most inbound connections, established or in their handshake",
         };
         write!(f, "address group {} {why}", self.group)
     }
@@ -99,14 +119,18 @@ impl NetworkBehaviour for Gate {
 
     fn handle_pending_inbound_connection(
         &mut self,
-        _: ConnectionId,
+        id: ConnectionId,
         _: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
         let Some(group) = address_group(remote_addr) else {
             return Ok(());
         };
-        match self.groups.check(group, Instant::now()) {
+        let admit = match self.groups.check(group, Instant::now()) {
+            Admit::Yes if !self.pending.start(id, group) => Admit::Full,
+            admit => admit,
+        };
+        match admit {
             Admit::Yes => Ok(()),
             admit => Err(ConnectionDenied::new(Refused { group, admit })),
         }
@@ -114,11 +138,14 @@ impl NetworkBehaviour for Gate {
 
     fn handle_established_inbound_connection(
         &mut self,
-        _: ConnectionId,
+        id: ConnectionId,
         _: PeerId,
         _: &Multiaddr,
         _: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        // The handshake is over whatever the other behaviours decide: a later denial still
+        // comes as a `ListenFailure`, and ending twice is harmless.
+        self.pending.end(id);
         Ok(dummy::ConnectionHandler)
     }
 
@@ -133,7 +160,15 @@ impl NetworkBehaviour for Gate {
         Ok(dummy::ConnectionHandler)
     }
 
-    fn on_swarm_event(&mut self, _: FromSwarm) {}
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match event {
+            FromSwarm::ListenFailure(failure) => self.pending.end(failure.connection_id),
+            FromSwarm::ConnectionEstablished(established) => {
+                self.pending.end(established.connection_id);
+            }
+            _ => {}
+        }
+    }
 
     fn on_connection_handler_event(
         &mut self,
@@ -270,7 +305,7 @@ fn behaviour(key: &identity::Keypair, config: &Config) -> Result<Behaviour, Erro
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(config.max_connections))
         .with_max_established_per_peer(Some(2))
-        .with_max_pending_incoming(Some(32))
+        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
         .with_max_pending_outgoing(Some(32));
     let peer_id = key.public().to_peer_id();
     let mdns = if config.mdns {
@@ -294,6 +329,7 @@ fn behaviour(key: &identity::Keypair, config: &Config) -> Result<Behaviour, Erro
         bans: config.max_bans_per_ip,
         invalid: config.max_invalid_per_ip,
         period: config.ban,
+        pending: config.max_pending_per_ip,
     });
     Ok(Behaviour {
         gate,
@@ -386,5 +422,72 @@ fn infallible<T>(result: Result<T, std::convert::Infallible>) -> T {
     match result {
         Ok(value) => value,
         Err(never) => match never {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use libp2p::swarm::{ListenError, ListenFailure};
+
+    use super::*;
+
+    fn addr(text: &str) -> Multiaddr {
+        text.parse().expect("a multiaddr")
+    }
+
+    #[test]
+    fn the_gate_counts_a_handshake_until_it_is_established_or_fails() {
+        let mut gate = Gate::new(Limits {
+            connections: 8,
+            bans: 2,
+            invalid: 64,
+            period: Duration::from_secs(60),
+            pending: 2,
+        });
+        let local = addr("/ip4/127.0.0.1/tcp/4001");
+        let remote = addr("/ip4/10.0.0.1/tcp/5000");
+        let id = ConnectionId::new_unchecked;
+        let start =
+            |gate: &mut Gate, n| gate.handle_pending_inbound_connection(id(n), &local, &remote);
+        let fail = |gate: &mut Gate, n| {
+            gate.on_swarm_event(FromSwarm::ListenFailure(ListenFailure {
+                local_addr: &local,
+                send_back_addr: &remote,
+                error: &ListenError::Aborted,
+                connection_id: id(n),
+                peer_id: None,
+            }))
+        };
+
+        assert!(start(&mut gate, 1).is_ok());
+        assert!(start(&mut gate, 2).is_ok());
+        let denied = start(&mut gate, 3).expect_err("a third handshake from one IP");
+        let refused = denied
+            .downcast_ref::<Refused>()
+            .expect("the gate's refusal");
+        assert_eq!(refused.admit, Admit::Full);
+        // The swarm reports the gate's own refusal as a failure too: it frees nothing.
+        fail(&mut gate, 3);
+        assert!(start(&mut gate, 4).is_err());
+
+        let peer = identity::Keypair::generate_ed25519().public().to_peer_id();
+        gate.handle_established_inbound_connection(id(1), peer, &local, &remote)
+            .expect("the gate denies nothing once established");
+        assert!(
+            start(&mut gate, 5).is_ok(),
+            "an established one frees its slot"
+        );
+        assert!(start(&mut gate, 6).is_err());
+        fail(&mut gate, 2);
+        assert!(start(&mut gate, 7).is_ok(), "a failed one frees its slot");
+
+        // Addresses without an IP are in no group, and never counted.
+        let memory = addr("/memory/1");
+        for n in 10..20 {
+            assert!(gate
+                .handle_pending_inbound_connection(id(n), &local, &memory)
+                .is_ok());
+        }
+        assert_eq!(gate.pending.len(), 2);
     }
 }

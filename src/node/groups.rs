@@ -15,13 +15,19 @@
 //! once a connection is established, stays the count that decides: connections pending
 //! together all pass the check, and the ones past the cap are closed then. A connection the
 //! node dialed into a banned group is closed once established (the node chose to dial it).
+//!
+//! Connections still in their handshake are counted too, in [`Pending`], which the gate keeps
+//! beside this table: without it one address could hold every pending slot the swarm has, with
+//! handshakes it never finishes, and make the node do a key exchange for each while honest
+//! remotes are turned away.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::ConnectionId;
 use libp2p::Multiaddr;
 use tokio::time::Instant;
 
@@ -77,6 +83,8 @@ pub(super) struct Limits {
     pub(super) invalid: u32,
     /// The counting window, and how long a group ban lasts.
     pub(super) period: Duration,
+    /// Most inbound connections per group in their handshake at once.
+    pub(super) pending: u32,
 }
 
 /// Whether a new connection from a group may stay.
@@ -84,7 +92,8 @@ pub(super) struct Limits {
 pub(super) enum Admit {
     /// Yes; it is counted until [`Groups::release`].
     Yes,
-    /// No: the group has its most connections.
+    /// No: the group has its most connections, established or (before the handshake) in
+    /// their handshake.
     Full,
     /// No: the group is banned.
     Banned,
@@ -257,6 +266,75 @@ impl Groups {
     }
 }
 
+/// Inbound connections in their handshake, by group: each is counted from the moment the gate
+/// lets its handshake start until it is established or fails, and a group may have at most
+/// [`Limits::pending`] at once.
+///
+/// Bounded by the swarm: it holds at most `behaviour::MAX_PENDING_INCOMING` pending inbound
+/// connections, and every one it stops holding is reported (established, or failed with its
+/// connection id), so neither map outgrows that cap (the one connection over it is counted
+/// here, then refused by the swarm's limit and released in the same call).
+#[derive(Debug)]
+pub(super) struct Pending {
+    max: u32,
+    groups: HashMap<ConnectionId, Group>,
+    counts: HashMap<Group, u32>,
+}
+
+impl Pending {
+    pub(super) fn new(max: u32) -> Self {
+        Self {
+            max,
+            groups: HashMap::new(),
+            counts: HashMap::new(),
+        }
+    }
+
+    /// Connection `id` from `group` is about to start its handshake: counted and true, or, if
+    /// the group has its most handshakes in flight, false and counted nothing.
+    pub(super) fn start(&mut self, id: ConnectionId, group: Group) -> bool {
+        let count = self.counts.get(&group).copied().unwrap_or(0);
+        if count >= self.max {
+            return false;
+        }
+        self.counts.insert(group, count + 1);
+        if let Some(old) = self.groups.insert(id, group) {
+            // Connection ids are never reused; should one be, it must not leak a count.
+            self.release(old);
+        }
+        true
+    }
+
+    /// Connection `id`'s handshake is over (it was established, or it failed): its group has
+    /// one fewer. Ids not counted are ignored, so every end may be reported, even twice.
+    pub(super) fn end(&mut self, id: ConnectionId) {
+        if let Some(group) = self.groups.remove(&id) {
+            self.release(group);
+        }
+    }
+
+    fn release(&mut self, group: Group) {
+        if let Some(count) = self.counts.get_mut(&group) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.counts.remove(&group);
+            }
+        }
+    }
+
+    /// Handshakes in flight from `group`.
+    #[cfg(test)]
+    pub(super) fn count(&self, group: Group) -> u32 {
+        self.counts.get(&group).copied().unwrap_or(0)
+    }
+
+    /// Handshakes in flight in all.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.groups.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +349,7 @@ mod tests {
             bans: 1,
             invalid: 10,
             period: Duration::from_secs(60),
+            pending: 2,
         }
     }
 
@@ -385,5 +464,50 @@ mod tests {
         assert_eq!(groups.len(), MAX_GROUPS);
         groups.expire(now + Duration::from_secs(61));
         assert_eq!(groups.len(), 0);
+    }
+
+    #[test]
+    fn handshakes_past_the_pending_limit_are_refused_until_one_ends() {
+        let mut pending = Pending::new(limits().pending);
+        let g = Group::V4(Ipv4Addr::LOCALHOST);
+        let other = Group::V4(Ipv4Addr::new(10, 0, 0, 1));
+        let id = ConnectionId::new_unchecked;
+        assert!(pending.start(id(1), g));
+        assert!(pending.start(id(2), g));
+        assert!(!pending.start(id(3), g), "a third handshake from one group");
+        assert_eq!(pending.count(g), 2, "a refused handshake is not counted");
+        assert!(
+            pending.start(id(4), other),
+            "another group has its own count"
+        );
+
+        // Established or failed, each end frees a slot once.
+        pending.end(id(1));
+        pending.end(id(1));
+        pending.end(id(3));
+        assert_eq!(pending.count(g), 1);
+        assert!(pending.start(id(5), g));
+        assert!(!pending.start(id(6), g));
+
+        for n in [2, 4, 5] {
+            pending.end(id(n));
+        }
+        assert_eq!(
+            (pending.count(g), pending.count(other), pending.len()),
+            (0, 0, 0)
+        );
+        assert!(
+            pending.counts.is_empty(),
+            "groups without handshakes are forgotten"
+        );
+    }
+
+    #[test]
+    fn a_pending_limit_of_zero_refuses_every_handshake() {
+        let mut pending = Pending::new(0);
+        let g = Group::V6(1);
+        assert!(!pending.start(ConnectionId::new_unchecked(1), g));
+        assert_eq!(pending.len(), 0);
+        assert!(pending.counts.is_empty());
     }
 }
