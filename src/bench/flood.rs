@@ -186,6 +186,8 @@ pub async fn flood(seconds: u64, capacity: u64) -> anyhow::Result<()> {
         "blocks_received": stats["blocks_received"],
         "over_capacity": stats["over_capacity"],
         "dropped": stats["dropped"],
+        "gossip_over_rate": stats["gossip_over_rate"],
+        "gossip_throttled": stats["gossip_throttled"],
         "banned": stats["banned"],
         "rejected": stats["rejected"],
         "rss_idle_mib": mib(idle),

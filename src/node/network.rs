@@ -130,6 +130,81 @@ const MAX_WATCHED: usize = 4096;
 /// it after the network saw it go (its queue drains later) is still charged to its group.
 const WATCH_AFTER_GONE: Duration = Duration::from_secs(10);
 
+/// Gossip messages one peer may hand to validation per second, sustained. Gossipsub keeps
+/// every message it receives in time-based caches (the seen-cache for a minute, the peer
+/// score's delivery records for two), whatever the verdict, so memory grows with the rate of
+/// messages let in, not with what the kernel keeps: the rate is bounded here, per peer.
+const GOSSIP_RATE: f64 = 256.0;
+
+/// Gossip messages a peer may send at once above [`GOSSIP_RATE`] (a publication burst).
+const GOSSIP_BURST: f64 = 1024.0;
+
+/// Over-rate messages (since the peer's bucket was last full) after which the peer is
+/// graylisted: its messages are then dropped by gossipsub before any cache holds them.
+const GOSSIP_STRIKES: u32 = 1024;
+
+/// How long a peer over the gossip rate stays graylisted.
+const THROTTLE_FOR: Duration = Duration::from_secs(30);
+
+/// The application score given to a throttled peer: times gossipsub's weight (10) it is far
+/// below the graylist threshold (-200), whatever its other score components.
+const THROTTLED_SCORE: f64 = -1000.0;
+
+/// Most peers remembered as throttled; past it the one due soonest is let go early.
+const MAX_THROTTLED: usize = 4096;
+
+/// What to do with one gossip message, by its sender's rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Admission {
+    /// Within the rate: on to validation.
+    Admit,
+    /// Over the rate: ignored at once.
+    OverRate,
+    /// Over the rate for too long: ignored, and the peer is throttled.
+    Throttle,
+}
+
+/// A token bucket over one peer's gossip messages. Time is passed in, so it is tested
+/// without waiting.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    /// Over-rate messages since the bucket was last full.
+    over: u32,
+}
+
+impl Bucket {
+    fn new(now: Instant) -> Self {
+        Self {
+            tokens: GOSSIP_BURST,
+            last: now,
+            over: 0,
+        }
+    }
+
+    /// One message arrives at `now`.
+    fn admit(&mut self, now: Instant) -> Admission {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * GOSSIP_RATE).min(GOSSIP_BURST);
+        if self.tokens >= GOSSIP_BURST {
+            // Quiet long enough to refill: a past burst is forgiven.
+            self.over = 0;
+        }
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Admission::Admit;
+        }
+        self.over += 1;
+        if self.over >= GOSSIP_STRIKES {
+            self.over = 0;
+            return Admission::Throttle;
+        }
+        Admission::OverRate
+    }
+}
+
 /// A peer whose invalid count is charged to its group.
 struct Watched {
     group: Group,
@@ -159,6 +234,10 @@ pub(super) struct Network {
     /// dropped, and they must arrive in order (a connect, then the peer found not to speak
     /// sync taken out again).
     pending: VecDeque<KernelCmd>,
+    /// Gossip rate per connected peer.
+    gossip_rate: BTreeMap<PeerId, Bucket>,
+    /// Peers graylisted for their gossip rate, with when that ends.
+    throttled: BTreeMap<PeerId, Instant>,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -202,6 +281,8 @@ impl Network {
             inbound: BTreeMap::new(),
             watched: BTreeMap::new(),
             pending: VecDeque::new(),
+            gossip_rate: BTreeMap::new(),
+            throttled: BTreeMap::new(),
         }
     }
 
@@ -276,8 +357,10 @@ impl Network {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
-                event = self.swarm.select_next_some() => self.on_event(event),
+                // Before the swarm: under a flood the swarm always has an event ready, and the
+                // timer (ban expiry, per-IP charges, throttles) must still run.
                 _ = timer.tick() => self.on_timer(),
+                event = self.swarm.select_next_some() => self.on_event(event),
             }
         }
     }
@@ -520,6 +603,7 @@ impl Network {
                     return;
                 }
                 tracing::info!(peer = %peer_id, "disconnected");
+                self.gossip_rate.remove(&peer_id);
                 let now = Instant::now();
                 if let Some(watched) = self.watched.get_mut(&peer_id) {
                     watched.gone = Some(now);
@@ -559,11 +643,30 @@ impl Network {
                 message_id,
                 message,
             }) => {
-                let offered = self.offer(KernelCmd::Gossip {
-                    source: propagation_source,
-                    id: message_id.clone(),
-                    bytes: message.data,
-                });
+                let now = Instant::now();
+                let admission = self
+                    .gossip_rate
+                    .entry(propagation_source)
+                    .or_insert_with(|| Bucket::new(now))
+                    .admit(now);
+                let offered = match admission {
+                    Admission::Admit => self.offer(KernelCmd::Gossip {
+                        source: propagation_source,
+                        id: message_id.clone(),
+                        bytes: message.data,
+                    }),
+                    Admission::OverRate => {
+                        self.stats().gossip_over_rate += 1;
+                        false
+                    }
+                    Admission::Throttle => {
+                        self.stats().gossip_over_rate += 1;
+                        self.throttle(propagation_source, now);
+                        false
+                    }
+                };
+                // Never left unvalidated: gossipsub holds an unvalidated message (and keeps
+                // asking for it) until its history window passes.
                 if !offered {
                     self.swarm
                         .behaviour_mut()
@@ -657,12 +760,51 @@ impl Network {
             self.bans.remove(&peer);
             self.swarm.behaviour_mut().blocked.unblock_peer(peer);
         }
+        let done: Vec<PeerId> = self
+            .throttled
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in done {
+            self.unthrottle(peer);
+        }
         self.groups().expire(now);
         self.charge_invalid();
         self.watched.retain(|_, w| {
             w.gone
                 .is_none_or(|gone| now.duration_since(gone) < WATCH_AFTER_GONE)
         });
+    }
+
+    /// `peer` sent gossip over [`GOSSIP_RATE`] for too long: graylisted for [`THROTTLE_FOR`]
+    /// (gossipsub drops its messages on arrival, before its caches hold them), counted, and
+    /// warned about once per throttling. The connection stays (sync still works).
+    fn throttle(&mut self, peer: PeerId, now: Instant) {
+        if self.throttled.len() >= MAX_THROTTLED && !self.throttled.contains_key(&peer) {
+            let soonest = self.throttled.iter().min_by_key(|(_, until)| **until);
+            if let Some((&soonest, _)) = soonest {
+                self.unthrottle(soonest);
+            }
+        }
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .set_application_score(&peer, THROTTLED_SCORE);
+        self.throttled.insert(peer, now + THROTTLE_FOR);
+        self.stats().gossip_throttled += 1;
+        tracing::warn!(%peer, rate = GOSSIP_RATE, for_s = THROTTLE_FOR.as_secs(), "peer over the gossip rate; ignoring its gossip");
+    }
+
+    /// `peer`'s throttling is over: its gossip is let in again, from a full bucket.
+    fn unthrottle(&mut self, peer: PeerId) {
+        self.throttled.remove(&peer);
+        self.gossip_rate.remove(&peer);
+        // False when gossipsub has forgotten the peer; nothing to undo then.
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .set_application_score(&peer, 0.0);
     }
 
     /// A dial of `--peer` `i` failed (refused at once by the swarm, or the connection
@@ -872,6 +1014,52 @@ mod tests {
         assert_eq!(log.failed(start + Duration::from_secs(1)), None);
         log.reset();
         assert_eq!(log.failed(start + Duration::from_secs(2)), Some(1));
+    }
+
+    #[test]
+    fn a_burst_is_admitted_and_a_sustained_flood_is_throttled() {
+        let start = Instant::now();
+        let mut bucket = Bucket::new(start);
+        for i in 0..GOSSIP_BURST as u32 {
+            assert_eq!(bucket.admit(start), Admission::Admit, "message {i}");
+        }
+        assert_eq!(bucket.admit(start), Admission::OverRate);
+        // A tick later the rate has refilled a token, and no more.
+        let later = start + Duration::from_millis(4);
+        assert_eq!(bucket.admit(later), Admission::Admit);
+        assert_eq!(bucket.admit(later), Admission::OverRate);
+        for _ in 2..GOSSIP_STRIKES - 1 {
+            assert_eq!(bucket.admit(later), Admission::OverRate);
+        }
+        assert_eq!(bucket.admit(later), Admission::Throttle);
+    }
+
+    #[test]
+    fn a_peer_that_calms_down_is_forgiven() {
+        let start = Instant::now();
+        let mut bucket = Bucket::new(start);
+        for _ in 0..GOSSIP_BURST as u32 + GOSSIP_STRIKES - 1 {
+            assert_ne!(bucket.admit(start), Admission::Throttle);
+        }
+        // Quiet until the bucket is full again: the strikes are gone.
+        let refilled = start + Duration::from_secs_f64(GOSSIP_BURST / GOSSIP_RATE);
+        for _ in 0..GOSSIP_BURST as u32 + GOSSIP_STRIKES - 1 {
+            assert_ne!(bucket.admit(refilled), Admission::Throttle);
+        }
+    }
+
+    #[test]
+    fn a_peer_at_the_rate_is_never_ignored() {
+        let start = Instant::now();
+        let mut bucket = Bucket::new(start);
+        let step = Duration::from_secs_f64(1.0 / GOSSIP_RATE);
+        for i in 0..10 * GOSSIP_RATE as u32 {
+            assert_eq!(
+                bucket.admit(start + step * i),
+                Admission::Admit,
+                "message {i}"
+            );
+        }
     }
 
     #[test]

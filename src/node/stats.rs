@@ -56,6 +56,11 @@ pub struct Stats {
     pub collected: u64,
     /// Inbound messages dropped because the kernel's queue was full.
     pub dropped: u64,
+    /// Gossip messages ignored at once, without reaching the kernel, because their sender was
+    /// over the per-peer gossip rate.
+    pub gossip_over_rate: u64,
+    /// Times a peer was graylisted in gossipsub for staying over the gossip rate.
+    pub gossip_throttled: u64,
     /// Peers banned for sending invalid data.
     pub banned: u64,
     /// Inbound connections refused because their address group (an IPv4 address or an IPv6

@@ -41,16 +41,20 @@ pub fn run_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
         let mut pipe = child.stdin.take().expect("stdin is piped");
         pipe.write_all(text.as_bytes()).expect("write stdin");
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
+    // Read while it runs: a child whose output outgrows the pipe would wait for us forever.
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(output) => output.expect("output"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
             panic!("blockend {args:?} did not finish within a minute");
         }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
