@@ -368,9 +368,7 @@ pub fn open_with_capacity(
         .with_config(kernel_config(capacity))
         .open()?;
     let held = kernel.stats().other_bytes;
-    if existed && capacity_of(dir)?.is_none() && held > capacity {
-        // A store from before capacities existed, holding more than the default: it keeps
-        // what it holds (nothing is evicted by an upgrade) and remembers that as its capacity.
+    if let Some(held) = upgraded_capacity(existed, capacity_of(dir)?, held, capacity) {
         remember_capacity(dir, held)?;
         kernel.set_capacity_bytes(Some(held));
         tracing::warn!(
@@ -390,6 +388,18 @@ pub fn open_with_capacity(
         }
     }
     Ok((kernel, app, repair))
+}
+
+/// The capacity a store opened with `capacity` must take instead, if any: a store from before
+/// capacities existed (it existed and remembers none) holding more than `capacity` keeps
+/// what it holds, `held` bytes (nothing is evicted by an upgrade), and remembers that.
+fn upgraded_capacity(
+    existed: bool,
+    remembered: Option<u64>,
+    held: u64,
+    capacity: u64,
+) -> Option<u64> {
+    (existed && remembered.is_none() && held > capacity).then_some(held)
 }
 
 /// Why a capacity as written is not one.
@@ -480,7 +490,20 @@ pub fn parse_capacity(text: &str) -> Result<u64, SizeError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_capacity, SizeError};
+    use super::{parse_capacity, upgraded_capacity, SizeError, DEFAULT_CAPACITY_BYTES};
+
+    #[test]
+    fn an_upgraded_store_over_the_default_keeps_what_it_holds() {
+        let over = DEFAULT_CAPACITY_BYTES + 1;
+        let default = DEFAULT_CAPACITY_BYTES;
+        // An old store (it existed, remembers no capacity) over the default keeps its bytes.
+        assert_eq!(upgraded_capacity(true, None, over, default), Some(over));
+        // Under the default, or a new store, or one that remembers a capacity (given by
+        // `--capacity`, which may evict): nothing changes.
+        assert_eq!(upgraded_capacity(true, None, default, default), None);
+        assert_eq!(upgraded_capacity(false, None, over, default), None);
+        assert_eq!(upgraded_capacity(true, Some(1_000), over, 1_000), None);
+    }
 
     #[test]
     fn capacities_parse_in_both_unit_systems() {
