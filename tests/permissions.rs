@@ -14,9 +14,8 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{json_lines, one_line_error, run};
+use common::{json_lines, one_line_error, output_within_a_minute, run};
 
 /// The uid and gid the commands run as when the tests run as root.
 const NOBODY: u32 = 65534;
@@ -117,7 +116,7 @@ impl Sandbox {
             }
             User::Me => Command::new(&self.bin),
         };
-        let mut child = command
+        let child = command
             .args(args)
             .current_dir(self.dir.path())
             .env("RUST_LOG", "info,libp2p=warn,libp2p_gossipsub=error")
@@ -128,15 +127,7 @@ impl Sandbox {
             .stderr(Stdio::piped())
             .spawn()
             .expect("the binary starts");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while child.try_wait().expect("wait").is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("blockend {args:?} did not finish within a minute");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        child.wait_with_output().expect("output")
+        output_within_a_minute(child, args)
     }
 
     /// Every directory of the store `dir_mode`, every file `file_mode`.

@@ -41,7 +41,12 @@ pub fn run_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
         let mut pipe = child.stdin.take().expect("stdin is piped");
         pipe.write_all(text.as_bytes()).expect("write stdin");
     }
-    // Read while it runs: a child whose output outgrows the pipe would wait for us forever.
+    output_within_a_minute(child, args)
+}
+
+/// Waits for `child` to exit, reading its output while it runs (a child whose output outgrows
+/// the pipe would otherwise wait for us forever); kills it and fails after a minute.
+pub fn output_within_a_minute(child: Child, args: &[&str]) -> Output {
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
