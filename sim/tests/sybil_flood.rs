@@ -83,8 +83,8 @@ fn ranked_by_claimed_genesis_the_same_flood_evicts_honest_feeds() {
 
 /// A fresh peer that joins after the flood ranks feeds in the order it receives them, so it
 /// may keep fewer honest feeds whole; its figures are reported apart and do not decide the
-/// run. (It asks for the tail of a feed it cannot grow at every anti-entropy round, so the
-/// swarm does not go quiet: the run ends at `max_time_ms`.)
+/// run. It does not ask again for the tail of a feed it has no room to grow, so the swarm
+/// goes quiet.
 #[test]
 fn a_peer_joining_after_the_flood_is_reported_apart() {
     let mut scenario = scaled(Retention::Observed, 1);
@@ -97,6 +97,10 @@ fn a_peer_joining_after_the_flood_is_reported_apart() {
         .joiner_honest_feeds_kept_min
         .expect("a joiner's figure");
     assert!(kept <= report.honest_feeds);
+    assert!(
+        report.quiescent,
+        "sync kept asking for what the joiner refuses"
+    );
 }
 
 /// The flood is signed from the run's one generator: the same seed gives the same report.
