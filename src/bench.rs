@@ -1,6 +1,6 @@
 //! `blockend bench sync`: two nodes on loopback TCP, N blocks synced from one to the other, and
 //! the single-node ingest rate of the same blocks measured in the same run as the reference.
-//! `blockend bench flood` is in [`flood`].
+//! `blockend bench flood` is in [`flood`], `blockend bench reconcile` in [`reconcile`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +13,9 @@ use blockend::{api, node, Node, ReadyApp};
 use crate::cli::emit;
 
 mod flood;
+mod reconcile;
 pub use flood::flood;
+pub use reconcile::reconcile;
 
 /// Blocks per dispatch in the ingest reference: the sync protocol's batch size.
 const BATCH: usize = 512;

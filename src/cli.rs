@@ -79,6 +79,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Bench {
             bench: Bench::Flood { seconds, capacity },
         } => crate::bench::flood(seconds, capacity).await,
+        Command::Bench {
+            bench: Bench::Reconcile { feeds, diffs },
+        } => tokio::task::block_in_place(|| crate::bench::reconcile(feeds, &diffs)),
     }
 }
 

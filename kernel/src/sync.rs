@@ -1,4 +1,4 @@
-//! The sync protocol, version 1, as a state machine without IO.
+//! The sync protocol, version 2, as a state machine without IO.
 //!
 //! # The event model
 //! One entry point, [`Protocol::event`], in the style of iroh-gossip's `proto`: a driver turns
@@ -13,16 +13,28 @@
 //!
 //! | event | what the machine does |
 //! |---|---|
-//! | [`Event::Connected`] | gives the peer a [`Source`] number, greets it with the local heads |
+//! | [`Event::Connected`] | gives the peer a [`Source`] number, opens a reconciliation of heads |
 //! | [`Event::Disconnected`] | forgets the peer |
 //! | [`Event::Message`] / [`Event::Received`] | decodes (bytes) and handles a sync message |
 //! | [`Event::Pushed`] | dispatches blocks another channel delivered (gossipsub, a mesh model) |
 //! | [`Event::Malformed`] | counts bytes another channel carried that did not decode |
 //! | [`Event::Local`] | pushes what a local create / dispatch accepted, spreads fork proofs |
-//! | [`Event::Tick`] | releases held blocks, collects expired ones, re-asks lost wants, re-sends heads, fetches missing bodies |
+//! | [`Event::Tick`] | releases held blocks, collects expired ones, re-asks lost wants, reconciles heads with every peer, fetches missing bodies |
 //!
 //! # The protocol
-//! 1. On connect each side sends its **heads** (newest counted block per feed).
+//! 1. On connect and on every tick each side **reconciles heads** (newest block per feed) with
+//!    each peer by range-based set reconciliation (Aljoscha Meyer's, as negentropy does it):
+//!    fingerprints of ranges of authors, split where they differ, heads sent only for small
+//!    ranges ([`Message::Reconcile`], see `reconcile.rs` for the conversation and its bounds).
+//!    Peers in sync exchange one message of a few hundred bytes; peers that differ pay about
+//!    log16(n) round trips and a few hundred bytes per difference. Feeds one side will not take
+//!    (evicted, refused for capacity, frozen) are declined and left out of that connection's
+//!    fingerprints for [`DECLINE_TICKS`] ticks. A peer that opened a round with us since our
+//!    last tick is not sent an opening of ours: one round tells both sides what they lack
+//!    (when both opened on one tick, the side with the lower rank, from its author key, goes
+//!    on opening).
+//!    (Version 1 sent every head to every peer on every tick: 65 bytes a feed. A
+//!    [`Message::Heads`] is still understood, and answered like the heads of a round.)
 //! 2. For every feed where the peer is ahead, a side sends **want** `{author, from_seq}`; the
 //!    answer is a bounded batch of **blocks**, and the side wants more while it is still behind.
 //!    A reconnect costs the difference, not everything. A want unanswered for two ticks is
@@ -34,7 +46,7 @@
 //! 4. **Fork proofs** go to every peer that may hold blocks past the fork, each proof to each
 //!    peer once per connection, and what one incoming message can make the machine send is
 //!    bounded ([`Config::batch_bytes`], [`MAX_PROOFS_PER_EVENT`]); the rest follows on later
-//!    heads exchanges. A fork may also lie below the heads (an author that signed two chains
+//!    rounds. A fork may also lie below the heads (an author that signed two chains
 //!    into two partitions): a peer whose head has another id than ours at a height we hold is
 //!    shown our block there (once per feed per 30 ticks, 16 per message); an orphan whose
 //!    parent diverges from a feed we hold ([`Kernel::diverging_parent`]) makes the machine ask
@@ -53,9 +65,12 @@
 //!    parked. A peer over its budget ([`Config::max_invalid`]) is disconnected.
 
 mod inbound;
+pub mod lockstep;
 mod message;
 mod outbound;
 mod peer;
+mod range;
+mod reconcile;
 mod tick;
 
 use std::collections::BTreeMap;
@@ -63,6 +78,10 @@ use std::sync::Arc;
 
 pub use message::{Limits, Message, Want};
 pub use peer::PeerStats;
+pub use range::{Fingerprint, Part, Reconcile, FINGERPRINT_BYTES};
+pub use reconcile::{
+    BUCKETS, DECLINE_TICKS, ITEMS_MAX, MAX_DECLINED, RECONCILES_PER_TICK, RECONCILE_BYTES_PER_TICK,
+};
 
 use self::peer::Peer;
 use crate::block::{Block, BlockId, DecodeError};
@@ -340,7 +359,7 @@ impl<P: Ord + Clone> Protocol<P> {
             self.sources.insert(source, peer.clone());
             self.peers.insert(peer.clone(), Peer::new(source));
         }
-        step.outputs.extend(self.heads(kernel, &peer));
+        self.open_reconcile(kernel, &peer, None, step);
     }
 
     fn on_disconnect(&mut self, peer: &P) {

@@ -7,7 +7,7 @@
 //! sends its machine [`Event::Tick`]. The wire is a thin shell: it turns connects, bytes and
 //! ticks into [`Event`]s and carries out the outputs. A full channel drops the message and
 //! counts it; the tick repairs the loss (a want unanswered for two ticks is asked again, heads
-//! are re-sent). Dropping the [`Wire`] disconnects.
+//! are reconciled again). Dropping the [`Wire`] disconnects.
 //!
 //! Needs a tokio runtime with the time driver. Message handling runs on tokio's blocking pool,
 //! because the kernel may commit to a blocking store (RocksDB); [`Peer::create_block`] and
@@ -28,7 +28,7 @@ use crate::sync::{Event, Output, Protocol};
 
 /// Messages buffered per direction before the wire drops them.
 const CHANNEL_CAPACITY: usize = 1024;
-/// How often a peer's machine gets [`Event::Tick`]: heads re-sent, lost wants asked again,
+/// How often a peer's machine gets [`Event::Tick`]: heads reconciled, lost wants asked again,
 /// held blocks released, expired ones collected, missing bodies fetched.
 const TICK: Duration = Duration::from_millis(200);
 

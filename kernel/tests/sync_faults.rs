@@ -57,6 +57,7 @@ fn kind(message: &Message) -> &'static str {
         Message::Want(_) => "want",
         Message::Blocks(_) => "blocks",
         Message::WantBodies(_) => "want_bodies",
+        Message::Reconcile(_) => "reconcile",
     }
 }
 
@@ -624,6 +625,7 @@ fn every_message_kind_is_cut_to_the_limits() {
         max_blocks: 8,
         max_heads: 16,
         max_wants: 16,
+        max_ranges: 16,
     };
     let clock = ManualClock::new(START);
     let open = |i: u8| {

@@ -215,7 +215,7 @@ pub struct Mesh {
     /// Heartbeat interval: mesh repair and adversary actions (gossipsub `heartbeat_interval`,
     /// 1 s).
     pub heartbeat_ms: u64,
-    /// A tick of every sync machine (`sync::Event::Tick`: heads to every connection, lost
+    /// A tick of every sync machine (`sync::Event::Tick`: heads reconciled with every connection, lost
     /// wants, held blocks, garbage collection, missing bodies) every this many heartbeats.
     pub sync_every: u64,
     /// A peer collects pushed blocks for this long before one kernel dispatch handles them all

@@ -25,7 +25,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::config::{self, AdversaryKind, Scenario, Senders};
 use crate::error::Error;
-use crate::network::Wire;
+use crate::network::{Bytes, Wire};
 use crate::progress::Progress;
 use crate::report::{Counters, Report};
 use crate::topology::{self, PeerId};
@@ -119,7 +119,8 @@ pub(crate) struct Peer {
     pub inbox: Vec<(PeerId, Arc<Block>, u16)>,
     pub flush_pending: bool,
     pub sent_messages: u64,
-    pub sent_bytes: u64,
+    /// Bytes this peer sent, by what they pay for.
+    pub sent_bytes: Bytes,
     /// Tracked (honest) blocks this peer counts.
     pub count: u32,
     /// When `count` last grew, µs.
@@ -287,7 +288,7 @@ impl Simulation {
                 inbox: Vec::new(),
                 flush_pending: false,
                 sent_messages: 0,
-                sent_bytes: 0,
+                sent_bytes: Bytes::default(),
                 count: 0,
                 last_gain: 0,
                 churned: false,
@@ -555,9 +556,10 @@ impl Simulation {
         let Ok(link) = self.peers[f].neighbours.binary_search(&to) else {
             return;
         };
-        let bytes = wire.bytes();
+        let parts = wire.bytes_by_kind();
+        let bytes = parts.total() as usize;
         self.peers[f].sent_messages += 1;
-        self.peers[f].sent_bytes += bytes as u64;
+        self.peers[f].sent_bytes += parts;
         if self.partitioned(from, to) {
             self.counters.dropped_partition += 1;
             return;

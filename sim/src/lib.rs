@@ -14,12 +14,13 @@
 //! connections, publishes a new block to its mesh, and forwards each block it newly counts to
 //! every mesh peer that did not send it (duplicate suppression is the kernel's own: a known
 //! block is a duplicate and is not forwarded). Peers below `d_lo` mesh peers graft more at
-//! every heartbeat ([`config::Mesh::heartbeat_ms`], 1 s). gossipsub's lazy IHAVE/IWANT gossip
-//! is not modelled; the sync machine's anti-entropy ([`Event::Tick`] every
-//! [`config::Mesh::sync_every`] heartbeats: heads then wants, lost wants asked again, held
-//! blocks released, garbage collection, missing bodies fetched) repairs what push misses. The
-//! protocol runs with `sync::Config::with_push(false)`, since the mesh model pushes; fork
-//! proofs still travel through it.
+//! every heartbeat ([`config::Mesh::heartbeat_ms`], 1 s), without messages: mesh management
+//! costs no bytes in the [`Report`]. gossipsub's lazy IHAVE/IWANT gossip is not modelled;
+//! the sync machine's anti-entropy ([`Event::Tick`] every [`config::Mesh::sync_every`]
+//! heartbeats: heads reconciled then wants, lost wants asked again, held blocks released, garbage
+//! collection, missing bodies fetched) repairs what push misses. The protocol runs with
+//! `sync::Config::with_push(false)`, since the mesh model pushes; fork proofs still travel
+//! through it.
 //!
 //! The engine is a thin shell around each peer's machine, like the node and the in-memory
 //! wire: connects, sync messages, pushed blocks (as [`Event::Pushed`], one event per sender, so

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::network::Bytes;
+
 /// Counters the engine keeps while it runs.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -108,6 +110,36 @@ impl PerPeer {
     }
 }
 
+/// Bytes sent per peer, by what they pay for ([`Bytes`]): `total` is the sum of the other
+/// four, peer by peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct BytesPerPeer {
+    /// Every byte, framing included.
+    pub total: PerPeer,
+    /// Encoded blocks (pushed, or in `Blocks` messages with their length prefixes).
+    pub blocks: PerPeer,
+    /// `Heads` messages.
+    pub heads: PerPeer,
+    /// `Want` and `WantBodies` messages.
+    pub wants: PerPeer,
+    /// Framing, push hop annotations, `Blocks` message headers, adversaries' raw bytes.
+    pub control: PerPeer,
+}
+
+impl BytesPerPeer {
+    /// Summarises each peer's bytes.
+    pub fn of(peers: &[Bytes]) -> Self {
+        let part = |f: fn(&Bytes) -> u64| PerPeer::of(peers.iter().map(f));
+        Self {
+            total: part(Bytes::total),
+            blocks: part(|b| b.blocks),
+            heads: part(|b| b.heads),
+            wants: part(|b| b.wants),
+            control: part(|b| b.control),
+        }
+    }
+}
+
 /// The result of a run, printed as one JSON line.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[non_exhaustive]
@@ -135,13 +167,23 @@ pub struct Report {
     pub virtual_ms: u64,
     /// Messages sent per peer.
     pub messages_per_peer: PerPeer,
-    /// Bytes sent per peer (framing included).
-    pub bytes_per_peer: PerPeer,
+    /// Bytes sent per peer, by what they pay for, over every peer (adversaries and Sybil
+    /// peers too, as `messages_per_peer`; an adversary's raw bytes are `control`).
+    pub bytes_per_peer: BytesPerPeer,
+    /// Encoded bytes of the distinct honest blocks each checked honest peer holds at the end,
+    /// its own included.
+    pub block_bytes_per_peer: PerPeer,
     /// Arrivals of honest blocks at peers, duplicates included.
     pub deliveries: u64,
     /// Relative message redundancy: deliveries / (blocks x (peers - 1)) - 1. Zero is a
-    /// perfect tree; plain flooding over k connections is about k - 1.
+    /// perfect tree; plain flooding over k connections is about k - 1. It counts payload
+    /// messages (block deliveries) only, as iroh-gossip does; [`Report::byte_redundancy`]
+    /// counts every byte.
     pub rmr: f64,
+    /// Byte-weighted redundancy: every byte the checked honest peers sent, over the encoded
+    /// bytes of the honest blocks they hold and did not write, minus one. Zero would mean every
+    /// byte sent was a block some peer needed; 0.0 when no peer holds another's block.
+    pub byte_redundancy: f64,
     /// Largest hop count at which a peer first counted an honest block.
     pub last_delivery_hop: u16,
     /// Bytes each honest peer's kernel holds (as counted for retention).

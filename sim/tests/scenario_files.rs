@@ -49,6 +49,18 @@ fn many_blocks_small() {
 }
 
 #[test]
+fn many_blocks_1k_is_many_blocks_with_1000_blocks_each() {
+    let thousand = Scenario::load(&path("many-blocks-1k")).expect("valid scenario file");
+    assert_eq!(thousand.name, "many-blocks-1k");
+    assert_eq!(thousand.workload.blocks_per_sender, 1000);
+    let mut same = Scenario::load(&path("many-blocks")).expect("valid scenario file");
+    same.name = thousand.name.clone();
+    same.workload.blocks_per_sender = 1000;
+    assert_eq!(format!("{same:?}"), format!("{thousand:?}"));
+    assert_eq!(small("many-blocks-1k", 12).blocks, 120);
+}
+
+#[test]
 fn partition_heal_small() {
     let report = small("partition-heal", 30);
     assert!(report.partitioned_messages > 0);

@@ -173,4 +173,14 @@ pub enum Bench {
         #[arg(long, default_value = "4MiB", value_parser = store::parse_capacity)]
         capacity: u64,
     },
+    /// Two in-memory peers holding FEEDS feeds, DIFFS of whose heads differ, reconciled by one
+    /// round of the sync machine; prints its bytes and round trips beside what full heads cost.
+    Reconcile {
+        /// Feeds each peer holds.
+        #[arg(long, default_value_t = 100_000)]
+        feeds: usize,
+        /// Differing heads, one case each (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "0,1,1000")]
+        diffs: Vec<usize>,
+    },
 }

@@ -33,7 +33,7 @@ use super::{Config, Error, Transport};
 pub(super) const MAX_PENDING_INCOMING: u32 = 32;
 
 /// The sync protocol's name on the wire.
-pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/blockend/sync/1");
+pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/blockend/sync/2");
 
 /// Everything a node speaks.
 #[derive(NetworkBehaviour)]

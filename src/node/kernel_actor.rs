@@ -211,6 +211,7 @@ impl Actor {
     /// The machine's tick: anti-entropy, lost wants, held blocks, garbage collection, missing
     /// bodies.
     fn on_tick(&mut self) {
+        self.stats().ticks += 1;
         let Some(step) = self.event(Event::Tick) else {
             return;
         };

@@ -29,6 +29,9 @@ pub struct PeerCounters {
 /// capacity figures, which are the store's now.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
+    /// Ticks of the sync machine so far (one per `Config::tick`): reconciliation rounds
+    /// opened, lost wants asked again, held blocks released, expired ones collected.
+    pub ticks: u64,
     /// Blocks in the store's candidate set now.
     pub blocks_stored: usize,
     /// Blocks received, all channels, duplicates included.

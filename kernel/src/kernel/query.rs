@@ -92,6 +92,22 @@ impl Kernel {
             .collect()
     }
 
+    /// The heads of the feeds whose author lies in `range`, in author order (what range-based
+    /// reconciliation fingerprints; see [`crate::sync`]).
+    pub fn heads_in(
+        &self,
+        range: impl std::ops::RangeBounds<PublicKey>,
+    ) -> impl Iterator<Item = Head> + '_ {
+        self.index.feeds.range(range).filter_map(|(author, feed)| {
+            let id = *feed.ids.last()?;
+            Some(Head {
+                author: *author,
+                seq: feed.ids.len() as u64 - 1,
+                id,
+            })
+        })
+    }
+
     /// The newest block of `author`'s feed in the candidate set (counted or not: a peer that
     /// asks for the feed gets all of it, so peers end with the same blocks).
     pub fn head(&self, author: &PublicKey) -> Option<Head> {

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::message::block_len;
+use super::reconcile::Learned;
 use super::{DisconnectReason, Message, Output, Protocol, Step, Want};
 use crate::block::{Block, BlockId, DecodeError};
 use crate::identity::PublicKey;
@@ -59,38 +60,63 @@ impl<P: Ord + Clone> Protocol<P> {
             Message::Want(wants) => self.on_want(kernel, from, &wants, step),
             Message::WantBodies(ids) => self.on_want_bodies(kernel, from, &ids, step),
             Message::Blocks(blocks) => self.receive(kernel, from, blocks, Via::Sync, step)?,
+            Message::Reconcile(reconcile) => self.on_reconcile(kernel, from, reconcile, step),
         }
         Ok(())
     }
 
     fn on_heads(&mut self, kernel: &Kernel, from: &P, heads: Vec<Head>, step: &mut Step<P>) {
+        let mut learned = Learned::default();
+        self.learn(kernel, from, &heads, &mut learned);
+        self.send_wants(from, learned.wants, step);
+        self.send_proofs(from, learned.proofs, step);
+        self.send_blocks(from, learned.diverging, step);
+    }
+
+    /// What the heads `from` showed (a heads message, or heads in a reconciliation) make the
+    /// machine do: note them, want what the peer has further, show fork proofs and diverging
+    /// blocks, and decline the feeds shown with another head than ours that we will not take.
+    pub(super) fn learn(
+        &mut self,
+        kernel: &Kernel,
+        from: &P,
+        heads: &[Head],
+        learned: &mut Learned,
+    ) {
         let now = self.ticks;
         let Some(peer) = self.peers.get_mut(from) else {
             return;
         };
-        let mut wants = Vec::new();
-        let mut proofs = Vec::new();
-        let mut diverging = Vec::new();
         for head in heads {
             peer.knows(head.author, head.seq);
+            let ours = kernel.head(&head.author);
+            let same = ours.is_some_and(|h| h.id == head.id);
             if let Some((a, b)) = kernel.fork_proof(&head.author) {
                 // We froze this feed; if the peer holds blocks past the fork, show it why.
                 if head.seq >= a.seq() {
-                    proofs.push((a, b));
+                    learned.proofs.push((a, b));
+                }
+                if !same && peer.decline(head.author, now) {
+                    learned.declined.push(head.author);
                 }
                 continue;
             }
             if kernel.refuses_feed(&head.author) {
+                if !same && peer.decline(head.author, now) {
+                    learned.declined.push(head.author);
+                }
                 continue;
             }
-            let ours = kernel.head(&head.author).map(|h| h.seq);
+            let ours = ours.map(|h| h.seq);
             let from_seq = ours.map_or(0, |s| s + 1);
-            if ours < Some(head.seq) && !peer.asked(&head.author, from_seq, now) {
-                wants.push(Want {
-                    author: head.author,
-                    from_seq,
-                });
-            } else if diverging.len() < MAX_DIVERGING {
+            if ours < Some(head.seq) {
+                if !peer.asked(&head.author, from_seq, now) {
+                    learned.wants.push(Want {
+                        author: head.author,
+                        from_seq,
+                    });
+                }
+            } else if learned.diverging.len() < MAX_DIVERGING {
                 // Another id at a height we hold: the author signed two chains (or the peer
                 // lies). Our block there is an orphan for the peer that diverges from its
                 // feed, so it fetches the parents down to the fork and spreads the proof.
@@ -99,14 +125,11 @@ impl<P: Ord + Clone> Protocol<P> {
                     .filter(|b| b.id() != head.id)
                 {
                     if peer.show_divergence(head.author, now) {
-                        diverging.push(block);
+                        learned.diverging.push(block);
                     }
                 }
             }
         }
-        self.send_wants(from, wants, step);
-        self.send_proofs(from, proofs, step);
-        self.send_blocks(from, diverging, step);
     }
 
     fn on_want(&mut self, kernel: &Kernel, from: &P, wants: &[Want], step: &mut Step<P>) {

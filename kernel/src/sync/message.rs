@@ -6,6 +6,10 @@
 //!   1 Want       : count | (author[32] | from_seq)*
 //!   2 Blocks     : count | (len | encoded block)*
 //!   3 WantBodies : count | id[32]*
+//!   4 Reconcile  : open: (0 | 1 rank) | count | (upper | part)* | count | declined author[32]*
+//!        upper   : 0 (past the largest key) | 1 | len | key prefix[len <= 32]
+//!        part    : 0 Skip | 1 Fingerprint fp[16] | 2 Items heads | 3 Differ heads
+//!        heads   : count | (author[32] | seq | id[32])*
 //! ```
 //!
 //! Every message a machine sends is cut into pages that stay within the receiver's
@@ -16,6 +20,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::range::{bound_bytes, bound_from, Part, Reconcile, FINGERPRINT_BYTES};
 use crate::block::{Block, BlockId, DecodeError, FORMAT_VERSION};
 use crate::identity::PublicKey;
 use crate::kernel::Head;
@@ -43,6 +48,8 @@ pub enum Message {
     /// The answer is a `Blocks` message with the full copies the other side holds, or
     /// nothing. Counted against [`Limits::max_wants`].
     WantBodies(Vec<BlockId>),
+    /// One message of a range-based reconciliation of heads (see [`crate::sync`]).
+    Reconcile(Reconcile),
 }
 
 /// Size caps every decoder applies before it allocates, and every sender respects.
@@ -54,8 +61,11 @@ pub struct Limits {
     pub max_blocks: usize,
     /// Most heads in one message.
     pub max_heads: usize,
-    /// Most wants (feeds in a `Want`, ids in a `WantBodies`) in one message.
+    /// Most wants (feeds in a `Want`, ids in a `WantBodies`, declined feeds in a
+    /// `Reconcile`) in one message.
     pub max_wants: usize,
+    /// Most ranges in one `Reconcile` (its heads count against [`Limits::max_heads`]).
+    pub max_ranges: usize,
 }
 
 impl Default for Limits {
@@ -65,6 +75,7 @@ impl Default for Limits {
             max_blocks: 512,
             max_heads: 4096,
             max_wants: 4096,
+            max_ranges: 4096,
         }
     }
 }
@@ -76,6 +87,34 @@ enum Repr<'a> {
     #[serde(borrow)]
     Blocks(Vec<&'a [u8]>),
     WantBodies(Vec<[u8; 32]>),
+    Reconcile {
+        open: Option<u64>,
+        #[serde(borrow)]
+        ranges: Vec<(Option<&'a [u8]>, PartRepr)>,
+        declined: Vec<[u8; 32]>,
+    },
+}
+
+type HeadRepr = ([u8; 32], u64, [u8; 32]);
+
+#[derive(Serialize, Deserialize)]
+enum PartRepr {
+    Skip,
+    Fingerprint([u8; FINGERPRINT_BYTES]),
+    Items(Vec<HeadRepr>),
+    Differ(Vec<HeadRepr>),
+}
+
+fn head_repr(head: &Head) -> HeadRepr {
+    (head.author.0, head.seq, head.id.0)
+}
+
+fn head_from(repr: HeadRepr) -> Head {
+    Head {
+        author: PublicKey(repr.0),
+        seq: repr.1,
+        id: BlockId(repr.2),
+    }
 }
 
 fn too_many(what: &'static str, count: usize, max: usize) -> Result<(), DecodeError> {
@@ -121,6 +160,27 @@ fn block_item_len(block: &Arc<Block>) -> usize {
 
 fn head_item_len(head: &Head) -> usize {
     64 + varint_len(head.seq)
+}
+
+/// A reconcile range's share of its message: the upper bound and the part.
+pub(super) fn range_len(upper: &Option<PublicKey>, part: &Part) -> usize {
+    let upper = match upper {
+        None => 1,
+        Some(key) => {
+            let len = bound_bytes(key).len();
+            1 + varint_len(len as u64) + len
+        }
+    };
+    let heads = |heads: &[Head]| -> usize {
+        varint_len(heads.len() as u64) + heads.iter().map(head_item_len).sum::<usize>()
+    };
+    upper
+        + 1
+        + match part {
+            Part::Skip => 0,
+            Part::Fingerprint(_) => FINGERPRINT_BYTES,
+            Part::Items(h) | Part::Differ(h) => heads(h),
+        }
 }
 
 fn want_item_len(want: &Want) -> usize {
@@ -187,6 +247,27 @@ impl Message {
                 let repr = Repr::WantBodies(ids.iter().map(|id| id.0).collect());
                 postcard::to_extend(&repr, out).expect("Vec write")
             }
+            Message::Reconcile(reconcile) => {
+                let ranges = reconcile
+                    .ranges
+                    .iter()
+                    .map(|(upper, part)| {
+                        let part = match part {
+                            Part::Skip => PartRepr::Skip,
+                            Part::Fingerprint(fp) => PartRepr::Fingerprint(*fp),
+                            Part::Items(h) => PartRepr::Items(h.iter().map(head_repr).collect()),
+                            Part::Differ(h) => PartRepr::Differ(h.iter().map(head_repr).collect()),
+                        };
+                        (upper.as_ref().map(bound_bytes), part)
+                    })
+                    .collect();
+                let repr = Repr::Reconcile {
+                    open: reconcile.open,
+                    ranges,
+                    declined: reconcile.declined.iter().map(|a| a.0).collect(),
+                };
+                postcard::to_extend(&repr, out).expect("Vec write")
+            }
         }
     }
 
@@ -197,6 +278,16 @@ impl Message {
             Message::Want(wants) => (wants.len(), wants.iter().map(want_item_len).sum()),
             Message::Blocks(blocks) => (blocks.len(), blocks.iter().map(block_item_len).sum()),
             Message::WantBodies(ids) => (ids.len(), 32 * ids.len()),
+            Message::Reconcile(r) => {
+                let ranges: usize = r.ranges.iter().map(|(u, p)| range_len(u, p)).sum();
+                return PREFIX
+                    + 1
+                    + r.open.map_or(0, varint_len)
+                    + varint_len(r.ranges.len() as u64)
+                    + ranges
+                    + varint_len(r.declined.len() as u64)
+                    + 32 * r.declined.len();
+            }
         };
         PREFIX + varint_len(count as u64) + items
     }
@@ -210,6 +301,69 @@ impl Message {
             head_item_len,
         );
         pages.into_iter().map(Message::Heads).collect()
+    }
+
+    /// Answer `ranges` (consecutive from the smallest key) and `declined` as `Reconcile`
+    /// messages within `limits`: a page after the first starts with a skip up to where the
+    /// page before it ended. A part with more heads than one message may carry is cut to fit.
+    pub fn reconcile_pages(
+        ranges: Vec<(Option<PublicKey>, Part)>,
+        mut declined: Vec<PublicKey>,
+        limits: &Limits,
+    ) -> Vec<Message> {
+        declined.truncate(limits.max_wants);
+        let max_ranges = limits.max_ranges.max(2);
+        // Format byte, tag, open, both counts at their largest, the declined feeds.
+        let empty = PREFIX + 1 + 2 * varint_len(u64::MAX) + 32 * declined.len();
+        let mut pages = Vec::new();
+        let mut page: Vec<(Option<PublicKey>, Part)> = Vec::new();
+        let (mut bytes, mut heads) = (empty, 0);
+        let mut lower: Option<PublicKey> = None;
+        for (upper, mut part) in ranges {
+            if let Part::Items(h) | Part::Differ(h) = &mut part {
+                h.truncate(limits.max_heads);
+            }
+            let n = range_len(&upper, &part);
+            let h = match &part {
+                Part::Items(h) | Part::Differ(h) => h.len(),
+                _ => 0,
+            };
+            let full = page.len() + 1 >= max_ranges
+                || bytes + n > limits.max_message_bytes
+                || heads + h > limits.max_heads;
+            if full && !page.is_empty() {
+                pages.push(std::mem::take(&mut page));
+                bytes = empty;
+                heads = 0;
+                if let Some(lower) = lower {
+                    let skip = (Some(lower), Part::Skip);
+                    bytes += range_len(&skip.0, &skip.1);
+                    page.push(skip);
+                }
+            }
+            bytes += n;
+            heads += h;
+            lower = upper;
+            page.push((upper, part));
+        }
+        if !page.is_empty() || !declined.is_empty() {
+            pages.push(page);
+        }
+        pages
+            .into_iter()
+            .enumerate()
+            .map(|(i, ranges)| {
+                Message::Reconcile(Reconcile {
+                    open: None,
+                    ranges,
+                    declined: if i == 0 {
+                        std::mem::take(&mut declined)
+                    } else {
+                        Vec::new()
+                    },
+                })
+            })
+            .collect()
     }
 
     /// `wants` as `Want` messages within `limits`.
@@ -289,8 +443,80 @@ impl Message {
                 too_many("wants", ids.len(), limits.max_wants)?;
                 Message::WantBodies(ids.into_iter().map(BlockId).collect())
             }
+            Repr::Reconcile {
+                open,
+                ranges,
+                declined,
+            } => Message::Reconcile(decode_reconcile(open, ranges, declined, limits)?),
         })
     }
+}
+
+/// Checks a reconcile message's shape: within the limits, bounds strictly increasing (past
+/// the largest key only at the end), and each range's heads in author order inside it.
+fn decode_reconcile(
+    open: Option<u64>,
+    ranges: Vec<(Option<&[u8]>, PartRepr)>,
+    declined: Vec<[u8; 32]>,
+    limits: &Limits,
+) -> Result<Reconcile, DecodeError> {
+    too_many("ranges", ranges.len(), limits.max_ranges)?;
+    too_many("wants", declined.len(), limits.max_wants)?;
+    let heads: usize = ranges
+        .iter()
+        .map(|(_, p)| match p {
+            PartRepr::Items(h) | PartRepr::Differ(h) => h.len(),
+            _ => 0,
+        })
+        .sum();
+    too_many("heads", heads, limits.max_heads)?;
+    let malformed = |what| DecodeError::Malformed { what };
+    let mut lower: Option<PublicKey> = None;
+    let mut ended = false;
+    let mut out = Vec::with_capacity(ranges.len());
+    for (upper, part) in ranges {
+        if ended {
+            return Err(malformed("range after the last key"));
+        }
+        let upper = match upper {
+            None => {
+                ended = true;
+                None
+            }
+            Some(bytes) => {
+                let key = bound_from(bytes).ok_or(malformed("range bound"))?;
+                if lower.is_some_and(|l| key <= l) {
+                    return Err(malformed("range order"));
+                }
+                Some(key)
+            }
+        };
+        let inside = |heads: Vec<HeadRepr>| -> Result<Vec<Head>, DecodeError> {
+            let heads: Vec<Head> = heads.into_iter().map(head_from).collect();
+            let ordered = heads.windows(2).all(|w| w[0].author < w[1].author);
+            let within = heads
+                .iter()
+                .all(|h| lower.is_none_or(|l| h.author >= l) && upper.is_none_or(|u| h.author < u));
+            if ordered && within {
+                Ok(heads)
+            } else {
+                Err(malformed("range heads"))
+            }
+        };
+        let part = match part {
+            PartRepr::Skip => Part::Skip,
+            PartRepr::Fingerprint(fp) => Part::Fingerprint(fp),
+            PartRepr::Items(h) => Part::Items(inside(h)?),
+            PartRepr::Differ(h) => Part::Differ(inside(h)?),
+        };
+        out.push((upper, part));
+        lower = upper;
+    }
+    Ok(Reconcile {
+        open,
+        ranges: out,
+        declined: declined.into_iter().map(PublicKey).collect(),
+    })
 }
 
 #[cfg(test)]
@@ -438,7 +664,126 @@ mod tests {
                         .collect(),
                 )
             }),
+            arb_reconcile().prop_map(Message::Reconcile),
         ]
+    }
+
+    /// Reconcile messages of every shape that decodes: sorted keys, each either a bound that
+    /// ends a range or a head inside the current one.
+    fn arb_reconcile() -> impl Strategy<Value = Reconcile> {
+        (
+            prop::collection::btree_set(any::<[u8; 32]>(), 0..30),
+            prop::collection::vec((any::<bool>(), 0u8..4, any::<u64>(), any::<[u8; 32]>()), 30),
+            any::<Option<u64>>(),
+            any::<bool>(),
+            prop::collection::vec(any::<[u8; 32]>(), 0..5),
+        )
+            .prop_map(|(keys, specs, open, to_end, declined)| {
+                let mut ranges = Vec::new();
+                let mut heads = Vec::new();
+                let mut kind = 0;
+                let part = |kind: u8, heads: Vec<Head>| match kind {
+                    0 if heads.is_empty() => Part::Skip,
+                    1 if heads.is_empty() => Part::Fingerprint([kind; 16]),
+                    0 | 2 => Part::Items(heads),
+                    _ => Part::Differ(heads),
+                };
+                for (key, (is_bound, k, seq, id)) in keys.into_iter().zip(specs) {
+                    if is_bound {
+                        ranges.push((Some(PublicKey(key)), part(kind, std::mem::take(&mut heads))));
+                        kind = k;
+                    } else {
+                        heads.push(Head {
+                            author: PublicKey(key),
+                            seq,
+                            id: BlockId(id),
+                        });
+                    }
+                }
+                if to_end || !heads.is_empty() {
+                    ranges.push((None, part(kind, heads)));
+                }
+                Reconcile {
+                    open,
+                    ranges,
+                    declined: declined.into_iter().map(PublicKey).collect(),
+                }
+            })
+    }
+
+    #[test]
+    fn reconcile_messages_out_of_shape_are_refused() {
+        let key = |b: u8| Some(PublicKey([b; 32]));
+        let head = |b: u8| Head {
+            author: PublicKey([b; 32]),
+            seq: 1,
+            id: BlockId([b; 32]),
+        };
+        let cases = [
+            (
+                vec![(key(5), Part::Skip), (key(5), Part::Skip)],
+                "range order",
+            ),
+            (
+                vec![(key(5), Part::Skip), (key(3), Part::Skip)],
+                "range order",
+            ),
+            (
+                vec![(None, Part::Skip), (key(3), Part::Skip)],
+                "range after the last key",
+            ),
+            (vec![(key(5), Part::Items(vec![head(6)]))], "range heads"),
+            (
+                vec![(key(5), Part::Skip), (key(9), Part::Differ(vec![head(4)]))],
+                "range heads",
+            ),
+            (
+                vec![(None, Part::Items(vec![head(7), head(6)]))],
+                "range heads",
+            ),
+        ];
+        for (ranges, what) in cases {
+            let message = Message::Reconcile(Reconcile {
+                open: None,
+                ranges,
+                declined: Vec::new(),
+            });
+            assert_eq!(
+                Message::decode(&message.encode(), &Limits::default()),
+                Err(DecodeError::Malformed { what }),
+                "{message:?}"
+            );
+        }
+        // A bound longer than a key.
+        let mut bytes = Message::Reconcile(Reconcile {
+            open: None,
+            ranges: vec![(Some(PublicKey([1; 32])), Part::Skip)],
+            declined: Vec::new(),
+        })
+        .encode();
+        // format, tag, open (None), count, Some, len: the length byte says 32; make it 33.
+        assert_eq!(bytes[5], 32);
+        bytes[5] = 33;
+        bytes.insert(6, 1);
+        assert_eq!(
+            Message::decode(&bytes, &Limits::default()),
+            Err(DecodeError::Malformed {
+                what: "range bound"
+            })
+        );
+        let few = Limits {
+            max_ranges: 1,
+            ..Limits::default()
+        };
+        let two = Message::Reconcile(Reconcile {
+            open: Some(1),
+            ranges: vec![(key(1), Part::Skip), (None, Part::Skip)],
+            declined: Vec::new(),
+        });
+        assert!(matches!(
+            Message::decode(&two.encode(), &few),
+            Err(DecodeError::TooMany { what: "ranges", .. })
+        ));
     }
 
     proptest! {
@@ -447,6 +792,46 @@ mod tests {
             let bytes = message.encode();
             prop_assert_eq!(message.encoded_len(), bytes.len());
             prop_assert_eq!(Message::decode(&bytes, &Limits::default()), Ok(message));
+        }
+
+        #[test]
+        fn reconcile_pages_stay_within_the_limits_and_keep_every_range(
+            reconcile in arb_reconcile(),
+            max_ranges in 2usize..6,
+            max_heads in 1usize..6,
+        ) {
+            let limits = Limits {
+                max_ranges,
+                max_heads,
+                max_message_bytes: 2_000,
+                ..Limits::default()
+            };
+            let pages = Message::reconcile_pages(
+                reconcile.ranges.clone(),
+                reconcile.declined.clone(),
+                &limits,
+            );
+            let mut kept = Vec::new();
+            for page in &pages {
+                let bytes = page.encode();
+                prop_assert!(bytes.len() <= limits.max_message_bytes);
+                let Ok(Message::Reconcile(decoded)) = Message::decode(&bytes, &limits) else {
+                    panic!("a page does not decode within the limits: {page:?}");
+                };
+                kept.extend(decoded.ranges.into_iter().filter(|(_, p)| *p != Part::Skip));
+            }
+            let expected: Vec<_> = reconcile
+                .ranges
+                .into_iter()
+                .filter(|(_, p)| *p != Part::Skip)
+                .map(|(u, mut p)| {
+                    if let Part::Items(h) | Part::Differ(h) = &mut p {
+                        h.truncate(max_heads);
+                    }
+                    (u, p)
+                })
+                .collect();
+            prop_assert_eq!(kept, expected);
         }
 
         #[test]

@@ -58,7 +58,7 @@ impl<P: Ord + Clone> Protocol<P> {
 
     /// Sends `to` the halves of the fork proofs `pairs` it was not sent on this connection,
     /// within one event's budget: [`MAX_PROOFS_PER_EVENT`] blocks and `batch_bytes` (one pair
-    /// always fits). What is left goes on a later heads exchange.
+    /// always fits). What is left goes on a later round.
     pub(super) fn send_proofs(
         &mut self,
         to: &P,

@@ -3,6 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::reconcile::{
+    DECLINE_TICKS, MAX_DECLINED, RECONCILES_PER_TICK, RECONCILE_BYTES_PER_TICK,
+};
 use crate::block::{Block, BlockId};
 use crate::identity::PublicKey;
 use crate::kernel::Source;
@@ -51,7 +54,7 @@ pub(super) struct Peer {
     /// Highest seq per feed the peer is known to hold (from its heads, or what we exchanged).
     pub known: BTreeMap<PublicKey, u64>,
     /// The want in flight per feed: (from_seq asked, tick when asked). A heads message does not
-    /// ask again for what is already asked, so a periodic heads exchange during a long
+    /// ask again for what is already asked, so a periodic reconciliation during a long
     /// catch-up does not start a second transfer of the same blocks. A want unanswered for
     /// [`WANT_TICKS`] ticks counts as lost and is asked again on the next tick.
     pub pending: BTreeMap<PublicKey, (u64, u64)>,
@@ -65,6 +68,17 @@ pub(super) struct Peer {
     pub divergences: BTreeMap<PublicKey, u64>,
     /// Feeds the peer pushed past a gap (orphans): asked for on the next tick if still behind.
     pub gaps: BTreeSet<PublicKey>,
+    /// Feeds left out of this connection's reconciliation (declined by either side), with the
+    /// tick when; see `reconcile.rs`.
+    pub declined: BTreeMap<PublicKey, u64>,
+    /// The tick when the peer last opened a reconciliation with us, and its rank then.
+    pub opened_at: Option<u64>,
+    pub rank: u64,
+    /// The tick when we last opened one with the peer.
+    pub sent_open_at: Option<u64>,
+    /// Reconcile messages answered on the current tick, and the bytes of those answers:
+    /// (tick, count, bytes).
+    pub reconciles: (u64, u32, usize),
     pub stats: PeerStats,
 }
 
@@ -78,6 +92,11 @@ impl Peer {
             bodies_asked: BTreeMap::new(),
             divergences: BTreeMap::new(),
             gaps: BTreeSet::new(),
+            declined: BTreeMap::new(),
+            opened_at: None,
+            rank: 0,
+            sent_open_at: None,
+            reconciles: (0, 0, 0),
             stats: PeerStats::default(),
         }
     }
@@ -126,6 +145,50 @@ impl Peer {
         }
         self.divergences.insert(author, now);
         true
+    }
+
+    /// Leaves `author` out of this connection's fingerprints for [`DECLINE_TICKS`] from `now`.
+    /// False when the table is full (the feed stays in).
+    pub fn decline(&mut self, author: PublicKey, now: u64) -> bool {
+        if self.declined.len() >= MAX_DECLINED && !self.declined.contains_key(&author) {
+            self.expire_declines(now);
+            if self.declined.len() >= MAX_DECLINED {
+                return false;
+            }
+        }
+        self.declined.insert(author, now);
+        true
+    }
+
+    /// Forgets the declines older than [`DECLINE_TICKS`].
+    pub fn expire_declines(&mut self, now: u64) {
+        self.declined
+            .retain(|_, at| now.saturating_sub(*at) < DECLINE_TICKS);
+    }
+
+    /// Whether one more reconcile message may be answered on tick `now`
+    /// ([`RECONCILES_PER_TICK`]), counting it.
+    pub fn reconcile_allowed(&mut self, now: u64) -> bool {
+        self.new_tick(now);
+        self.reconciles.1 += 1;
+        self.reconciles.1 <= RECONCILES_PER_TICK
+    }
+
+    /// Spends `bytes` of this tick's answer budget ([`RECONCILE_BYTES_PER_TICK`]) if it still
+    /// holds them.
+    pub fn spend_reconcile_bytes(&mut self, bytes: usize, now: u64) -> bool {
+        self.new_tick(now);
+        let fits = self.reconciles.2 + bytes <= RECONCILE_BYTES_PER_TICK;
+        if fits {
+            self.reconciles.2 += bytes;
+        }
+        fits
+    }
+
+    fn new_tick(&mut self, now: u64) {
+        if self.reconciles.0 != now {
+            self.reconciles = (now, 0, 0);
+        }
     }
 
     pub fn note_gap(&mut self, author: PublicKey) {

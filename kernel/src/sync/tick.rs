@@ -34,9 +34,30 @@ impl<P: Ord + Clone> Protocol<P> {
     pub(super) fn periodic(&mut self, kernel: &Kernel, step: &mut Step<P>) {
         self.ticks += 1;
         self.retry_wants(kernel, step);
-        let peers: Vec<P> = self.peers.keys().cloned().collect();
+        // A round with every peer, except one that opened one with us since our last tick
+        // (see `Protocol::opens`): that round tells both sides what they lack.
+        let now = self.ticks;
+        for peer in self.peers.values_mut() {
+            peer.expire_declines(now);
+        }
+        let peers: Vec<P> = self
+            .peers
+            .keys()
+            .filter(|p| self.opens(kernel, p))
+            .cloned()
+            .collect();
+        // Peers with nothing declined get the same opening: computed once per tick.
+        let mut shared: Option<Message> = None;
         for peer in &peers {
-            step.outputs.extend(self.heads(kernel, peer));
+            let message = if self.peers[peer].declined.is_empty() {
+                if shared.is_none() {
+                    shared = self.opening(kernel, peer);
+                }
+                shared.clone()
+            } else {
+                None
+            };
+            self.open_reconcile(kernel, peer, message, step);
         }
         self.fetch_bodies(kernel, step);
     }

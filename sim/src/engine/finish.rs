@@ -8,7 +8,8 @@ use blockend_kernel::Digest;
 
 use super::{Role, Simulation, EPOCH_MS};
 use crate::error::Error;
-use crate::report::{peak_memory_bytes, PerPeer, Percentiles, Report};
+use crate::network::{block_bytes, Bytes};
+use crate::report::{peak_memory_bytes, BytesPerPeer, PerPeer, Percentiles, Report};
 
 impl Simulation {
     pub(crate) fn finish(mut self, started: Instant) -> Result<Report, Error> {
@@ -62,16 +63,35 @@ impl Simulation {
         let mut times = Vec::new();
         let mut missing_peers = 0;
         let mut example = None;
+        // What each checked peer holds of the honest blocks, and how much of that others
+        // wrote: the news the swarm's bytes had to bring it, for `byte_redundancy`.
+        let sizes: Vec<u64> = self
+            .tracked
+            .blocks
+            .iter()
+            .map(|b| block_bytes(b) as u64)
+            .collect();
+        let mut held_bytes = Vec::with_capacity(honest.len());
+        let (mut sent, mut news) = (0u64, 0u64);
         for &p in &honest {
             let Some(kernel) = self.peers[p].kernel.as_ref() else {
                 continue;
             };
-            let missing = self
-                .tracked
-                .blocks
-                .iter()
-                .filter(|b| !kernel.contains(&b.id()))
-                .count();
+            let me = kernel.author();
+            let (mut missing, mut held, mut own) = (0, 0u64, 0u64);
+            for (block, size) in self.tracked.blocks.iter().zip(&sizes) {
+                if !kernel.contains(&block.id()) {
+                    missing += 1;
+                } else if block.author() == me {
+                    held += size;
+                    own += size;
+                } else {
+                    held += size;
+                }
+            }
+            held_bytes.push(held);
+            sent += self.peers[p].sent_bytes.total();
+            news += held - own;
             if missing == 0 {
                 times.push(self.peers[p].last_gain.saturating_sub(first) / 1_000);
             } else {
@@ -105,6 +125,11 @@ impl Simulation {
         } else {
             self.tracked.deliveries as f64 / (blocks as f64 * (n - 1) as f64) - 1.0
         };
+        let byte_redundancy = if news == 0 {
+            0.0
+        } else {
+            sent as f64 / news as f64 - 1.0
+        };
         let last_delivery_hop = self
             .tracked
             .hops
@@ -127,6 +152,7 @@ impl Simulation {
             }
         }
         let converged_peers = times.len();
+        let sent_bytes: Vec<Bytes> = self.peers.iter().map(|p| p.sent_bytes).collect();
         let summary = format!(
             "{converged_peers} of {} honest peers converged; virtual {} ms; {} violations",
             honest.len(),
@@ -145,9 +171,11 @@ impl Simulation {
             writing_ms: self.tracked.last_created.saturating_sub(first) / 1_000,
             virtual_ms: self.now_ms(),
             messages_per_peer: PerPeer::of(self.peers.iter().map(|p| p.sent_messages)),
-            bytes_per_peer: PerPeer::of(self.peers.iter().map(|p| p.sent_bytes)),
+            bytes_per_peer: BytesPerPeer::of(&sent_bytes),
+            block_bytes_per_peer: PerPeer::of(held_bytes),
             deliveries: self.tracked.deliveries,
             rmr,
+            byte_redundancy,
             last_delivery_hop,
             storage_bytes_per_peer: storage,
             rejections: self.counters.rejections.clone(),

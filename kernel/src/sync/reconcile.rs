@@ -1,0 +1,304 @@
+//! Range-based set reconciliation of heads: the conversation.
+//!
+//! On every tick (and on connect) a machine opens a reconciliation with each peer: the
+//! fingerprints of its heads in [`BUCKETS`] ranges (or, with few heads, the heads
+//! themselves). The receiver answers range by range: nothing where its own fingerprint
+//! agrees; where it differs, its heads there if it has at most [`ITEMS_MAX`] of them, else
+//! the fingerprints of [`BUCKETS`] sub-ranges cut at its own heads. A list of heads is
+//! answered with the receiver's heads in that range that are not in the list, and both sides
+//! treat every head they are shown like a heads message (wants, fork proofs, divergences). The
+//! conversation ends when nothing differs; there is no session state, so a lost message costs
+//! one round, made good on the next tick.
+//!
+//! With n heads and d differences that is about log16(n / 8) round trips and
+//! d x (16 fingerprints per level + 8 heads) bytes, instead of n heads every tick.
+//!
+//! What one peer can make the machine do is bounded per tick: [`RECONCILES_PER_TICK`]
+//! reconcile messages answered (the rest are ignored, unpunished: an honest peer's next round
+//! starts on the next tick), each walking at most every head once (its ranges are strictly
+//! increasing, checked when decoding), and [`RECONCILE_BYTES_PER_TICK`] bytes of answers in
+//! all, paged within [`Limits`](super::Limits); ranges past the budget are skipped and found
+//! again on the next round.
+//!
+//! Peers whose retention differs never agree on the feeds one of them will not take. Such a
+//! feed is **declined**: the side that refuses it (evicted, refused for capacity, frozen by a
+//! fork proof) names it in its answer, and both sides leave it out of this connection's
+//! fingerprints for [`DECLINE_TICKS`] ticks, so it is not found again every round (at most
+//! [`MAX_DECLINED`] feeds per peer; past that, the rest are found again each round).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
+use super::message::range_len;
+use super::range::{bound_between, Accumulator, Part, Reconcile};
+use super::{Message, Protocol, Step};
+use crate::identity::PublicKey;
+use crate::kernel::{Head, Kernel};
+
+/// Sub-ranges a differing range is cut into.
+pub const BUCKETS: usize = 16;
+
+/// A differing range with at most this many heads is answered with the heads themselves.
+pub const ITEMS_MAX: u64 = 8;
+
+/// Reconcile messages answered per peer per tick.
+pub const RECONCILES_PER_TICK: u32 = 16;
+
+/// Bytes of answers to reconcile messages per peer per tick (ranges past it are skipped, left
+/// for the next round). Room for the splits of about 10,000 differing ranges; a peer cannot
+/// buy more than this with any number of small messages.
+pub const RECONCILE_BYTES_PER_TICK: usize = 4 << 20;
+
+/// Ticks a declined feed stays out of a connection's fingerprints.
+pub const DECLINE_TICKS: u64 = 150;
+
+/// Most feeds declined per peer at once.
+pub const MAX_DECLINED: usize = 1 << 16;
+
+/// The ranges of one message: consecutive upper bounds with their parts.
+type Ranges = Vec<(Option<PublicKey>, Part)>;
+
+/// A range's bounds as a `BTreeMap` range.
+fn span(
+    lower: Option<PublicKey>,
+    upper: Option<PublicKey>,
+) -> (Bound<PublicKey>, Bound<PublicKey>) {
+    (
+        lower.map_or(Bound::Unbounded, Bound::Included),
+        upper.map_or(Bound::Unbounded, Bound::Excluded),
+    )
+}
+
+/// This side's heads in a range, less the feeds left out of the connection.
+fn own<'a>(
+    kernel: &'a Kernel,
+    declined: &'a BTreeMap<PublicKey, u64>,
+    lower: Option<PublicKey>,
+    upper: Option<PublicKey>,
+) -> impl Iterator<Item = Head> + 'a {
+    kernel
+        .heads_in(span(lower, upper))
+        .filter(move |h| declined.is_empty() || !declined.contains_key(&h.author))
+}
+
+fn summarise(heads: impl Iterator<Item = Head>) -> Accumulator {
+    let mut acc = Accumulator::default();
+    for head in heads {
+        acc.add(&head.id);
+    }
+    acc
+}
+
+/// The fingerprints of `count` heads cut into up to [`BUCKETS`] ranges of about equal size.
+fn split(heads: impl Iterator<Item = Head>, count: u64, upper: Option<PublicKey>) -> Ranges {
+    let buckets = (BUCKETS as u64).min(count).max(1);
+    let mut out = Vec::with_capacity(buckets as usize);
+    let mut acc = Accumulator::default();
+    let mut bucket = 0;
+    let mut prev: Option<PublicKey> = None;
+    for (i, head) in heads.enumerate() {
+        let b = (i as u64 * buckets / count.max(1)).min(buckets - 1);
+        if b != bucket {
+            if let Some(prev) = prev {
+                out.push((
+                    Some(bound_between(&prev, &head.author)),
+                    Part::Fingerprint(acc.fingerprint()),
+                ));
+            }
+            acc = Accumulator::default();
+            bucket = b;
+        }
+        acc.add(&head.id);
+        prev = Some(head.author);
+    }
+    out.push((upper, Part::Fingerprint(acc.fingerprint())));
+    out
+}
+
+/// This side's rank for breaking ties between openings: the first 8 bytes of its author key.
+fn rank(kernel: &Kernel) -> u64 {
+    let key = kernel.author().0;
+    u64::from_le_bytes(key[..8].try_into().expect("8 bytes"))
+}
+
+/// What a message's heads made the machine want to send.
+#[derive(Default)]
+pub(super) struct Learned {
+    pub wants: Vec<super::Want>,
+    pub proofs: Vec<(std::sync::Arc<crate::Block>, std::sync::Arc<crate::Block>)>,
+    pub diverging: Vec<std::sync::Arc<crate::Block>>,
+    /// Feeds shown with another head than ours that we will not take.
+    pub declined: Vec<PublicKey>,
+}
+
+impl<P: Ord + Clone> Protocol<P> {
+    /// The opening message of a reconciliation with `peer`.
+    pub(super) fn opening(&self, kernel: &Kernel, peer: &P) -> Option<Message> {
+        let declined = &self.peers.get(peer)?.declined;
+        let acc = summarise(own(kernel, declined, None, None));
+        let ranges = if acc.count() <= ITEMS_MAX {
+            vec![(
+                None,
+                Part::Items(own(kernel, declined, None, None).collect()),
+            )]
+        } else {
+            split(own(kernel, declined, None, None), acc.count(), None)
+        };
+        Some(Message::Reconcile(Reconcile {
+            open: Some(rank(kernel)),
+            ranges,
+            declined: Vec::new(),
+        }))
+    }
+
+    /// Sends `peer` an opening (`message`, or a fresh one) and remembers when.
+    pub(super) fn open_reconcile(
+        &mut self,
+        kernel: &Kernel,
+        peer: &P,
+        message: Option<Message>,
+        step: &mut Step<P>,
+    ) {
+        let Some(message) = message.or_else(|| self.opening(kernel, peer)) else {
+            return;
+        };
+        if let Some(state) = self.peers.get_mut(peer) {
+            state.sent_open_at = Some(self.ticks);
+        }
+        self.send(peer, vec![message], step);
+    }
+
+    /// Whether to open a round with `peer` on this tick: not if it opened one since our last
+    /// tick, unless we both did and our rank is the lower.
+    pub(super) fn opens(&self, kernel: &Kernel, peer: &P) -> bool {
+        let now = self.ticks;
+        let Some(state) = self.peers.get(peer) else {
+            return false;
+        };
+        let recent = |at: Option<u64>| at.is_some_and(|at| at + 1 >= now);
+        !recent(state.opened_at) || (recent(state.sent_open_at) && rank(kernel) < state.rank)
+    }
+
+    /// Answers one reconcile message from `from` (see the module docs).
+    pub(super) fn on_reconcile(
+        &mut self,
+        kernel: &Kernel,
+        from: &P,
+        message: Reconcile,
+        step: &mut Step<P>,
+    ) {
+        let now = self.ticks;
+        let limits = self.config.limits;
+        let Some(peer) = self.peers.get_mut(from) else {
+            return;
+        };
+        if !peer.reconcile_allowed(now) {
+            return;
+        }
+        if let Some(rank) = message.open {
+            peer.opened_at = Some(now);
+            peer.rank = rank;
+        }
+        for author in message.declined {
+            peer.decline(author, now);
+        }
+        let mut reply: Ranges = Vec::new();
+        let mut learned = Learned::default();
+        let mut lower: Option<PublicKey> = None;
+        for (upper, part) in message.ranges {
+            let answer = match part {
+                Part::Skip => vec![(upper, Part::Skip)],
+                Part::Fingerprint(fp) => {
+                    let declined = &self.peers[from].declined;
+                    let acc = summarise(own(kernel, declined, lower, upper));
+                    if acc.fingerprint() == fp {
+                        vec![(upper, Part::Skip)]
+                    } else if acc.count() <= ITEMS_MAX {
+                        let items = own(kernel, declined, lower, upper).collect();
+                        vec![(upper, Part::Items(items))]
+                    } else {
+                        split(own(kernel, declined, lower, upper), acc.count(), upper)
+                    }
+                }
+                Part::Items(theirs) => {
+                    self.learn(kernel, from, &theirs, &mut learned);
+                    let shown: BTreeSet<(PublicKey, crate::BlockId)> =
+                        theirs.iter().map(|h| (h.author, h.id)).collect();
+                    let declined = &self.peers[from].declined;
+                    let differ: Vec<Head> = own(kernel, declined, lower, upper)
+                        .filter(|h| !shown.contains(&(h.author, h.id)))
+                        .take(limits.max_heads)
+                        .collect();
+                    if differ.is_empty() {
+                        vec![(upper, Part::Skip)]
+                    } else {
+                        vec![(upper, Part::Differ(differ))]
+                    }
+                }
+                Part::Differ(theirs) => {
+                    self.learn(kernel, from, &theirs, &mut learned);
+                    vec![(upper, Part::Skip)]
+                }
+            };
+            lower = upper;
+            // Only what this tick's budget still buys goes; the rest of the range waits for
+            // the next round.
+            let bytes: usize = answer.iter().map(|(u, p)| range_len(u, p)).sum();
+            let peer = self.peers.get_mut(from).expect("a connected peer");
+            if peer.spend_reconcile_bytes(bytes, now) {
+                reply.extend(answer);
+            } else {
+                reply.push((upper, Part::Skip));
+            }
+        }
+        let pages = Message::reconcile_pages(compact(reply), learned.declined, &limits);
+        self.send(from, pages, step);
+        self.send_wants(from, learned.wants, step);
+        self.send_proofs(from, learned.proofs, step);
+        self.send_blocks(from, learned.diverging, step);
+    }
+}
+
+/// Merges neighbouring skips and drops the skips at the end (keys after the last range are
+/// skipped anyway).
+fn compact(ranges: Ranges) -> Ranges {
+    let mut out: Ranges = Vec::with_capacity(ranges.len());
+    for (upper, part) in ranges {
+        if part == Part::Skip {
+            if let Some((last, Part::Skip)) = out.last_mut() {
+                *last = upper;
+                continue;
+            }
+        }
+        out.push((upper, part));
+    }
+    while matches!(out.last(), Some((_, Part::Skip))) {
+        out.pop();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(b: u8) -> PublicKey {
+        PublicKey([b; 32])
+    }
+
+    #[test]
+    fn compact_merges_skips_and_drops_the_tail() {
+        let fp = Part::Fingerprint([1; 16]);
+        let ranges = vec![
+            (Some(key(1)), Part::Skip),
+            (Some(key(2)), Part::Skip),
+            (Some(key(3)), fp.clone()),
+            (Some(key(4)), Part::Skip),
+            (None, Part::Skip),
+        ];
+        assert_eq!(
+            compact(ranges),
+            vec![(Some(key(2)), Part::Skip), (Some(key(3)), fp)]
+        );
+    }
+}

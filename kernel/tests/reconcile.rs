@@ -1,0 +1,292 @@
+//! Range-based reconciliation of heads (`sync::Message::Reconcile`): peers in sync exchange
+//! one small message, peers that differ pay for the difference and end with the same heads,
+//! feeds one side will not take are not found again every round, and what one peer can make
+//! the machine answer is bounded per tick.
+
+use blockend_kernel::sync::lockstep::Lockstep;
+use blockend_kernel::sync::{
+    Config, Event, Message, Output, Part, Protocol, Reconcile, BUCKETS, RECONCILES_PER_TICK,
+};
+use blockend_kernel::{
+    Application, Block, Context, Feed, Identity, Kernel, ManualClock, PublicKey, Registry, Slice,
+    Verdict,
+};
+use proptest::prelude::*;
+
+const T0: u64 = 1_700_000_000_000;
+
+struct Count;
+impl Slice for Count {
+    type State = u64;
+    fn name(&self) -> &str {
+        "count"
+    }
+    fn initial(&self) -> u64 {
+        0
+    }
+    fn filter(&self, _: &Context<'_>, _: &u64) -> Verdict {
+        Verdict::Accept
+    }
+    fn reduce(&self, _: &Context<'_>, n: &mut u64) {
+        *n += 1;
+    }
+    fn commutative(&self) -> bool {
+        true
+    }
+}
+
+struct App;
+impl Application for App {
+    fn register(&self, slices: &mut Registry) {
+        slices.add(Count);
+    }
+}
+
+fn kernel(clock: &ManualClock, me: u64, config: blockend_kernel::Config) -> Kernel {
+    Kernel::builder(&App)
+        .with_identity(identity(1_000_000 + me))
+        .with_clock(clock.clone())
+        .with_config(config)
+        .open()
+        .expect("memory store")
+}
+
+fn identity(n: u64) -> Identity {
+    let mut secret = [7; 32];
+    secret[..8].copy_from_slice(&n.to_le_bytes());
+    Identity::from_secret(secret)
+}
+
+/// The first `len` blocks of author `n`'s feed.
+fn feed(n: u64, len: usize) -> Vec<Block> {
+    let identity = identity(n);
+    let mut feed = Feed::new();
+    for i in 0..len {
+        feed.append(&identity, n.to_le_bytes().to_vec(), T0 + i as u64);
+    }
+    feed.into_blocks()
+}
+
+fn give(kernel: &mut Kernel, blocks: Vec<Block>) {
+    let report = kernel.dispatch(blocks).expect("dispatch");
+    assert!(report.blame.is_empty());
+}
+
+/// Two sides holding `n` one-block feeds each, side 1 with the extra feeds `extra1`, side 0
+/// with `longer0` of the shared feeds one block longer.
+fn pair(n: u64, extra1: u64, longer0: u64) -> Lockstep {
+    let clock = ManualClock::new(T0 + 60_000);
+    let mut kernels = [
+        kernel(&clock, 0, Default::default()),
+        kernel(&clock, 1, Default::default()),
+    ];
+    for a in 0..n {
+        let len = if a < longer0 { 2 } else { 1 };
+        let mut blocks = feed(a, len);
+        give(&mut kernels[0], blocks.clone());
+        blocks.truncate(1);
+        give(&mut kernels[1], blocks);
+    }
+    for a in n..n + extra1 {
+        give(&mut kernels[1], feed(a, 1));
+    }
+    Lockstep::connected(kernels, Config::default()).expect("connect")
+}
+
+#[test]
+fn peers_in_sync_exchange_one_small_message() {
+    let mut pair = pair(2_000, 0, 0);
+    let traffic = pair.tick(0).expect("tick");
+    assert_eq!(traffic.messages, 1, "{traffic:?}");
+    assert_eq!(traffic.round_trips(), 1);
+    assert!(traffic.bytes <= 1024, "{traffic:?}");
+    // The same heads as a version-1 heads exchange would have sent: 65 bytes a feed.
+    let full = Message::heads_pages(pair.kernels[0].heads(), &Default::default());
+    assert!(full.iter().map(Message::encoded_len).sum::<usize>() > 100 * traffic.bytes as usize);
+}
+
+#[test]
+fn one_difference_each_way_costs_a_few_round_trips_and_both_sides_catch_up() {
+    let mut pair = pair(2_000, 1, 1);
+    let traffic = pair.tick(0).expect("tick");
+    assert_eq!(pair.kernels[0].heads(), pair.kernels[1].heads());
+    assert!(traffic.round_trips() <= 4, "{traffic:?}");
+    assert!(traffic.overhead_bytes() <= 4 * 1024, "{traffic:?}");
+    // The next rounds find nothing: at most an opening each, never answered (a side that was
+    // opened with since its last tick does not open at all).
+    for side in [1, 0, 1, 0] {
+        let again = pair.tick(side).expect("tick");
+        assert!(again.messages <= 1, "{again:?}");
+    }
+}
+
+#[test]
+fn a_thousand_differences_cost_a_fraction_of_the_heads() {
+    let mut pair = pair(4_000, 500, 500);
+    let full: usize = [0, 1]
+        .map(|side| {
+            Message::heads_pages(pair.kernels[side].heads(), &Default::default())
+                .iter()
+                .map(Message::encoded_len)
+                .sum::<usize>()
+        })
+        .iter()
+        .sum();
+    let traffic = pair.tick(0).expect("tick");
+    assert_eq!(pair.kernels[0].heads(), pair.kernels[1].heads());
+    assert!(
+        (traffic.overhead_bytes() as usize) < full,
+        "{traffic:?} against {full} bytes of full heads"
+    );
+}
+
+#[test]
+fn an_empty_peer_learns_every_feed() {
+    let mut pair = pair(0, 300, 0);
+    let traffic = pair.tick(0).expect("tick");
+    assert_eq!(pair.kernels[0].heads().len(), 300, "{traffic:?}");
+    assert_eq!(pair.kernels[0].heads(), pair.kernels[1].heads());
+}
+
+#[test]
+fn feeds_one_side_refuses_are_declined_and_not_found_again_every_round() {
+    let clock = ManualClock::new(T0 + 60_000);
+    // Side 1 has room for about five one-block feeds; side 0 holds forty.
+    let small = blockend_kernel::Config::default().with_capacity_bytes(5 * 170);
+    let mut kernels = [
+        kernel(&clock, 0, Default::default()),
+        kernel(&clock, 1, small),
+    ];
+    for a in 0..40 {
+        give(&mut kernels[0], feed(a, 1));
+    }
+    let mut pair = Lockstep::connected(kernels, Config::default()).expect("connect");
+    let first = pair.tick(0).expect("tick");
+    let held = pair.kernels[1].heads().len();
+    assert!((1..40).contains(&held), "side 1 holds {held} feeds");
+    let mut later = Vec::new();
+    for _ in 0..6 {
+        later.push(pair.tick(0).expect("tick"));
+    }
+    // After a round or two both sides leave the refused feeds out: one message, no answer.
+    for traffic in &later[2..] {
+        assert_eq!(traffic.messages, 1, "{first:?} then {later:?}");
+        assert!(traffic.bytes < 1024);
+    }
+    assert_eq!(
+        pair.kernels[1].heads().len(),
+        held,
+        "nothing more was taken"
+    );
+}
+
+#[test]
+fn what_one_peer_can_make_the_machine_answer_is_bounded_per_tick() {
+    let clock = ManualClock::new(T0 + 60_000);
+    let mut kernel = kernel(&clock, 0, Default::default());
+    for a in 0..500 {
+        give(&mut kernel, feed(a, 1));
+    }
+    let mut machine = Protocol::new(Config::default());
+    machine
+        .event(&mut kernel, Event::Connected(1u8))
+        .expect("connect");
+    // A fingerprint that never agrees: each message buys a split into sub-ranges.
+    let probe = Message::Reconcile(Reconcile {
+        open: Some(1),
+        ranges: vec![(None, Part::Fingerprint([0xAB; 16]))],
+        declined: Vec::new(),
+    })
+    .encode();
+    let answers = |machine: &mut Protocol<u8>, kernel: &mut Kernel| {
+        let mut answered = 0;
+        for _ in 0..100 {
+            let step = machine
+                .event(
+                    kernel,
+                    Event::Message {
+                        from: 1,
+                        bytes: probe.clone(),
+                    },
+                )
+                .expect("event");
+            for output in step.outputs {
+                if let Output::Send {
+                    message: Message::Reconcile(r),
+                    ..
+                } = output
+                {
+                    assert_eq!(r.ranges.len(), BUCKETS);
+                    answered += 1;
+                }
+            }
+        }
+        answered
+    };
+    assert_eq!(answers(&mut machine, &mut kernel), RECONCILES_PER_TICK);
+    machine.event(&mut kernel, Event::Tick).expect("tick");
+    assert_eq!(answers(&mut machine, &mut kernel), RECONCILES_PER_TICK);
+    assert_eq!(
+        machine.peer_stats(&1).map(|s| s.invalid),
+        Some(0),
+        "nobody is punished for asking"
+    );
+}
+
+#[test]
+fn a_malformed_reconcile_message_counts_against_its_sender() {
+    let clock = ManualClock::new(T0 + 60_000);
+    let mut kernel = kernel(&clock, 0, Default::default());
+    let mut machine = Protocol::new(Config::default());
+    machine
+        .event(&mut kernel, Event::Connected(1u8))
+        .expect("connect");
+    let key = |b: u8| Some(PublicKey([b; 32]));
+    let unordered = Message::Reconcile(Reconcile {
+        open: None,
+        ranges: vec![(key(9), Part::Skip), (key(2), Part::Fingerprint([0; 16]))],
+        declined: Vec::new(),
+    });
+    let step = machine
+        .event(
+            &mut kernel,
+            Event::Message {
+                from: 1,
+                bytes: unordered.encode(),
+            },
+        )
+        .expect("event");
+    assert!(step.malformed.is_some());
+    assert_eq!(machine.peer_stats(&1).map(|s| s.invalid), Some(1));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Whatever two sides hold (feeds on one side only, on both at other lengths), one round
+    /// opened by either side leaves both with the same heads.
+    #[test]
+    fn one_round_leaves_both_sides_with_the_same_heads(
+        feeds in prop::collection::vec((0usize..4, 0usize..4), 0..120),
+        opener in 0usize..2,
+    ) {
+        let clock = ManualClock::new(T0 + 60_000);
+        let mut kernels = [
+            kernel(&clock, 0, Default::default()),
+            kernel(&clock, 1, Default::default()),
+        ];
+        for (a, (len0, len1)) in feeds.iter().enumerate() {
+            let blocks = feed(a as u64, (*len0).max(*len1));
+            for (side, len) in [(0, *len0), (1, *len1)] {
+                if len > 0 {
+                    give(&mut kernels[side], blocks[..len].to_vec());
+                }
+            }
+        }
+        let mut pair = Lockstep::connected(kernels, Config::default()).expect("connect");
+        let traffic = pair.tick(opener).expect("tick");
+        prop_assert_eq!(pair.kernels[0].heads(), pair.kernels[1].heads(), "{:?}", traffic);
+        let quiet = pair.tick(opener).expect("tick");
+        prop_assert_eq!(quiet.messages, 1);
+    }
+}
