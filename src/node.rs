@@ -67,8 +67,10 @@
 //! Own blocks are published by gossipsub (not handed to the machine to push, which would send
 //! them twice); when gossipsub has no peer for the topic yet (the mesh forms at the first
 //! heartbeat) they go to every connected peer as a sync push instead. Blocks that arrive by
-//! sync are pushed on by the sync machine to peers not known to hold them, so a catch-up travels
-//! the same way as live traffic; gossip blocks are left to gossipsub.
+//! sync are not pushed on (`sync::Config::push` is off): each neighbour finds them in its next
+//! reconciliation round, so a catch-up costs each link the difference once instead of a push
+//! to every peer not known to hold them. How live blocks spread (gossipsub's mesh at D = 3, no
+//! flood publish, no IHAVE gossip) is `sync::DISSEMINATION`, shared with the simulator.
 
 mod behaviour;
 mod groups;
@@ -118,12 +120,14 @@ pub struct Config {
     /// The app's name: it names the gossip topic, so nodes of different apps do not mix.
     pub app: String,
     /// The sync machine's configuration, including the budget of invalid blocks and malformed
-    /// messages per peer before a ban (`max_invalid`, default 16).
+    /// messages per peer before a ban (`max_invalid`, default 16). Its flooding push is off by
+    /// default: gossipsub spreads live blocks, reconciliation the rest.
     pub sync: sync::Config,
-    /// Anti-entropy period: heads are re-sent to every peer, held blocks released and expired
-    /// ones collected this often. Default 2 s.
+    /// Anti-entropy period: a reconciliation round with every peer, held blocks released and
+    /// expired ones collected this often. Default 2 s (`sync::DISSEMINATION.tick_ms`, which the
+    /// simulator reads too).
     pub tick: Duration,
-    /// Gossipsub heartbeat. Default 1 s (gossipsub's own default).
+    /// Gossipsub heartbeat. Default 1 s (`sync::DISSEMINATION.heartbeat_ms`).
     pub heartbeat: Duration,
     /// Largest gossip message. Default: the kernel's body cap plus 4 KiB (set by the node).
     pub max_gossip_bytes: usize,
@@ -161,9 +165,11 @@ impl Default for Config {
             mdns: true,
             transport: Transport::Tcp,
             app: "app".to_owned(),
-            sync: sync::Config::default(),
-            tick: Duration::from_secs(2),
-            heartbeat: Duration::from_secs(1),
+            sync: sync::Config::default()
+                .with_push(false)
+                .with_grace(sync::DISSEMINATION.grace_ms),
+            tick: Duration::from_millis(sync::DISSEMINATION.tick_ms),
+            heartbeat: Duration::from_millis(sync::DISSEMINATION.heartbeat_ms),
             max_gossip_bytes: 0,
             ban: Duration::from_secs(600),
             max_connections: 128,

@@ -24,8 +24,8 @@
 //! # The protocol
 //! 1. On connect and on every tick each side **reconciles heads** (newest block per feed) with
 //!    each peer by range-based set reconciliation (Aljoscha Meyer's, as negentropy does it):
-//!    fingerprints of ranges of authors, split where they differ, heads sent only for small
-//!    ranges ([`Message::Reconcile`], see `reconcile.rs` for the conversation and its bounds).
+//!    fingerprints of ranges of authors, split where they differ, ids listed only for small
+//!    ranges and heads sent only where they differ ([`Message::Reconcile`], see `reconcile.rs` for the conversation and its bounds).
 //!    Peers in sync exchange one message of a few hundred bytes; peers that differ pay about
 //!    log16(n) round trips and a few hundred bytes per difference. Feeds one side will not take
 //!    (evicted, refused for capacity, frozen) are declined and left out of that connection's
@@ -64,6 +64,7 @@
 //!    honest peer that forwards a missing parent is never charged for the orphans a liar
 //!    parked. A peer over its budget ([`Config::max_invalid`]) is disconnected.
 
+mod dissemination;
 mod inbound;
 pub mod lockstep;
 mod message;
@@ -76,9 +77,12 @@ mod tick;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+pub use dissemination::{Dissemination, DISSEMINATION};
 pub use message::{Limits, Message, Want};
 pub use peer::PeerStats;
-pub use range::{Fingerprint, Part, Reconcile, FINGERPRINT_BYTES};
+pub use range::{
+    id_prefix, Fingerprint, IdPrefix, Part, Reconcile, FINGERPRINT_BYTES, ID_PREFIX_BYTES,
+};
 pub use reconcile::{
     BUCKETS, DECLINE_TICKS, ITEMS_MAX, MAX_DECLINED, RECONCILES_PER_TICK, RECONCILE_BYTES_PER_TICK,
 };
@@ -112,6 +116,10 @@ pub struct Config {
     pub push: bool,
     /// Missing bodies asked for per tick, over all peers. Default 64.
     pub bodies_per_tick: usize,
+    /// Reconcile heads as of this many ms ago (see `reconcile.rs`): blocks younger than this
+    /// are left to push. Default 0 (every head at once: what an in-process wire or a test
+    /// wants); the node and the simulator use [`DISSEMINATION`]`.grace_ms`.
+    pub grace_ms: u64,
 }
 
 impl Config {
@@ -133,6 +141,12 @@ impl Config {
         self
     }
 
+    /// Sets the reconciliation grace (see [`Config::grace_ms`]).
+    pub fn with_grace(mut self, grace_ms: u64) -> Self {
+        self.grace_ms = grace_ms;
+        self
+    }
+
     /// Sets the size caps.
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -149,6 +163,7 @@ impl Default for Config {
             max_peers: 128,
             push: true,
             bodies_per_tick: 64,
+            grace_ms: 0,
         }
     }
 }

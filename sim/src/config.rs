@@ -199,24 +199,26 @@ pub enum TopologyKind {
     SmallWorld,
 }
 
-/// Parameters of the dissemination model (see the crate docs). The names and defaults are
-/// gossipsub's, so a figure from the simulator can be read against the node's config: the node
-/// sets the same mesh bounds (`blockend::node` `MESH` in `src/node/behaviour.rs`); change both
-/// together.
+/// Parameters of the dissemination model (see the crate docs). The names are gossipsub's and
+/// the defaults the node's: both read
+/// [`sync::DISSEMINATION`](blockend_kernel::sync::DISSEMINATION), so a figure from the
+/// simulator holds for the node's config. The model covers what the node uses: a publisher
+/// sends to its mesh (no flood publish) and there is no IHAVE gossip (checked by a test).
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Mesh {
-    /// Mesh degree D: a new block is pushed to this many mesh peers (gossipsub `mesh_n`, 6).
+    /// Mesh degree D: a new block is pushed to this many mesh peers (gossipsub `mesh_n`, 3).
     pub d: usize,
-    /// Below this many mesh peers, a peer grafts more at the heartbeat (`mesh_n_low`, 4).
+    /// Below this many mesh peers, a peer grafts more at the heartbeat (`mesh_n_low`, 2).
     pub d_lo: usize,
-    /// A peer accepts grafts up to this many mesh peers (`mesh_n_high`, 12).
+    /// A peer accepts grafts up to this many mesh peers (`mesh_n_high`, 4).
     pub d_hi: usize,
     /// Heartbeat interval: mesh repair and adversary actions (gossipsub `heartbeat_interval`,
     /// 1 s).
     pub heartbeat_ms: u64,
-    /// A tick of every sync machine (`sync::Event::Tick`: heads reconciled with every connection, lost
-    /// wants, held blocks, garbage collection, missing bodies) every this many heartbeats.
+    /// A tick of every sync machine (`sync::Event::Tick`: a reconciliation round with every
+    /// connection, lost wants, held blocks, garbage collection, missing bodies) every this many
+    /// heartbeats (the node's tick over its heartbeat: 2).
     pub sync_every: u64,
     /// A peer collects pushed blocks for this long before one kernel dispatch handles them all
     /// (validation and processing delay; 0 dispatches each arrival at once).
@@ -224,13 +226,15 @@ pub struct Mesh {
 }
 
 impl Default for Mesh {
+    /// The node's numbers: [`DISSEMINATION`](blockend_kernel::sync::DISSEMINATION).
     fn default() -> Self {
+        let spread = blockend_kernel::sync::DISSEMINATION;
         Self {
-            d: 6,
-            d_lo: 4,
-            d_hi: 12,
-            heartbeat_ms: 1_000,
-            sync_every: 3,
+            d: spread.mesh_n,
+            d_lo: spread.mesh_n_low,
+            d_hi: spread.mesh_n_high,
+            heartbeat_ms: spread.heartbeat_ms,
+            sync_every: (spread.tick_ms / spread.heartbeat_ms.max(1)).max(1),
             batch_ms: 5,
         }
     }
@@ -504,4 +508,29 @@ pub enum AdversaryKind {
     /// candidate set without counting or pushing them, and fetch them from each other when
     /// they ask for the feed, so they still end with one `set_hash`.
     Rejected,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The model pushes to the mesh only and has no IHAVE gossip: a change of the shared
+    /// parameters to flood publish or lazy gossip would make its figures wrong for the node.
+    #[test]
+    fn the_mesh_model_covers_the_nodes_dissemination() {
+        let spread = blockend_kernel::sync::DISSEMINATION;
+        assert!(!spread.flood_publish, "the model does not flood-publish");
+        assert_eq!(spread.gossip_lazy, 0, "the model has no IHAVE gossip");
+        let mesh = Mesh::default();
+        assert_eq!(
+            (mesh.d, mesh.d_lo, mesh.d_hi, mesh.heartbeat_ms),
+            (
+                spread.mesh_n,
+                spread.mesh_n_low,
+                spread.mesh_n_high,
+                spread.heartbeat_ms
+            )
+        );
+        assert_eq!(mesh.sync_every * mesh.heartbeat_ms, spread.tick_ms);
+    }
 }

@@ -137,6 +137,12 @@ pub(crate) struct Tracked {
     pub blocks: Vec<Arc<Block>>,
     /// Hop at which each peer first counted each block: `hops[block * peers + peer]`.
     pub hops: Vec<u16>,
+    /// What gossipsub at each peer knows of each block, `pushed[block * peers + peer]`:
+    /// [`UNSEEN`], [`PENDING`] (a pushed copy came, its verdict waits for the kernel's, as the
+    /// node's does for a block that waits in the mempool) or [`DECIDED`] (forwarded or
+    /// dropped). The first pushed copy of a block that validates is forwarded, even when the
+    /// kernel already had it by sync: gossipsub's seen-cache is its own.
+    pub pushed: Vec<u8>,
     /// Arrivals of tracked blocks at any peer, duplicates included.
     pub deliveries: u64,
     pub first_created: Option<u64>,
@@ -152,6 +158,13 @@ pub(crate) struct Oversized {
 
 /// Not yet counted, in [`Tracked::hops`].
 pub(crate) const NO_HOP: u16 = u16::MAX;
+
+/// [`Tracked::pushed`]: no pushed copy came yet.
+pub(crate) const UNSEEN: u8 = 0;
+/// [`Tracked::pushed`]: a pushed copy came; its verdict waits for the kernel's.
+pub(crate) const PENDING: u8 = 1;
+/// [`Tracked::pushed`]: forwarded, or dropped.
+pub(crate) const DECIDED: u8 = 2;
 
 /// A simulation run: build it from a [`Scenario`], then [`Simulation::run`] it.
 pub struct Simulation {
@@ -225,6 +238,7 @@ impl Simulation {
         let max_degree = adjacency.iter().map(Vec::len).max().unwrap_or(0);
         let sync_config = sync::Config::default()
             .with_push(false)
+            .with_grace(sync::DISSEMINATION.grace_ms)
             .with_max_peers(max_degree.max(128));
         // Adversaries are the last ids (Sybil peers last of all); honest senders the first.
         let mut roles = vec![Role::Honest; n];
@@ -519,6 +533,8 @@ impl Simulation {
                 if let Some(report) = step.and_then(|s| s.report) {
                     self.account(p as PeerId, &report);
                     self.absorb(p as PeerId, &report, deliver::Hops::Held);
+                    let released = self.gossip_verdicts(p as PeerId, &[], &report);
+                    self.forward(p as PeerId, &released, &[]);
                 }
             }
         }

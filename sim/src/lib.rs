@@ -10,7 +10,7 @@
 //!
 //! What it is not: a simulation of libp2p. **gossipsub cannot be stepped in virtual time**
 //! (it runs on its own timers inside a swarm), so live push is a *model* of it: every peer
-//! keeps a mesh of degree D ([`config::Mesh::d`], gossipsub's `mesh_n`, 6) over its
+//! keeps a mesh of degree D ([`config::Mesh::d`], gossipsub's `mesh_n`, 3, as the node has it) over its
 //! connections, publishes a new block to its mesh, and forwards each block it newly counts to
 //! every mesh peer that did not send it (duplicate suppression is the kernel's own: a known
 //! block is a duplicate and is not forwarded). Peers below `d_lo` mesh peers graft more at

@@ -99,7 +99,7 @@ fn a_peer_joining_after_the_flood_is_reported_apart() {
     assert!(kept <= report.honest_feeds);
     assert!(
         report.quiescent,
-        "sync kept asking for what the joiner refuses"
+        "sync kept asking for what the joiner refuses: {report:?}"
     );
 }
 

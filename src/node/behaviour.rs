@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use super::groups::{address_group, Admit, Group, Groups, Limits, Pending};
 use super::{Config, Error, Transport};
+use blockend_kernel::sync;
 
 /// Most inbound connections in their handshake at once, from everywhere: the swarm refuses
 /// more (`connection_limits`), which also bounds the gate's per-group count of them.
@@ -251,17 +252,22 @@ pub fn message_id(message: &gossipsub::Message) -> gossipsub::MessageId {
     gossipsub::MessageId::from(blake3::hash(&message.data).as_bytes().to_vec())
 }
 
-/// The gossipsub mesh: target degree, and the bounds that trigger grafting and pruning.
-/// `blockend-sim` models live push with the same numbers (`sim::config::Mesh`: `d`, `d_lo`,
-/// `d_hi`, `heartbeat_ms`); change both together.
-pub const MESH: (usize, usize, usize) = (6, 4, 12);
-
+/// Gossipsub as `sync::DISSEMINATION` has it (mesh bounds, no flood publish, no IHAVE
+/// gossip): the simulator models the same numbers; see the kernel's `sync` docs for why.
 fn gossipsub(config: &Config) -> Result<gossipsub::Behaviour, Error> {
-    let (mesh_n, mesh_n_low, mesh_n_high) = MESH;
-    let gossip = gossipsub::ConfigBuilder::default()
-        .mesh_n(mesh_n)
-        .mesh_n_low(mesh_n_low)
-        .mesh_n_high(mesh_n_high)
+    let spread = sync::DISSEMINATION;
+    let mut gossip = gossipsub::ConfigBuilder::default();
+    gossip
+        .mesh_n(spread.mesh_n)
+        .mesh_n_low(spread.mesh_n_low)
+        .mesh_n_high(spread.mesh_n_high)
+        .mesh_outbound_min(spread.mesh_outbound_min)
+        .flood_publish(spread.flood_publish)
+        .gossip_lazy(spread.gossip_lazy);
+    if spread.gossip_lazy == 0 {
+        gossip.gossip_factor(0.0);
+    }
+    let gossip = gossip
         .validation_mode(gossipsub::ValidationMode::Anonymous)
         .validate_messages()
         .message_id_fn(message_id)

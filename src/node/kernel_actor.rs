@@ -8,7 +8,9 @@
 //! bans on `Output::Disconnect { reason: TooManyInvalid }` and mirrors the machine's penalties
 //! in the per-peer counters.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use blockend_kernel::sync::{DisconnectReason, Event, Message, Output, Protocol, Step};
 use blockend_kernel::{Block, BlockId, Kernel, Outcome, PublicKey, Report};
@@ -31,7 +33,19 @@ pub(super) struct Actor {
     /// After a repair: the own feed's height to recover from peers, and until when appends
     /// wait for it.
     recovering: Option<(u64, std::time::Instant)>,
+    /// Gossip messages whose block waits in the mempool (an orphan, a block from the future),
+    /// with when they came: their verdict waits for the kernel's, so gossipsub forwards a
+    /// block once its parent arrives, as it would have had they come in order (and as the
+    /// simulator models it). At most [`MAX_PENDING_VERDICTS`]; after [`VERDICT_WAIT`] (gossipsub
+    /// keeps an unvalidated message for 5 heartbeats) they are ignored.
+    pending_verdicts: BTreeMap<BlockId, (PeerId, MessageId, Instant)>,
 }
+
+/// Most gossip verdicts waiting for the kernel's; past it a waiting block is ignored at once.
+const MAX_PENDING_VERDICTS: usize = 4096;
+
+/// How long a gossip verdict waits for the kernel's.
+const VERDICT_WAIT: Duration = Duration::from_secs(4);
 
 impl Actor {
     pub(super) fn new(
@@ -52,6 +66,7 @@ impl Actor {
             changes,
             stats,
             recovering: None,
+            pending_verdicts: BTreeMap::new(),
         }
     }
 
@@ -126,6 +141,9 @@ impl Actor {
                 }
                 let outputs = std::mem::take(&mut step.outputs);
                 self.route(outputs);
+                if let Some(report) = &step.report {
+                    self.settle_verdicts(report);
+                }
                 Some(step)
             }
             Err(error) => {
@@ -195,15 +213,21 @@ impl Actor {
             self.validate(source, id, MessageAcceptance::Ignore);
             return;
         };
-        // An orphan is Ignore: the sync machine asks the relay for the gap on its next tick.
-        let verdict = match report.outcome(&block_id) {
-            Some(Outcome::Invalid(_)) => MessageAcceptance::Reject,
-            Some(
-                Outcome::Accepted | Outcome::Duplicate | Outcome::Collected | Outcome::Fork { .. },
-            ) => MessageAcceptance::Accept,
-            _ => MessageAcceptance::Ignore,
-        };
-        self.validate(source, id, verdict);
+        // A waiting block's verdict waits for the kernel's (see `pending_verdicts`); the sync
+        // machine asks the relay for the gap on its next tick all the same.
+        match report.outcome(&block_id).and_then(verdict) {
+            Some(verdict) => self.validate(source, id, verdict),
+            None if self.pending_verdicts.len() < MAX_PENDING_VERDICTS
+                && matches!(
+                    report.outcome(&block_id),
+                    Some(Outcome::WaitingForParent | Outcome::TimestampFromFuture { .. })
+                ) =>
+            {
+                self.pending_verdicts
+                    .insert(block_id, (source, id, Instant::now()));
+            }
+            None => self.validate(source, id, MessageAcceptance::Ignore),
+        }
         self.account(&[block_id], &report);
         self.published(&report);
     }
@@ -212,6 +236,18 @@ impl Actor {
     /// bodies.
     fn on_tick(&mut self) {
         self.stats().ticks += 1;
+        let now = Instant::now();
+        let expired: Vec<BlockId> = self
+            .pending_verdicts
+            .iter()
+            .filter(|(_, (_, _, at))| now.duration_since(*at) >= VERDICT_WAIT)
+            .map(|(id, _)| *id)
+            .collect();
+        for block in expired {
+            if let Some((source, id, _)) = self.pending_verdicts.remove(&block) {
+                self.validate(source, id, MessageAcceptance::Ignore);
+            }
+        }
         let Some(step) = self.event(Event::Tick) else {
             return;
         };
@@ -324,6 +360,21 @@ impl Actor {
         self.bump();
     }
 
+    /// Gives the gossip messages waiting for the kernel's verdict the one `report` holds.
+    fn settle_verdicts(&mut self, report: &Report) {
+        if self.pending_verdicts.is_empty() {
+            return;
+        }
+        for (block, outcome) in &report.outcomes {
+            let Some(verdict) = verdict(outcome) else {
+                continue;
+            };
+            if let Some((source, id, _)) = self.pending_verdicts.remove(block) {
+                self.validate(source, id, verdict);
+            }
+        }
+    }
+
     fn bump(&self) {
         self.changes.send_modify(|n| *n += 1);
     }
@@ -366,5 +417,17 @@ impl Actor {
                 }
             }
         }
+    }
+}
+
+/// The gossip verdict for a kernel outcome, `None` while the block waits (or for outcomes
+/// gossipsub should neither forward nor punish, which `on_gossip` ignores).
+fn verdict(outcome: &Outcome) -> Option<MessageAcceptance> {
+    match outcome {
+        Outcome::Invalid(_) => Some(MessageAcceptance::Reject),
+        Outcome::Accepted | Outcome::Duplicate | Outcome::Collected | Outcome::Fork { .. } => {
+            Some(MessageAcceptance::Accept)
+        }
+        _ => None,
     }
 }

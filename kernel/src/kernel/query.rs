@@ -93,19 +93,31 @@ impl Kernel {
     }
 
     /// The heads of the feeds whose author lies in `range`, in author order (what range-based
-    /// reconciliation fingerprints; see [`crate::sync`]).
+    /// reconciliation fingerprints; see [`crate::sync`]). With `as_of`, each feed's newest
+    /// block whose time is at most `as_of` (a feed with none is left out): a block younger
+    /// than that is still spreading by push, and reconciling it would cost a round per peer
+    /// for what push delivers anyway.
     pub fn heads_in(
         &self,
         range: impl std::ops::RangeBounds<PublicKey>,
+        as_of: Option<u64>,
     ) -> impl Iterator<Item = Head> + '_ {
-        self.index.feeds.range(range).filter_map(|(author, feed)| {
-            let id = *feed.ids.last()?;
-            Some(Head {
-                author: *author,
-                seq: feed.ids.len() as u64 - 1,
-                id,
+        self.index
+            .feeds
+            .range(range)
+            .filter_map(move |(author, feed)| {
+                let seq = match as_of {
+                    None => feed.ids.len().checked_sub(1)?,
+                    Some(time) => feed.ids.iter().rposition(|id| {
+                        self.index.blocks.get(id).is_none_or(|b| b.time() <= time)
+                    })?,
+                };
+                Some(Head {
+                    author: *author,
+                    seq: seq as u64,
+                    id: feed.ids[seq],
+                })
             })
-        })
     }
 
     /// The newest block of `author`'s feed in the candidate set (counted or not: a peer that

@@ -101,7 +101,7 @@ impl<P: Ord + Clone> Protocol<P> {
                 }
                 continue;
             }
-            if kernel.refuses_feed(&head.author) {
+            if kernel.refuses_feed(&head.author) || peer.declined.contains_key(&head.author) {
                 if !same && peer.decline(head.author, now) {
                     learned.declined.push(head.author);
                 }
@@ -230,6 +230,7 @@ impl<P: Ord + Clone> Protocol<P> {
             }
         }
         self.blame(&report, step);
+        self.decline_refused(from, &blocks, &report, step);
         // Blocks that wait and diverge from a feed we hold: ask their sender for the missing
         // ancestor, down to where the two chains part (see `Kernel::diverging_parent`). Copies
         // of blocks that already wait count too, so a request or answer lost on the way is
@@ -259,6 +260,44 @@ impl<P: Ord + Clone> Protocol<P> {
         self.spread(&report, Some(from), via == Via::Sync, step);
         step.report = Some(report);
         Ok(())
+    }
+
+    /// Declines toward `from` the feeds whose blocks it sent were refused for room (over
+    /// capacity, or tombstoned): both sides leave them out of this connection's
+    /// reconciliation for a while, so they are not found and asked for again every round,
+    /// whatever the kernel's own memory of refusals says.
+    fn decline_refused(
+        &mut self,
+        from: &P,
+        blocks: &[Arc<Block>],
+        report: &Report,
+        step: &mut Step<P>,
+    ) {
+        let now = self.ticks;
+        let max = self.config.limits.max_wants.max(1);
+        let Some(peer) = self.peers.get_mut(from) else {
+            return;
+        };
+        let refused: BTreeSet<PublicKey> = blocks
+            .iter()
+            .filter(|b| {
+                matches!(
+                    report.outcome(&b.id()),
+                    Some(Outcome::OverCapacity | Outcome::Tombstoned { .. })
+                )
+            })
+            .map(|b| b.author())
+            .filter(|a| !peer.declined.contains_key(a))
+            .take(max)
+            .collect();
+        let declined: Vec<PublicKey> = refused
+            .into_iter()
+            .filter(|a| peer.decline(*a, now))
+            .collect();
+        if !declined.is_empty() {
+            let pages = Message::reconcile_pages(Vec::new(), declined, &self.config.limits);
+            self.send(from, pages, step);
+        }
     }
 
     /// Remembers the feeds in `authors` that `from` holds further than we do after its push
@@ -291,7 +330,11 @@ impl<P: Ord + Clone> Protocol<P> {
         };
         let wants: Vec<Want> = authors
             .iter()
-            .filter(|a| kernel.fork_proof(a).is_none() && !kernel.refuses_feed(a))
+            .filter(|a| {
+                kernel.fork_proof(a).is_none()
+                    && !kernel.refuses_feed(a)
+                    && !peer.declined.contains_key(*a)
+            })
             .filter_map(|author| {
                 let ours = kernel.head(author).map(|h| h.seq);
                 let from_seq = ours.map_or(0, |s| s + 1);

@@ -8,7 +8,8 @@
 //!   3 WantBodies : count | id[32]*
 //!   4 Reconcile  : open: (0 | 1 rank) | count | (upper | part)* | count | declined author[32]*
 //!        upper   : 0 (past the largest key) | 1 | len | key prefix[len <= 32]
-//!        part    : 0 Skip | 1 Fingerprint fp[16] | 2 Items heads | 3 Differ heads
+//!        part    : 0 Skip | 1 Fingerprint fp[16] | 2 Ids count id prefix[8]*
+//!                | 3 Have len bitmap[len] heads | 4 Differ heads
 //!        heads   : count | (author[32] | seq | id[32])*
 //! ```
 //!
@@ -20,7 +21,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::range::{bound_bytes, bound_from, Part, Reconcile, FINGERPRINT_BYTES};
+use super::range::{
+    bound_bytes, bound_from, IdPrefix, Part, Reconcile, FINGERPRINT_BYTES, ID_PREFIX_BYTES,
+};
 use crate::block::{Block, BlockId, DecodeError, FORMAT_VERSION};
 use crate::identity::PublicKey;
 use crate::kernel::Head;
@@ -101,7 +104,8 @@ type HeadRepr = ([u8; 32], u64, [u8; 32]);
 enum PartRepr {
     Skip,
     Fingerprint([u8; FINGERPRINT_BYTES]),
-    Items(Vec<HeadRepr>),
+    Ids(Vec<IdPrefix>),
+    Have(Vec<u8>, Vec<HeadRepr>),
     Differ(Vec<HeadRepr>),
 }
 
@@ -179,7 +183,9 @@ pub(super) fn range_len(upper: &Option<PublicKey>, part: &Part) -> usize {
         + match part {
             Part::Skip => 0,
             Part::Fingerprint(_) => FINGERPRINT_BYTES,
-            Part::Items(h) | Part::Differ(h) => heads(h),
+            Part::Ids(ids) => varint_len(ids.len() as u64) + ID_PREFIX_BYTES * ids.len(),
+            Part::Have { held, heads: h } => varint_len(held.len() as u64) + held.len() + heads(h),
+            Part::Differ(h) => heads(h),
         }
 }
 
@@ -255,7 +261,10 @@ impl Message {
                         let part = match part {
                             Part::Skip => PartRepr::Skip,
                             Part::Fingerprint(fp) => PartRepr::Fingerprint(*fp),
-                            Part::Items(h) => PartRepr::Items(h.iter().map(head_repr).collect()),
+                            Part::Ids(ids) => PartRepr::Ids(ids.clone()),
+                            Part::Have { held, heads } => {
+                                PartRepr::Have(held.clone(), heads.iter().map(head_repr).collect())
+                            }
                             Part::Differ(h) => PartRepr::Differ(h.iter().map(head_repr).collect()),
                         };
                         (upper.as_ref().map(bound_bytes), part)
@@ -320,14 +329,9 @@ impl Message {
         let (mut bytes, mut heads) = (empty, 0);
         let mut lower: Option<PublicKey> = None;
         for (upper, mut part) in ranges {
-            if let Part::Items(h) | Part::Differ(h) = &mut part {
-                h.truncate(limits.max_heads);
-            }
+            truncate(&mut part, limits.max_heads);
             let n = range_len(&upper, &part);
-            let h = match &part {
-                Part::Items(h) | Part::Differ(h) => h.len(),
-                _ => 0,
-            };
+            let h = part.items();
             let full = page.len() + 1 >= max_ranges
                 || bytes + n > limits.max_message_bytes
                 || heads + h > limits.max_heads;
@@ -452,6 +456,15 @@ impl Message {
     }
 }
 
+/// Cuts a part's list to `max` items (an `Ids` list is never longer than `ITEMS_MAX`).
+fn truncate(part: &mut Part, max: usize) {
+    match part {
+        Part::Ids(ids) => ids.truncate(max),
+        Part::Have { heads, .. } | Part::Differ(heads) => heads.truncate(max),
+        Part::Skip | Part::Fingerprint(_) => {}
+    }
+}
+
 /// Checks a reconcile message's shape: within the limits, bounds strictly increasing (past
 /// the largest key only at the end), and each range's heads in author order inside it.
 fn decode_reconcile(
@@ -465,7 +478,8 @@ fn decode_reconcile(
     let heads: usize = ranges
         .iter()
         .map(|(_, p)| match p {
-            PartRepr::Items(h) | PartRepr::Differ(h) => h.len(),
+            PartRepr::Ids(ids) => ids.len(),
+            PartRepr::Have(_, h) => h.len(),
             _ => 0,
         })
         .sum();
@@ -506,7 +520,15 @@ fn decode_reconcile(
         let part = match part {
             PartRepr::Skip => Part::Skip,
             PartRepr::Fingerprint(fp) => Part::Fingerprint(fp),
-            PartRepr::Items(h) => Part::Items(inside(h)?),
+            PartRepr::Ids(ids) => Part::Ids(ids),
+            PartRepr::Have(held, h) => {
+                // One bit per id a peer may list.
+                too_many("have bits", held.len(), limits.max_heads.div_ceil(8).max(1))?;
+                Part::Have {
+                    held,
+                    heads: inside(h)?,
+                }
+            }
             PartRepr::Differ(h) => Part::Differ(inside(h)?),
         };
         out.push((upper, part));
@@ -523,6 +545,7 @@ fn decode_reconcile(
 mod tests {
     use super::*;
     use crate::identity::Identity;
+    use crate::sync::range::id_prefix;
     use proptest::prelude::*;
 
     #[test]
@@ -685,7 +708,11 @@ mod tests {
                 let part = |kind: u8, heads: Vec<Head>| match kind {
                     0 if heads.is_empty() => Part::Skip,
                     1 if heads.is_empty() => Part::Fingerprint([kind; 16]),
-                    0 | 2 => Part::Items(heads),
+                    0 => Part::Ids(heads.iter().map(|h| id_prefix(&h.id)).collect()),
+                    2 => Part::Have {
+                        held: vec![kind; heads.len() % 2],
+                        heads,
+                    },
                     _ => Part::Differ(heads),
                 };
                 for (key, (is_bound, k, seq, id)) in keys.into_iter().zip(specs) {
@@ -732,13 +759,19 @@ mod tests {
                 vec![(None, Part::Skip), (key(3), Part::Skip)],
                 "range after the last key",
             ),
-            (vec![(key(5), Part::Items(vec![head(6)]))], "range heads"),
+            (vec![(key(5), Part::Differ(vec![head(6)]))], "range heads"),
             (
                 vec![(key(5), Part::Skip), (key(9), Part::Differ(vec![head(4)]))],
                 "range heads",
             ),
             (
-                vec![(None, Part::Items(vec![head(7), head(6)]))],
+                vec![(
+                    None,
+                    Part::Have {
+                        held: Vec::new(),
+                        heads: vec![head(7), head(6)],
+                    },
+                )],
                 "range heads",
             ),
         ];
@@ -825,9 +858,7 @@ mod tests {
                 .into_iter()
                 .filter(|(_, p)| *p != Part::Skip)
                 .map(|(u, mut p)| {
-                    if let Part::Items(h) | Part::Differ(h) = &mut p {
-                        h.truncate(max_heads);
-                    }
+                    truncate(&mut p, max_heads);
                     (u, p)
                 })
                 .collect();

@@ -115,6 +115,14 @@ impl Peer {
             .is_some_and(|&s| s >= block.seq())
     }
 
+    /// Whether the peer may hold `block`: it claims it, or nothing it showed says it does
+    /// not (reconciliation shows no heads where both sides agree).
+    pub fn may_have(&self, block: &Block) -> bool {
+        self.known
+            .get(&block.author())
+            .is_none_or(|&s| s >= block.seq())
+    }
+
     /// Whether the peer claims more of `author`'s feed than `ours` (our newest counted seq).
     pub fn is_ahead(&self, author: &PublicKey, ours: Option<u64>) -> bool {
         self.known.get(author).copied() > ours

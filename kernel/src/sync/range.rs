@@ -29,20 +29,54 @@ pub const FINGERPRINT_BYTES: usize = 16;
 /// A range's fingerprint.
 pub type Fingerprint = [u8; FINGERPRINT_BYTES];
 
+/// Bytes of the id prefix that stands for a head in a [`Part::Ids`] list.
+pub const ID_PREFIX_BYTES: usize = 8;
+
+/// The first [`ID_PREFIX_BYTES`] of a head's id.
+pub type IdPrefix = [u8; ID_PREFIX_BYTES];
+
+/// A head's id prefix.
+pub fn id_prefix(id: &BlockId) -> IdPrefix {
+    let mut out = [0; ID_PREFIX_BYTES];
+    out.copy_from_slice(&id.0[..ID_PREFIX_BYTES]);
+    out
+}
+
 /// What the sender of a reconcile message says about its heads in one range.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Part {
     /// Nothing: the range agreed, or is not part of this exchange.
     Skip,
     /// The fingerprint of the sender's heads in the range. The receiver answers with nothing
-    /// if its own agrees, else with its heads there (few) or the fingerprints of sub-ranges.
+    /// if its own agrees, else with the ids of its heads there (few) or the fingerprints of
+    /// sub-ranges.
     Fingerprint(Fingerprint),
-    /// Every head the sender has in the range. The receiver answers with its heads there that
-    /// are not in the list ([`Part::Differ`]) and asks for what it lacks.
-    Items(Vec<Head>),
-    /// The sender's heads in the range that the receiver's [`Part::Items`] lacked. Final: no
-    /// answer but wants.
+    /// The id prefixes of every head the sender has in the range, in author order. The
+    /// receiver answers with [`Part::Have`].
+    Ids(Vec<IdPrefix>),
+    /// The answer to [`Part::Ids`]: which of the listed heads the receiver holds as heads (bit
+    /// `i % 8` of byte `i / 8` for the `i`-th), and its heads in the range that were not
+    /// listed. The receiver of this sends the heads it listed that were not held
+    /// ([`Part::Differ`]).
+    Have {
+        /// One bit per listed id: set where the sender of `Have` holds that head.
+        held: Vec<u8>,
+        /// The sender's heads in the range whose ids were not listed.
+        heads: Vec<Head>,
+    },
+    /// Heads in the range the receiver's [`Part::Have`] showed it lacks. Final.
     Differ(Vec<Head>),
+}
+
+impl Part {
+    /// Heads and ids the part carries (counted against `Limits::max_heads`).
+    pub fn items(&self) -> usize {
+        match self {
+            Part::Skip | Part::Fingerprint(_) => 0,
+            Part::Ids(ids) => ids.len(),
+            Part::Have { heads, .. } | Part::Differ(heads) => heads.len(),
+        }
+    }
 }
 
 /// One message of a reconciliation (`sync::Message::Reconcile`).

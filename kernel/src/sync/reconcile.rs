@@ -1,17 +1,32 @@
 //! Range-based set reconciliation of heads: the conversation.
 //!
 //! On every tick (and on connect) a machine opens a reconciliation with each peer: the
-//! fingerprints of its heads in [`BUCKETS`] ranges (or, with few heads, the heads
-//! themselves). The receiver answers range by range: nothing where its own fingerprint
-//! agrees; where it differs, its heads there if it has at most [`ITEMS_MAX`] of them, else
-//! the fingerprints of [`BUCKETS`] sub-ranges cut at its own heads. A list of heads is
-//! answered with the receiver's heads in that range that are not in the list, and both sides
-//! treat every head they are shown like a heads message (wants, fork proofs, divergences). The
-//! conversation ends when nothing differs; there is no session state, so a lost message costs
-//! one round, made good on the next tick.
+//! fingerprints of its heads in [`BUCKETS`] ranges (or, with few heads, their ids). The
+//! receiver answers range by range: nothing where its own fingerprint agrees; where it
+//! differs, the ids of its heads there if it has at most [`ITEMS_MAX`] of them, else the
+//! fingerprints of [`BUCKETS`] sub-ranges cut at its own heads. A list of ids (8-byte
+//! prefixes: 8 bytes a head instead of 66) is answered with which of them the receiver holds
+//! and its own heads in the range that were not listed ([`Part::Have`]); the lister then sends
+//! its heads that were not held ([`Part::Differ`]). Both sides treat every head they are shown
+//! like a heads message (wants, fork proofs, divergences). The conversation ends when nothing
+//! differs; there is no session state, so a lost message costs one round, made good on the
+//! next tick.
 //!
-//! With n heads and d differences that is about log16(n / 8) round trips and
-//! d x (16 fingerprints per level + 8 heads) bytes, instead of n heads every tick.
+//! With n heads and d differences that is about log16(n / 32) + 2 round trips and, per
+//! difference, a split of 16 fingerprints per level, 32 ids and a head or two, instead of n
+//! heads every tick. While many heads differ (blocks still spreading by push when a round
+//! starts) the id lists keep a round near 8 bytes a head.
+//!
+//! With a grace ([`Config::grace_ms`](super::Config), the node's and the simulator's
+//! [`DISSEMINATION`](super::DISSEMINATION)`.grace_ms`), each side reconciles its heads as of
+//! that long ago: a block younger than the grace is still spreading by push, so a round that
+//! starts while a burst is spreading costs what it costs when nothing is, and a block push
+//! failed to deliver is found one grace later. Two sides whose clocks differ disagree only on
+//! blocks within the difference of the grace window, for as long as the difference lasts.
+//!
+//! An id prefix stands for a head only within its range, so two heads are confused only if an
+//! author grinds a block whose id shares 8 bytes with a given head there (2^64 work); the cost
+//! of a confusion is one difference missed in one round with one peer.
 //!
 //! What one peer can make the machine do is bounded per tick: [`RECONCILES_PER_TICK`]
 //! reconcile messages answered (the rest are ignored, unpunished: an honest peer's next round
@@ -30,7 +45,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use super::message::range_len;
-use super::range::{bound_between, Accumulator, Part, Reconcile};
+use super::range::{bound_between, id_prefix, Accumulator, IdPrefix, Part, Reconcile};
 use super::{Message, Protocol, Step};
 use crate::identity::PublicKey;
 use crate::kernel::{Head, Kernel};
@@ -38,8 +53,8 @@ use crate::kernel::{Head, Kernel};
 /// Sub-ranges a differing range is cut into.
 pub const BUCKETS: usize = 16;
 
-/// A differing range with at most this many heads is answered with the heads themselves.
-pub const ITEMS_MAX: u64 = 8;
+/// A differing range with at most this many heads is answered with their ids.
+pub const ITEMS_MAX: u64 = 32;
 
 /// Reconcile messages answered per peer per tick.
 pub const RECONCILES_PER_TICK: u32 = 16;
@@ -69,16 +84,22 @@ fn span(
     )
 }
 
-/// This side's heads in a range, less the feeds left out of the connection.
+/// This side's heads in a range as of `as_of` (see [`Kernel::heads_in`]), less the feeds left
+/// out of the connection.
 fn own<'a>(
     kernel: &'a Kernel,
     declined: &'a BTreeMap<PublicKey, u64>,
+    as_of: Option<u64>,
     lower: Option<PublicKey>,
     upper: Option<PublicKey>,
 ) -> impl Iterator<Item = Head> + 'a {
     kernel
-        .heads_in(span(lower, upper))
+        .heads_in(span(lower, upper), as_of)
         .filter(move |h| declined.is_empty() || !declined.contains_key(&h.author))
+}
+
+fn ids(heads: impl Iterator<Item = Head>) -> Vec<IdPrefix> {
+    heads.map(|h| id_prefix(&h.id)).collect()
 }
 
 fn summarise(heads: impl Iterator<Item = Head>) -> Accumulator {
@@ -132,40 +153,64 @@ pub(super) struct Learned {
 }
 
 impl<P: Ord + Clone> Protocol<P> {
-    /// The opening message of a reconciliation with `peer`.
-    pub(super) fn opening(&self, kernel: &Kernel, peer: &P) -> Option<Message> {
-        let declined = &self.peers.get(peer)?.declined;
-        let acc = summarise(own(kernel, declined, None, None));
-        let ranges = if acc.count() <= ITEMS_MAX {
+    /// The opening of a reconciliation with `peer`: one message, or pages of it within the
+    /// limits (the first marked as opening).
+    pub(super) fn opening(&self, kernel: &Kernel, peer: &P) -> Vec<Message> {
+        let Some(state) = self.peers.get(peer) else {
+            return Vec::new();
+        };
+        let declined = &state.declined;
+        let as_of = self.as_of(kernel);
+        let acc = summarise(own(kernel, declined, as_of, None, None));
+        let ranges = if acc.count() <= self.items_max() {
             vec![(
                 None,
-                Part::Items(own(kernel, declined, None, None).collect()),
+                Part::Ids(ids(own(kernel, declined, as_of, None, None))),
             )]
         } else {
-            split(own(kernel, declined, None, None), acc.count(), None)
+            split(own(kernel, declined, as_of, None, None), acc.count(), None)
         };
-        Some(Message::Reconcile(Reconcile {
-            open: Some(rank(kernel)),
-            ranges,
-            declined: Vec::new(),
-        }))
+        let mut pages = Message::reconcile_pages(ranges, Vec::new(), &self.config.limits);
+        if pages.is_empty() {
+            // Nothing held: an empty list still opens the round, so the peer answers with its
+            // heads.
+            pages.push(Message::Reconcile(Reconcile {
+                open: None,
+                ranges: vec![(None, Part::Ids(Vec::new()))],
+                declined: Vec::new(),
+            }));
+        }
+        if let Some(Message::Reconcile(first)) = pages.first_mut() {
+            first.open = Some(rank(kernel));
+        }
+        pages
     }
 
-    /// Sends `peer` an opening (`message`, or a fresh one) and remembers when.
+    /// Ids listed for a range at most: [`ITEMS_MAX`], or fewer if one message may carry fewer.
+    fn items_max(&self) -> u64 {
+        ITEMS_MAX.min(self.config.limits.max_heads.max(1) as u64)
+    }
+
+    /// The time heads are reconciled as of: now less [`Config::grace_ms`](super::Config), or
+    /// the newest heads with no grace.
+    fn as_of(&self, kernel: &Kernel) -> Option<u64> {
+        let grace = self.config.grace_ms;
+        (grace > 0).then(|| kernel.now().saturating_sub(grace))
+    }
+
+    /// Sends `peer` an opening (`pages`, or a fresh one) and remembers when.
     pub(super) fn open_reconcile(
         &mut self,
         kernel: &Kernel,
         peer: &P,
-        message: Option<Message>,
+        pages: Option<Vec<Message>>,
         step: &mut Step<P>,
     ) {
-        let Some(message) = message.or_else(|| self.opening(kernel, peer)) else {
-            return;
-        };
+        let pages = pages.unwrap_or_else(|| self.opening(kernel, peer));
         if let Some(state) = self.peers.get_mut(peer) {
             state.sent_open_at = Some(self.ticks);
         }
-        self.send(peer, vec![message], step);
+        self.send(peer, pages, step);
     }
 
     /// Whether to open a round with `peer` on this tick: not if it opened one since our last
@@ -202,6 +247,7 @@ impl<P: Ord + Clone> Protocol<P> {
         for author in message.declined {
             peer.decline(author, now);
         }
+        let as_of = self.as_of(kernel);
         let mut reply: Ranges = Vec::new();
         let mut learned = Learned::default();
         let mut lower: Option<PublicKey> = None;
@@ -210,23 +256,64 @@ impl<P: Ord + Clone> Protocol<P> {
                 Part::Skip => vec![(upper, Part::Skip)],
                 Part::Fingerprint(fp) => {
                     let declined = &self.peers[from].declined;
-                    let acc = summarise(own(kernel, declined, lower, upper));
+                    let acc = summarise(own(kernel, declined, as_of, lower, upper));
                     if acc.fingerprint() == fp {
                         vec![(upper, Part::Skip)]
-                    } else if acc.count() <= ITEMS_MAX {
-                        let items = own(kernel, declined, lower, upper).collect();
-                        vec![(upper, Part::Items(items))]
+                    } else if acc.count() <= self.items_max() {
+                        let ids = ids(own(kernel, declined, as_of, lower, upper));
+                        vec![(upper, Part::Ids(ids))]
                     } else {
-                        split(own(kernel, declined, lower, upper), acc.count(), upper)
+                        split(
+                            own(kernel, declined, as_of, lower, upper),
+                            acc.count(),
+                            upper,
+                        )
                     }
                 }
-                Part::Items(theirs) => {
-                    self.learn(kernel, from, &theirs, &mut learned);
-                    let shown: BTreeSet<(PublicKey, crate::BlockId)> =
-                        theirs.iter().map(|h| (h.author, h.id)).collect();
+                Part::Ids(theirs) => {
                     let declined = &self.peers[from].declined;
-                    let differ: Vec<Head> = own(kernel, declined, lower, upper)
-                        .filter(|h| !shown.contains(&(h.author, h.id)))
+                    let mine: Vec<Head> = own(kernel, declined, as_of, lower, upper).collect();
+                    let mine_ids: BTreeSet<IdPrefix> =
+                        mine.iter().map(|h| id_prefix(&h.id)).collect();
+                    let listed: BTreeSet<IdPrefix> = theirs.iter().copied().collect();
+                    let mut held = vec![0u8; theirs.len().div_ceil(8)];
+                    for (i, id) in theirs.iter().enumerate() {
+                        if mine_ids.contains(id) {
+                            held[i / 8] |= 1 << (i % 8);
+                        }
+                    }
+                    let heads: Vec<Head> = mine
+                        .into_iter()
+                        .filter(|h| !listed.contains(&id_prefix(&h.id)))
+                        .take(limits.max_heads)
+                        .collect();
+                    let all = held.iter().enumerate().all(|(i, byte)| {
+                        let bits = (theirs.len() - i * 8).min(8);
+                        u32::from(*byte) == (1u32 << bits) - 1
+                    });
+                    if all && heads.is_empty() {
+                        vec![(upper, Part::Skip)]
+                    } else {
+                        vec![(upper, Part::Have { held, heads })]
+                    }
+                }
+                Part::Have { held, heads } => {
+                    self.learn(kernel, from, &heads, &mut learned);
+                    let declined = &self.peers[from].declined;
+                    let mine: Vec<Head> = own(kernel, declined, as_of, lower, upper).collect();
+                    // The bits follow the list we sent; if our heads here changed since, the
+                    // positions mean nothing and every head we hold here goes.
+                    let aligned = held.len() == mine.len().div_ceil(8);
+                    let shown: BTreeSet<(PublicKey, crate::BlockId)> =
+                        heads.iter().map(|h| (h.author, h.id)).collect();
+                    let differ: Vec<Head> = mine
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(i, h)| {
+                            let is_held = aligned && held[i / 8] & (1 << (i % 8)) != 0;
+                            !is_held && !shown.contains(&(h.author, h.id))
+                        })
+                        .map(|(_, h)| h)
                         .take(limits.max_heads)
                         .collect();
                     if differ.is_empty() {

@@ -47,17 +47,18 @@ impl<P: Ord + Clone> Protocol<P> {
             .cloned()
             .collect();
         // Peers with nothing declined get the same opening: computed once per tick.
-        let mut shared: Option<Message> = None;
+        let mut shared: Option<Vec<Message>> = None;
         for peer in &peers {
-            let message = if self.peers[peer].declined.is_empty() {
-                if shared.is_none() {
-                    shared = self.opening(kernel, peer);
-                }
-                shared.clone()
+            let pages = if self.peers[peer].declined.is_empty() {
+                Some(
+                    shared
+                        .get_or_insert_with(|| self.opening(kernel, peer))
+                        .clone(),
+                )
             } else {
                 None
             };
-            self.open_reconcile(kernel, peer, message, step);
+            self.open_reconcile(kernel, peer, pages, step);
         }
         self.fetch_bodies(kernel, step);
     }
@@ -110,8 +111,9 @@ impl<P: Ord + Clone> Protocol<P> {
         }
     }
 
-    /// Asks for bodies the kernel lacks: each id of the first peer that claims the block and
-    /// was not asked for it in the last [`BODY_RETRY_TICKS`], at most
+    /// Asks for bodies the kernel lacks: each id of the first peer that may hold the block (it
+    /// claims it, or showed nothing that says otherwise) and was not asked for it in the last
+    /// [`BODY_RETRY_TICKS`], at most
     /// [`super::Config::bodies_per_tick`] ids, scanning on from where the last tick stopped.
     fn fetch_bodies(&mut self, kernel: &Kernel, step: &mut Step<P>) {
         if self.peers.is_empty() || self.config.bodies_per_tick == 0 {
@@ -141,7 +143,7 @@ impl<P: Ord + Clone> Protocol<P> {
             let start = (turn % n as u64) as usize;
             let holder = (0..n).map(|i| &keys[(start + i) % n]).find(|p| {
                 let peer = &self.peers[*p];
-                peer.has(&block)
+                peer.may_have(&block)
                     && !peer.bodies_asked.contains_key(&id)
                     && peer.bodies_asked.len() < MAX_BODIES_ASKED
             });

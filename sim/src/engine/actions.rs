@@ -71,6 +71,8 @@ impl Simulation {
         self.tracked.blocks.push(block.clone());
         self.tracked.hops.resize((idx + 1) * n, NO_HOP);
         self.tracked.hops[idx * n + author] = 0;
+        self.tracked.pushed.resize((idx + 1) * n, super::UNSEEN);
+        self.tracked.pushed[idx * n + author] = super::DECIDED;
         self.tracked.first_created.get_or_insert(self.now);
         self.tracked.last_created = self.now;
         self.counters.activity += 1;

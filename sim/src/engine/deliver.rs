@@ -9,7 +9,7 @@ use std::sync::Arc;
 use blockend_kernel::sync::{DisconnectReason, Event, Message, Output, Step};
 use blockend_kernel::{Block, BlockError, BlockId, DecodeError, Outcome, Report};
 
-use super::{Role, Simulation, NO_HOP};
+use super::{Role, Simulation, DECIDED, NO_HOP, PENDING, UNSEEN};
 use crate::error::Error;
 use crate::network::Wire;
 use crate::topology::PeerId;
@@ -151,6 +151,8 @@ impl Simulation {
         if let Some(report) = step.and_then(|s| s.report) {
             self.account(to, &report);
             self.absorb(to, &report, Hops::From(from));
+            let released = self.gossip_verdicts(to, &[], &report);
+            self.forward(to, &released, &[]);
         }
         Ok(())
     }
@@ -172,23 +174,89 @@ impl Simulation {
                 None => by_sender.push((*from, vec![block.clone()])),
             }
         }
-        let mut accepted = Vec::new();
+        let (mut accepted, mut fresh) = (0, Vec::new());
         for (from, blocks) in by_sender {
             let Some(report) = self
-                .step(to, Event::Pushed { from, blocks })?
+                .step(
+                    to,
+                    Event::Pushed {
+                        from,
+                        blocks: blocks.clone(),
+                    },
+                )?
                 .and_then(|s| s.report)
             else {
                 continue;
             };
             self.account(to, &report);
             self.absorb(to, &report, Hops::Inbox(&inbox));
-            accepted.extend(report.accepted);
+            accepted += report.accepted.len();
+            fresh.extend(self.gossip_verdicts(to, &blocks, &report));
         }
         self.trace
-            .event(self.now, 2, u64::from(to), accepted.len() as u64);
+            .event(self.now, 2, u64::from(to), accepted as u64);
         // One message per mesh peer for the whole inbox, as gossipsub batches an RPC.
-        self.forward(to, &accepted, &inbox);
+        self.forward(to, &fresh, &inbox);
         Ok(())
+    }
+
+    /// What gossipsub at `to` forwards after `report`: `pushed` (the blocks of a push just
+    /// dispatched) are seen, and every seen block whose verdict the kernel now gives is
+    /// decided: forwarded if it validates (counted, already held, or a fork, as the node
+    /// accepts it), dropped otherwise; a block that waits (an orphan, one from the future) is
+    /// decided when the kernel releases it, whatever delivery released it. Untracked blocks
+    /// (adversaries') go on only when newly accepted from a push.
+    pub(crate) fn gossip_verdicts(
+        &mut self,
+        to: PeerId,
+        pushed: &[Arc<Block>],
+        report: &Report,
+    ) -> Vec<Arc<Block>> {
+        let n = self.peers.len();
+        let slot = |idx: u32| idx as usize * n + to as usize;
+        let mut out = Vec::new();
+        for block in pushed {
+            match self.tracked.ids.get(&block.id()) {
+                Some(&idx) => {
+                    let state = &mut self.tracked.pushed[slot(idx)];
+                    if *state == UNSEEN {
+                        *state = PENDING;
+                    }
+                }
+                None => {
+                    if matches!(report.outcome(&block.id()), Some(Outcome::Accepted)) {
+                        out.push(block.clone());
+                    }
+                }
+            }
+        }
+        for block in pushed.iter().chain(report.accepted.iter()) {
+            let Some(&idx) = self.tracked.ids.get(&block.id()) else {
+                continue;
+            };
+            if self.tracked.pushed[slot(idx)] != PENDING {
+                continue;
+            }
+            let decided = match report.outcome(&block.id()) {
+                Some(
+                    Outcome::Accepted
+                    | Outcome::Duplicate
+                    | Outcome::Collected
+                    | Outcome::Fork { .. },
+                ) => {
+                    out.push(block.clone());
+                    true
+                }
+                Some(Outcome::WaitingForParent | Outcome::TimestampFromFuture { .. }) | None => {
+                    false
+                }
+                Some(_) => true,
+            };
+            if decided {
+                self.tracked.pushed[slot(idx)] = DECIDED;
+            }
+        }
+        out
     }
 
     /// Counts rejections (at honest peers) and activity.
@@ -255,7 +323,7 @@ impl Simulation {
 
     /// Pushes newly counted blocks to every mesh peer that did not send them here, one
     /// message per mesh peer (gossipsub batches messages in one RPC the same way).
-    fn forward(
+    pub(crate) fn forward(
         &mut self,
         from: PeerId,
         accepted: &[Arc<Block>],
