@@ -399,7 +399,7 @@ impl<P: Ord + Clone> Protocol<P> {
     }
 
     /// The part of [`Event::Tick`] that needs no write access to the kernel: lost wants asked
-    /// again, heads to every peer (anti-entropy), missing bodies asked for. Releasing held
+    /// again, a reconciliation round with every peer (anti-entropy), missing bodies asked for. Releasing held
     /// blocks and garbage collection need [`Protocol::event`].
     pub fn tick(&mut self, kernel: &Kernel) -> Vec<Output<P>> {
         let mut step = Step::default();
@@ -407,7 +407,8 @@ impl<P: Ord + Clone> Protocol<P> {
         step.outputs
     }
 
-    /// The local heads, paged, addressed to `peer` (what a connect and a tick send).
+    /// The local heads, paged, addressed to `peer`: a version-1 heads exchange (a connect and
+    /// a tick now open a reconciliation instead; peers still answer heads messages).
     pub fn heads(&self, kernel: &Kernel, peer: &P) -> Vec<Output<P>> {
         let mut pages = Message::heads_pages(kernel.heads(), &self.config.limits);
         if pages.is_empty() {

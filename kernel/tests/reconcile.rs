@@ -5,7 +5,8 @@
 
 use blockend_kernel::sync::lockstep::Lockstep;
 use blockend_kernel::sync::{
-    Config, Event, Message, Output, Part, Protocol, Reconcile, BUCKETS, RECONCILES_PER_TICK,
+    Config, Event, Message, Output, Part, Protocol, Reconcile, BUCKETS, DECLINE_TICKS,
+    RECONCILES_PER_TICK,
 };
 use blockend_kernel::{
     Application, Block, Context, Feed, Identity, Kernel, ManualClock, PublicKey, Registry, Slice,
@@ -178,6 +179,70 @@ fn feeds_one_side_refuses_are_declined_and_not_found_again_every_round() {
         held,
         "nothing more was taken"
     );
+}
+
+#[test]
+fn a_feed_refused_for_room_is_taken_once_room_frees_and_both_declines_run_out() {
+    let clock = ManualClock::new(T0 + 60_000);
+    let small = blockend_kernel::Config::default().with_capacity_bytes(5 * 170);
+    let mut kernels = [
+        kernel(&clock, 0, Default::default()),
+        kernel(&clock, 1, small),
+    ];
+    for a in 0..40 {
+        give(&mut kernels[0], feed(a, 1));
+    }
+    let mut pair = Lockstep::connected(kernels, Config::default()).expect("connect");
+    for side in [0, 1, 0] {
+        pair.tick(side).expect("tick");
+    }
+    let held = pair.kernels[1].heads().len();
+    assert!(held < 40, "side 1 holds {held} feeds");
+    pair.kernels[1].set_capacity_bytes(None);
+    // Each side ticks on its own phase (every other call); within a decline period of each
+    // side's ticks both sides' declines run
+    // out and nothing renews them, since side 1 no longer refuses the feeds.
+    let mut ticks = 0;
+    while pair.kernels[1].heads().len() < 40 {
+        ticks += 1;
+        assert!(
+            ticks <= 3 * DECLINE_TICKS,
+            "side 1 still holds {} feeds",
+            pair.kernels[1].heads().len()
+        );
+        pair.tick((ticks % 2) as usize).expect("tick");
+    }
+    assert_eq!(pair.kernels[0].heads(), pair.kernels[1].heads());
+}
+
+#[test]
+fn with_a_grace_a_young_block_is_left_to_push_and_reconciled_once_it_ages() {
+    let clock = ManualClock::new(T0 + 60_000);
+    let mut kernels = [
+        kernel(&clock, 0, Default::default()),
+        kernel(&clock, 1, Default::default()),
+    ];
+    for kernel in &mut kernels {
+        for a in 0..100 {
+            give(kernel, feed(a, 1));
+        }
+    }
+    // A block written now on side 0 only.
+    let identity = identity(500);
+    let mut young = Feed::new();
+    young.append(&identity, b"young".to_vec(), T0 + 60_000);
+    give(&mut kernels[0], young.into_blocks());
+    let config = Config::default().with_grace(2_000);
+    let mut pair = Lockstep::connected(kernels, config).expect("connect");
+    let quiet = pair.tick(0).expect("tick");
+    assert_eq!(
+        quiet.messages, 1,
+        "the young block is not a difference yet: {quiet:?}"
+    );
+    assert_eq!(pair.kernels[1].heads().len(), 100);
+    clock.advance(2_500);
+    pair.tick(0).expect("tick");
+    assert_eq!(pair.kernels[0].heads(), pair.kernels[1].heads());
 }
 
 #[test]

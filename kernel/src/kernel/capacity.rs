@@ -285,8 +285,17 @@ impl Kernel {
 
     /// Sets the byte budget for other authors' feeds ([`crate::Config::capacity_bytes`]);
     /// `None` lifts it. A lower budget evicts at the next dispatch that finds the store over
-    /// it.
+    /// it; a higher one (or none) forgets the feeds refused for room, so sync asks for them
+    /// again.
     pub fn set_capacity_bytes(&mut self, bytes: Option<u64>) {
+        let grows = match (self.config.capacity_bytes, bytes) {
+            (_, None) => true,
+            (None, Some(_)) => false,
+            (Some(old), Some(new)) => new > old,
+        };
+        if grows {
+            self.capacity_refusals.clear();
+        }
         self.config.capacity_bytes = bytes;
     }
 

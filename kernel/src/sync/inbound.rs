@@ -101,12 +101,17 @@ impl<P: Ord + Clone> Protocol<P> {
                 }
                 continue;
             }
-            if kernel.refuses_feed(&head.author) || peer.declined.contains_key(&head.author) {
+            if kernel.refuses_feed(&head.author) {
                 if !same && peer.decline(head.author, now) {
                     learned.declined.push(head.author);
                 }
                 continue;
             }
+            // A feed left out of this connection that the peer shows again: its side of the
+            // decline ran out, and ours does not refuse the feed (any more), so it is back in.
+            // Only the side that refuses a feed renews a decline, so two sides never keep one
+            // alive for each other.
+            peer.declined.remove(&head.author);
             let ours = ours.map(|h| h.seq);
             let from_seq = ours.map_or(0, |s| s + 1);
             if ours < Some(head.seq) {

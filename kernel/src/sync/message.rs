@@ -411,6 +411,7 @@ impl Message {
         if version != FORMAT_VERSION {
             return Err(DecodeError::Version(version));
         }
+        check_reconcile_count(rest, limits)?;
         let (repr, rest): (Repr<'_>, _) = postcard::take_from_bytes(rest)
             .map_err(|_| DecodeError::Malformed { what: "message" })?;
         if !rest.is_empty() {
@@ -456,6 +457,42 @@ impl Message {
     }
 }
 
+/// A reconcile message's range count, checked before postcard builds the list: a range can be
+/// two bytes on the wire and fifty in memory, so the count is refused before anything is
+/// allocated from it. Other messages and bytes too short to say pass on to the decoder.
+fn check_reconcile_count(rest: &[u8], limits: &Limits) -> Result<(), DecodeError> {
+    fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+        let mut value = 0u64;
+        for (i, &b) in bytes.iter().enumerate().take(10) {
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Some((value, &bytes[i + 1..]));
+            }
+        }
+        None
+    }
+    // Reconcile is variant 4; then `open` (0, or 1 and a varint), then the range count.
+    let Some((4, rest)) = varint(rest) else {
+        return Ok(());
+    };
+    let rest = match rest.split_first() {
+        Some((1, rest)) => match varint(rest) {
+            Some((_, rest)) => rest,
+            None => return Ok(()),
+        },
+        Some((_, rest)) => rest,
+        None => return Ok(()),
+    };
+    if let Some((count, _)) = varint(rest) {
+        too_many(
+            "ranges",
+            usize::try_from(count).unwrap_or(usize::MAX),
+            limits.max_ranges,
+        )?;
+    }
+    Ok(())
+}
+
 /// Cuts a part's list to `max` items (an `Ids` list is never longer than `ITEMS_MAX`).
 fn truncate(part: &mut Part, max: usize) {
     match part {
@@ -479,7 +516,7 @@ fn decode_reconcile(
         .iter()
         .map(|(_, p)| match p {
             PartRepr::Ids(ids) => ids.len(),
-            PartRepr::Have(_, h) => h.len(),
+            PartRepr::Have(_, h) | PartRepr::Differ(h) => h.len(),
             _ => 0,
         })
         .sum();
@@ -804,6 +841,20 @@ mod tests {
                 what: "range bound"
             })
         );
+        // A count past the limit is refused before the ranges are built, however cheap they
+        // are on the wire.
+        let mut bytes = Message::Reconcile(Reconcile {
+            open: None,
+            ranges: vec![(None, Part::Skip)],
+            declined: Vec::new(),
+        })
+        .encode();
+        bytes[3] = 0xff; // the range count: a varint that goes on
+        bytes.insert(4, 0x7f);
+        assert!(matches!(
+            Message::decode(&bytes, &Limits::default()),
+            Err(DecodeError::TooMany { what: "ranges", .. })
+        ));
         let few = Limits {
             max_ranges: 1,
             ..Limits::default()

@@ -12,12 +12,12 @@
 //!
 //! A **fingerprint** is the first 16 bytes of blake3 over the sum modulo 2^256 of the head ids
 //! in the range (each id read as a little-endian number) and their count: an id names one
-//! block and so one (author, seq) pair, and a sum can be taken apart and put together without
-//! re-hashing, so a range's fingerprint costs one addition per head. (This is negentropy's fingerprint. A sum is weaker than a hash of the
-//! list against a peer that picks many items to collide with another set; an author can only
-//! pick its own ids by signing blocks, and a collision hides a difference from one
-//! reconciliation with one peer, not from the swarm: the same blocks still travel by push and
-//! by every other peer's reconciliation.)
+//! block and so one (author, seq) pair, and a sum is put together without re-hashing, so a
+//! range's fingerprint costs one addition per head. (This is negentropy's fingerprint. A sum is
+//! weaker than a hash of the list against an attacker that picks many items to make two sets
+//! collide; an author picks only its own ids, by signing blocks, and a collision hides a
+//! difference between the two peers it targets, not from the swarm: the same blocks still
+//! travel by push and by every other pair's reconciliation.)
 
 use crate::block::BlockId;
 use crate::identity::PublicKey;

@@ -1,6 +1,7 @@
 //! Range-based set reconciliation of heads: the conversation.
 //!
-//! On every tick (and on connect) a machine opens a reconciliation with each peer: the
+//! On connect, and on every tick with each peer that did not open one with it since its last
+//! tick, a machine opens a reconciliation: the
 //! fingerprints of its heads in [`BUCKETS`] ranges (or, with few heads, their ids). The
 //! receiver answers range by range: nothing where its own fingerprint agrees; where it
 //! differs, the ids of its heads there if it has at most [`ITEMS_MAX`] of them, else the
@@ -24,14 +25,17 @@
 //! failed to deliver is found one grace later. Two sides whose clocks differ disagree only on
 //! blocks within the difference of the grace window, for as long as the difference lasts.
 //!
-//! An id prefix stands for a head only within its range, so two heads are confused only if an
-//! author grinds a block whose id shares 8 bytes with a given head there (2^64 work); the cost
-//! of a confusion is one difference missed in one round with one peer.
+//! An id prefix stands for a head only within its range. To confuse another author's head an
+//! attacker must grind a block whose id shares its 8-byte prefix (2^64 work). An author can
+//! cheaply (2^32 work) give two of its own feeds heads with one prefix and hand one to each of
+//! two peers: reconciliation between those two then never moves those two feeds (push still
+//! carries what it sees), and the range costs each round a descent. Only the author's own feeds
+//! suffer; salting the prefixes per round would end it and is not done yet.
 //!
 //! What one peer can make the machine do is bounded per tick: [`RECONCILES_PER_TICK`]
 //! reconcile messages answered (the rest are ignored, unpunished: an honest peer's next round
-//! starts on the next tick), each walking at most every head once (its ranges are strictly
-//! increasing, checked when decoding), and [`RECONCILE_BYTES_PER_TICK`] bytes of answers in
+//! starts on the next tick), each costing at most two walks over the heads in its ranges
+//! (strictly increasing, checked when decoding) and memory for one message, and [`RECONCILE_BYTES_PER_TICK`] bytes of answers in
 //! all, paged within [`Limits`](super::Limits); ranges past the budget are skipped and found
 //! again on the next round.
 //!
@@ -271,22 +275,26 @@ impl<P: Ord + Clone> Protocol<P> {
                     }
                 }
                 Part::Ids(theirs) => {
+                    // One walk over our heads here, keeping no more than the list and one
+                    // message of unlisted heads, whatever the range holds.
                     let declined = &self.peers[from].declined;
-                    let mine: Vec<Head> = own(kernel, declined, as_of, lower, upper).collect();
-                    let mine_ids: BTreeSet<IdPrefix> =
-                        mine.iter().map(|h| id_prefix(&h.id)).collect();
                     let listed: BTreeSet<IdPrefix> = theirs.iter().copied().collect();
+                    let mut matched: BTreeSet<IdPrefix> = BTreeSet::new();
+                    let mut heads: Vec<Head> = Vec::new();
+                    for head in own(kernel, declined, as_of, lower, upper) {
+                        let id = id_prefix(&head.id);
+                        if listed.contains(&id) {
+                            matched.insert(id);
+                        } else if heads.len() < limits.max_heads {
+                            heads.push(head);
+                        }
+                    }
                     let mut held = vec![0u8; theirs.len().div_ceil(8)];
                     for (i, id) in theirs.iter().enumerate() {
-                        if mine_ids.contains(id) {
+                        if matched.contains(id) {
                             held[i / 8] |= 1 << (i % 8);
                         }
                     }
-                    let heads: Vec<Head> = mine
-                        .into_iter()
-                        .filter(|h| !listed.contains(&id_prefix(&h.id)))
-                        .take(limits.max_heads)
-                        .collect();
                     let all = held.iter().enumerate().all(|(i, byte)| {
                         let bits = (theirs.len() - i * 8).min(8);
                         u32::from(*byte) == (1u32 << bits) - 1

@@ -30,7 +30,7 @@ impl<P: Ord + Clone> Protocol<P> {
         Ok(())
     }
 
-    /// Lost wants asked again, heads to every peer, missing bodies asked for.
+    /// Lost wants asked again, a reconciliation round with every peer, missing bodies asked for.
     pub(super) fn periodic(&mut self, kernel: &Kernel, step: &mut Step<P>) {
         self.ticks += 1;
         self.retry_wants(kernel, step);
@@ -76,6 +76,7 @@ impl<P: Ord + Clone> Protocol<P> {
                 let ours = kernel.head(&author).map(|h| h.seq);
                 let from_seq = ours.map_or(0, |s| s + 1);
                 if wants.len() < max
+                    && !peer.declined.contains_key(&author)
                     && peer.is_ahead(&author, ours)
                     && !peer.asked(&author, from_seq, now)
                     && kernel.fork_proof(&author).is_none()
@@ -84,7 +85,7 @@ impl<P: Ord + Clone> Protocol<P> {
                     wants.push(Want { author, from_seq });
                 }
             }
-            let known = &peer.known;
+            let (known, declined) = (&peer.known, &peer.declined);
             let gaps: BTreeSet<_> = wants.iter().map(|w: &Want| w.author).collect();
             peer.pending.retain(|author, &mut (_, at)| {
                 if now.saturating_sub(at) < WANT_TICKS || gaps.contains(author) {
@@ -92,6 +93,7 @@ impl<P: Ord + Clone> Protocol<P> {
                 }
                 let ours = kernel.head(author).map(|h| h.seq);
                 let behind = known.get(author).copied() > ours
+                    && !declined.contains_key(author)
                     && kernel.fork_proof(author).is_none()
                     && !kernel.refuses_feed(author);
                 if behind && wants.len() < max {
