@@ -30,7 +30,7 @@ use blockend::kernel::kernel::VerdictCache;
 use blockend::kernel::store::RocksStore;
 use blockend::kernel::{Block, Feed, Identity, Kernel};
 use blockend::{store, ReadyApp};
-use common::{json_lines, run};
+use common::{json_lines, poll, run};
 
 /// Nodes in the swarm.
 const NODES: usize = 16;
@@ -52,21 +52,6 @@ const THEN: u64 = 1_700_000_000_000;
 
 fn s(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")
-}
-
-/// Polls `check` every `every` until it returns `Some` or `limit` passes. A slower pace than
-/// `common::eventually`: each check here runs a command per node.
-fn poll<T>(limit: Duration, every: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check() {
-            return Some(value);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(every);
-    }
 }
 
 /// One block from each of [`FEEDS`] distinct authors, signed once.

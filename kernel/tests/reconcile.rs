@@ -149,10 +149,9 @@ fn an_empty_peer_learns_every_feed() {
     assert_eq!(pair.kernels[0].heads(), pair.kernels[1].heads());
 }
 
-#[test]
-fn feeds_one_side_refuses_are_declined_and_not_found_again_every_round() {
+/// Side 0 holds forty one-block feeds; side 1 has room for about five.
+fn crowded() -> Lockstep {
     let clock = ManualClock::new(T0 + 60_000);
-    // Side 1 has room for about five one-block feeds; side 0 holds forty.
     let small = blockend_kernel::Config::default().with_capacity_bytes(5 * 170);
     let mut kernels = [
         kernel(&clock, 0, Default::default()),
@@ -161,7 +160,12 @@ fn feeds_one_side_refuses_are_declined_and_not_found_again_every_round() {
     for a in 0..40 {
         give(&mut kernels[0], feed(a, 1));
     }
-    let mut pair = Lockstep::connected(kernels, Config::default()).expect("connect");
+    Lockstep::connected(kernels, Config::default()).expect("connect")
+}
+
+#[test]
+fn feeds_one_side_refuses_are_declined_and_not_found_again_every_round() {
+    let mut pair = crowded();
     let first = pair.tick(0).expect("tick");
     let held = pair.kernels[1].heads().len();
     assert!((1..40).contains(&held), "side 1 holds {held} feeds");
@@ -182,26 +186,17 @@ fn feeds_one_side_refuses_are_declined_and_not_found_again_every_round() {
 }
 
 #[test]
-fn a_feed_refused_for_room_is_taken_once_room_frees_and_both_declines_run_out() {
-    let clock = ManualClock::new(T0 + 60_000);
-    let small = blockend_kernel::Config::default().with_capacity_bytes(5 * 170);
-    let mut kernels = [
-        kernel(&clock, 0, Default::default()),
-        kernel(&clock, 1, small),
-    ];
-    for a in 0..40 {
-        give(&mut kernels[0], feed(a, 1));
-    }
-    let mut pair = Lockstep::connected(kernels, Config::default()).expect("connect");
+fn a_feed_refused_for_room_is_taken_once_room_frees_whatever_the_tick_phases() {
+    let mut pair = crowded();
     for side in [0, 1, 0] {
         pair.tick(side).expect("tick");
     }
     let held = pair.kernels[1].heads().len();
     assert!(held < 40, "side 1 holds {held} feeds");
     pair.kernels[1].set_capacity_bytes(None);
-    // Each side ticks on its own phase (every other call); within a decline period of each
-    // side's ticks both sides' declines run
-    // out and nothing renews them, since side 1 no longer refuses the feeds.
+    // Each side ticks on its own phase (every other call). Only the side that refuses a feed
+    // renews its decline, so once side 1 has room the feeds come back in: at the latest when
+    // the declines run out, sooner when side 0 shows them again.
     let mut ticks = 0;
     while pair.kernels[1].heads().len() < 40 {
         ticks += 1;

@@ -89,7 +89,16 @@ pub fn one_line_error(output: &Output) -> String {
 }
 
 /// Polls `check` every 50 ms until it returns `Some` or `limit` passes.
-pub fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+pub fn eventually<T>(limit: Duration, check: impl FnMut() -> Option<T>) -> Option<T> {
+    poll(limit, Duration::from_millis(50), check)
+}
+
+/// Polls `check` every `every` until it returns `Some` or `limit` passes.
+pub fn poll<T>(
+    limit: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<T> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(value) = check() {
@@ -98,7 +107,7 @@ pub fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> O
         if Instant::now() > deadline {
             return None;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(every);
     }
 }
 
