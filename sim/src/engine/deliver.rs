@@ -3,7 +3,7 @@
 //! and keeps the figures. Pushed blocks wait in the peer's inbox and are dispatched together,
 //! one event per sender (so the kernel knows whom to blame), then forwarded along the mesh.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use blockend_kernel::sync::{DisconnectReason, Event, Message, Output, Step};
@@ -16,8 +16,8 @@ use crate::topology::PeerId;
 
 /// Where the hop counts of newly counted blocks come from.
 pub(crate) enum Hops<'a> {
-    /// Pushed blocks carry their own.
-    Inbox(&'a [(PeerId, Arc<Block>, u16)]),
+    /// Pushed blocks carry their own: the least hop each block arrived with in the inbox.
+    Inbox(&'a HashMap<BlockId, u16>),
     /// Blocks from a sync answer: one more than the sender's.
     From(PeerId),
     /// Blocks the peer held and released itself (their time came): one hop.
@@ -174,6 +174,12 @@ impl Simulation {
                 None => by_sender.push((*from, vec![block.clone()])),
             }
         }
+        let mut hops: HashMap<BlockId, u16> = HashMap::with_capacity(inbox.len());
+        for (_, block, hop) in &inbox {
+            hops.entry(block.id())
+                .and_modify(|h| *h = (*h).min(*hop))
+                .or_insert(*hop);
+        }
         let (mut accepted, mut fresh) = (0, Vec::new());
         for (from, blocks) in by_sender {
             let Some(report) = self
@@ -189,7 +195,7 @@ impl Simulation {
                 continue;
             };
             self.account(to, &report);
-            self.absorb(to, &report, Hops::Inbox(&inbox));
+            self.absorb(to, &report, Hops::Inbox(&hops));
             accepted += report.accepted.len();
             fresh.extend(self.gossip_verdicts(to, &blocks, &report));
         }
@@ -214,6 +220,10 @@ impl Simulation {
     ) -> Vec<Arc<Block>> {
         let n = self.peers.len();
         let slot = |idx: u32| idx as usize * n + to as usize;
+        // The last outcome of each block is its fate (`Report::outcome`), looked up once.
+        let outcomes: HashMap<BlockId, &Outcome> =
+            report.outcomes.iter().map(|(id, o)| (*id, o)).collect();
+        let outcome = |id: &BlockId| outcomes.get(id).copied();
         let mut out = Vec::new();
         for block in pushed {
             match self.tracked.ids.get(&block.id()) {
@@ -224,7 +234,7 @@ impl Simulation {
                     }
                 }
                 None => {
-                    if matches!(report.outcome(&block.id()), Some(Outcome::Accepted)) {
+                    if matches!(outcome(&block.id()), Some(Outcome::Accepted)) {
                         out.push(block.clone());
                     }
                 }
@@ -237,7 +247,7 @@ impl Simulation {
             if self.tracked.pushed[slot(idx)] != PENDING {
                 continue;
             }
-            let decided = match report.outcome(&block.id()) {
+            let decided = match outcome(&block.id()) {
                 Some(
                     Outcome::Accepted
                     | Outcome::Duplicate
@@ -298,12 +308,7 @@ impl Simulation {
                 continue;
             }
             let hop = match &hops {
-                Hops::Inbox(inbox) => inbox
-                    .iter()
-                    .filter(|(_, b, _)| b.id() == block.id())
-                    .map(|(_, _, h)| *h)
-                    .min()
-                    .unwrap_or(1),
+                Hops::Inbox(hops) => hops.get(&block.id()).copied().unwrap_or(1),
                 Hops::Held => 1,
                 Hops::From(from) => {
                     let theirs = self.tracked.hops[idx as usize * n + *from as usize];
