@@ -157,6 +157,12 @@ pub struct Config {
     pub max_backoff: Duration,
 }
 
+/// A random 64-bit seed: std's `RandomState` draws its keys from the OS.
+fn random_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0u8)
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -167,7 +173,8 @@ impl Default for Config {
             app: "app".to_owned(),
             sync: sync::Config::default()
                 .with_push(false)
-                .with_grace(sync::DISSEMINATION.grace_ms),
+                .with_grace(sync::DISSEMINATION.grace_ms)
+                .with_salt_seed(random_seed()),
             tick: Duration::from_millis(sync::DISSEMINATION.tick_ms),
             heartbeat: Duration::from_millis(sync::DISSEMINATION.heartbeat_ms),
             max_gossip_bytes: 0,

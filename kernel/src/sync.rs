@@ -81,7 +81,7 @@ pub use dissemination::{Dissemination, DISSEMINATION};
 pub use message::{Limits, Message, Want};
 pub use peer::PeerStats;
 pub use range::{
-    id_prefix, Fingerprint, IdPrefix, Part, Reconcile, FINGERPRINT_BYTES, ID_PREFIX_BYTES,
+    id_prefix, salt_key, Fingerprint, IdPrefix, Part, Reconcile, FINGERPRINT_BYTES, ID_PREFIX_BYTES,
 };
 pub use reconcile::{
     BUCKETS, DECLINE_TICKS, ITEMS_MAX, MAX_DECLINED, RECONCILES_PER_TICK, RECONCILE_BYTES_PER_TICK,
@@ -120,6 +120,10 @@ pub struct Config {
     /// are left to push. Default 0 (every head at once: what an in-process wire or a test
     /// wants); the node and the simulator use [`DISSEMINATION`]`.grace_ms`.
     pub grace_ms: u64,
+    /// Seeds the salts of the rounds this machine opens (see `reconcile.rs`). Keep it secret
+    /// where peers may lie: the node draws it at random. Default 0 (deterministic, for tests
+    /// and the simulator).
+    pub salt_seed: u64,
 }
 
 impl Config {
@@ -147,6 +151,12 @@ impl Config {
         self
     }
 
+    /// Sets the seed of the reconciliation salts (see [`Config::salt_seed`]).
+    pub fn with_salt_seed(mut self, seed: u64) -> Self {
+        self.salt_seed = seed;
+        self
+    }
+
     /// Sets the size caps.
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
@@ -164,6 +174,7 @@ impl Default for Config {
             push: true,
             bodies_per_tick: 64,
             grace_ms: 0,
+            salt_seed: 0,
         }
     }
 }

@@ -254,6 +254,7 @@ fn what_one_peer_can_make_the_machine_answer_is_bounded_per_tick() {
     // A fingerprint that never agrees: each message buys a split into sub-ranges.
     let probe = Message::Reconcile(Reconcile {
         open: Some(1),
+        salt: 0,
         ranges: vec![(None, Part::Fingerprint([0xAB; 16]))],
         declined: Vec::new(),
     })
@@ -304,6 +305,7 @@ fn a_malformed_reconcile_message_counts_against_its_sender() {
     let key = |b: u8| Some(PublicKey([b; 32]));
     let unordered = Message::Reconcile(Reconcile {
         open: None,
+        salt: 0,
         ranges: vec![(key(9), Part::Skip), (key(2), Part::Fingerprint([0; 16]))],
         declined: Vec::new(),
     });

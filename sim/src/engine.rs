@@ -239,6 +239,7 @@ impl Simulation {
         let sync_config = sync::Config::default()
             .with_push(false)
             .with_grace(sync::DISSEMINATION.grace_ms)
+            .with_salt_seed(scenario.seed)
             .with_max_peers(max_degree.max(128));
         // Adversaries are the last ids (Sybil peers last of all); honest senders the first.
         let mut roles = vec![Role::Honest; n];

@@ -300,7 +300,7 @@ impl<P: Ord + Clone> Protocol<P> {
             .filter(|a| peer.decline(*a, now))
             .collect();
         if !declined.is_empty() {
-            let pages = Message::reconcile_pages(Vec::new(), declined, &self.config.limits);
+            let pages = Message::reconcile_pages(Vec::new(), declined, 0, &self.config.limits);
             self.send(from, pages, step);
         }
     }

@@ -6,7 +6,7 @@
 //!   1 Want       : count | (author[32] | from_seq)*
 //!   2 Blocks     : count | (len | encoded block)*
 //!   3 WantBodies : count | id[32]*
-//!   4 Reconcile  : open: (0 | 1 rank) | count | (upper | part)* | count | declined author[32]*
+//!   4 Reconcile  : open: (0 | 1 rank) | salt | count | (upper | part)* | count | declined author[32]*
 //!        upper   : 0 (past the largest key) | 1 | len | key prefix[len <= 32]
 //!        part    : 0 Skip | 1 Fingerprint fp[16] | 2 Ids count id prefix[8]*
 //!                | 3 Have len bitmap[len] heads | 4 Differ heads
@@ -92,6 +92,7 @@ enum Repr<'a> {
     WantBodies(Vec<[u8; 32]>),
     Reconcile {
         open: Option<u64>,
+        salt: u64,
         #[serde(borrow)]
         ranges: Vec<(Option<&'a [u8]>, PartRepr)>,
         declined: Vec<[u8; 32]>,
@@ -272,6 +273,7 @@ impl Message {
                     .collect();
                 let repr = Repr::Reconcile {
                     open: reconcile.open,
+                    salt: reconcile.salt,
                     ranges,
                     declined: reconcile.declined.iter().map(|a| a.0).collect(),
                 };
@@ -292,6 +294,7 @@ impl Message {
                 return PREFIX
                     + 1
                     + r.open.map_or(0, varint_len)
+                    + varint_len(r.salt)
                     + varint_len(r.ranges.len() as u64)
                     + ranges
                     + varint_len(r.declined.len() as u64)
@@ -318,12 +321,13 @@ impl Message {
     pub fn reconcile_pages(
         ranges: Vec<(Option<PublicKey>, Part)>,
         mut declined: Vec<PublicKey>,
+        salt: u64,
         limits: &Limits,
     ) -> Vec<Message> {
         declined.truncate(limits.max_wants);
         let max_ranges = limits.max_ranges.max(2);
-        // Format byte, tag, open, both counts at their largest, the declined feeds.
-        let empty = PREFIX + 1 + 2 * varint_len(u64::MAX) + 32 * declined.len();
+        // Format byte, tag, open, salt, both counts at their largest, the declined feeds.
+        let empty = PREFIX + 1 + varint_len(salt) + 2 * varint_len(u64::MAX) + 32 * declined.len();
         let mut pages = Vec::new();
         let mut page: Vec<(Option<PublicKey>, Part)> = Vec::new();
         let (mut bytes, mut heads) = (empty, 0);
@@ -359,6 +363,7 @@ impl Message {
             .map(|(i, ranges)| {
                 Message::Reconcile(Reconcile {
                     open: None,
+                    salt,
                     ranges,
                     declined: if i == 0 {
                         std::mem::take(&mut declined)
@@ -450,9 +455,10 @@ impl Message {
             }
             Repr::Reconcile {
                 open,
+                salt,
                 ranges,
                 declined,
-            } => Message::Reconcile(decode_reconcile(open, ranges, declined, limits)?),
+            } => Message::Reconcile(decode_reconcile(open, salt, ranges, declined, limits)?),
         })
     }
 }
@@ -471,7 +477,7 @@ fn check_reconcile_count(rest: &[u8], limits: &Limits) -> Result<(), DecodeError
         }
         None
     }
-    // Reconcile is variant 4; then `open` (0, or 1 and a varint), then the range count.
+    // Reconcile is variant 4; then `open` (0, or 1 and a varint), the salt, the range count.
     let Some((4, rest)) = varint(rest) else {
         return Ok(());
     };
@@ -482,6 +488,9 @@ fn check_reconcile_count(rest: &[u8], limits: &Limits) -> Result<(), DecodeError
         },
         Some((_, rest)) => rest,
         None => return Ok(()),
+    };
+    let Some((_, rest)) = varint(rest) else {
+        return Ok(());
     };
     if let Some((count, _)) = varint(rest) {
         too_many(
@@ -506,6 +515,7 @@ fn truncate(part: &mut Part, max: usize) {
 /// the largest key only at the end), and each range's heads in author order inside it.
 fn decode_reconcile(
     open: Option<u64>,
+    salt: u64,
     ranges: Vec<(Option<&[u8]>, PartRepr)>,
     declined: Vec<[u8; 32]>,
     limits: &Limits,
@@ -573,6 +583,7 @@ fn decode_reconcile(
     }
     Ok(Reconcile {
         open,
+        salt,
         ranges: out,
         declined: declined.into_iter().map(PublicKey).collect(),
     })
@@ -582,7 +593,7 @@ fn decode_reconcile(
 mod tests {
     use super::*;
     use crate::identity::Identity;
-    use crate::sync::range::id_prefix;
+    use crate::sync::range::{id_prefix, salt_key};
     use proptest::prelude::*;
 
     #[test]
@@ -737,15 +748,21 @@ mod tests {
             any::<Option<u64>>(),
             any::<bool>(),
             prop::collection::vec(any::<[u8; 32]>(), 0..5),
+            any::<u64>(),
         )
-            .prop_map(|(keys, specs, open, to_end, declined)| {
+            .prop_map(|(keys, specs, open, to_end, declined, seq_salt)| {
                 let mut ranges = Vec::new();
                 let mut heads = Vec::new();
                 let mut kind = 0;
                 let part = |kind: u8, heads: Vec<Head>| match kind {
                     0 if heads.is_empty() => Part::Skip,
                     1 if heads.is_empty() => Part::Fingerprint([kind; 16]),
-                    0 => Part::Ids(heads.iter().map(|h| id_prefix(&h.id)).collect()),
+                    0 => Part::Ids(
+                        heads
+                            .iter()
+                            .map(|h| id_prefix(&salt_key(7), &h.id))
+                            .collect(),
+                    ),
                     2 => Part::Have {
                         held: vec![kind; heads.len() % 2],
                         heads,
@@ -769,6 +786,7 @@ mod tests {
                 }
                 Reconcile {
                     open,
+                    salt: seq_salt,
                     ranges,
                     declined: declined.into_iter().map(PublicKey).collect(),
                 }
@@ -815,6 +833,7 @@ mod tests {
         for (ranges, what) in cases {
             let message = Message::Reconcile(Reconcile {
                 open: None,
+                salt: 0,
                 ranges,
                 declined: Vec::new(),
             });
@@ -827,14 +846,16 @@ mod tests {
         // A bound longer than a key.
         let mut bytes = Message::Reconcile(Reconcile {
             open: None,
+            salt: 0,
             ranges: vec![(Some(PublicKey([1; 32])), Part::Skip)],
             declined: Vec::new(),
         })
         .encode();
-        // format, tag, open (None), count, Some, len: the length byte says 32; make it 33.
-        assert_eq!(bytes[5], 32);
-        bytes[5] = 33;
-        bytes.insert(6, 1);
+        // format, tag, open (None), salt (0), count, Some, len: the length byte says 32; make
+        // it 33.
+        assert_eq!(bytes[6], 32);
+        bytes[6] = 33;
+        bytes.insert(7, 1);
         assert_eq!(
             Message::decode(&bytes, &Limits::default()),
             Err(DecodeError::Malformed {
@@ -845,12 +866,13 @@ mod tests {
         // are on the wire.
         let mut bytes = Message::Reconcile(Reconcile {
             open: None,
+            salt: 0,
             ranges: vec![(None, Part::Skip)],
             declined: Vec::new(),
         })
         .encode();
-        bytes[3] = 0xff; // the range count: a varint that goes on
-        bytes.insert(4, 0x7f);
+        bytes[4] = 0xff; // the range count (after format, tag, open, salt): a longer varint
+        bytes.insert(5, 0x7f);
         assert!(matches!(
             Message::decode(&bytes, &Limits::default()),
             Err(DecodeError::TooMany { what: "ranges", .. })
@@ -861,6 +883,7 @@ mod tests {
         };
         let two = Message::Reconcile(Reconcile {
             open: Some(1),
+            salt: 0,
             ranges: vec![(key(1), Part::Skip), (None, Part::Skip)],
             declined: Vec::new(),
         });
@@ -893,6 +916,7 @@ mod tests {
             let pages = Message::reconcile_pages(
                 reconcile.ranges.clone(),
                 reconcile.declined.clone(),
+                reconcile.salt,
                 &limits,
             );
             let mut kept = Vec::new();

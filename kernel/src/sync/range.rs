@@ -35,10 +35,16 @@ pub const ID_PREFIX_BYTES: usize = 8;
 /// The first [`ID_PREFIX_BYTES`] of a head's id.
 pub type IdPrefix = [u8; ID_PREFIX_BYTES];
 
-/// A head's id prefix.
-pub fn id_prefix(id: &BlockId) -> IdPrefix {
+/// The key a round's [`Reconcile::salt`] stands for.
+pub fn salt_key(salt: u64) -> [u8; 32] {
+    *blake3::hash(&salt.to_le_bytes()).as_bytes()
+}
+
+/// A head's id prefix in a round salted with `key` ([`salt_key`]): the first bytes of a keyed
+/// blake3 of the id, so two ids share a prefix by chance alone, whoever signed them.
+pub fn id_prefix(key: &[u8; 32], id: &BlockId) -> IdPrefix {
     let mut out = [0; ID_PREFIX_BYTES];
-    out.copy_from_slice(&id.0[..ID_PREFIX_BYTES]);
+    out.copy_from_slice(&blake3::keyed_hash(key, &id.0).as_bytes()[..ID_PREFIX_BYTES]);
     out
 }
 
@@ -51,8 +57,8 @@ pub enum Part {
     /// if its own agrees, else with the ids of its heads there (few) or the fingerprints of
     /// sub-ranges.
     Fingerprint(Fingerprint),
-    /// The id prefixes of every head the sender has in the range, in author order. The
-    /// receiver answers with [`Part::Have`].
+    /// The id prefixes ([`id_prefix`], salted with the round's salt) of every head the sender
+    /// has in the range, in author order. The receiver answers with [`Part::Have`].
     Ids(Vec<IdPrefix>),
     /// The answer to [`Part::Ids`]: which of the listed heads the receiver holds as heads (bit
     /// `i % 8` of byte `i / 8` for the `i`-th), and its heads in the range that were not
@@ -87,6 +93,10 @@ pub struct Reconcile {
     /// not sent an opening of ours, since one round tells both sides what they lack; when both
     /// sides opened on the same tick, the lower rank keeps opening and the higher one stops.
     pub open: Option<u64>,
+    /// The round's salt for [`Part::Ids`] prefixes: the opener picks it (unpredictable to
+    /// others), every answer carries the salt of the message it answers, so a peer cannot
+    /// grind two heads to one prefix ahead of a round between two others.
+    pub salt: u64,
     /// Consecutive ranges from the smallest key: range `i` spans from the upper bound of range
     /// `i - 1` (the smallest key for the first) up to its own upper bound, exclusive; `None` is
     /// past the largest key and may only end the list. Keys after the last range are skipped.

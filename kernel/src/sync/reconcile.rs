@@ -25,12 +25,10 @@
 //! failed to deliver is found one grace later. Two sides whose clocks differ disagree only on
 //! blocks within the difference of the grace window, for as long as the difference lasts.
 //!
-//! An id prefix stands for a head only within its range. To confuse another author's head an
-//! attacker must grind a block whose id shares its 8-byte prefix (2^64 work). An author can
-//! cheaply (2^32 work) give two of its own feeds heads with one prefix and hand one to each of
-//! two peers: reconciliation between those two then never moves those two feeds (push still
-//! carries what it sees), and the range costs each round a descent. Only the author's own feeds
-//! suffer; salting the prefixes per round would end it and is not done yet.
+//! An id prefix is a keyed hash of the id under the round's salt, which the opener picks
+//! (from a secret seed in the node) and every answer carries: a third party cannot grind two
+//! heads to one prefix ahead of a round between two others, and a chance collision (2^-64 per
+//! pair) hides one difference for one round. A participant can only confuse its own rounds.
 //!
 //! What one peer can make the machine do is bounded per tick: [`RECONCILES_PER_TICK`]
 //! reconcile messages answered (the rest are ignored, unpunished: an honest peer's next round
@@ -49,7 +47,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use super::message::range_len;
-use super::range::{bound_between, id_prefix, Accumulator, IdPrefix, Part, Reconcile};
+use super::range::{bound_between, id_prefix, salt_key, Accumulator, IdPrefix, Part, Reconcile};
 use super::{Message, Protocol, Step};
 use crate::identity::PublicKey;
 use crate::kernel::{Head, Kernel};
@@ -102,8 +100,8 @@ fn own<'a>(
         .filter(move |h| declined.is_empty() || !declined.contains_key(&h.author))
 }
 
-fn ids(heads: impl Iterator<Item = Head>) -> Vec<IdPrefix> {
-    heads.map(|h| id_prefix(&h.id)).collect()
+fn ids(key: &[u8; 32], heads: impl Iterator<Item = Head>) -> Vec<IdPrefix> {
+    heads.map(|h| id_prefix(key, &h.id)).collect()
 }
 
 fn summarise(heads: impl Iterator<Item = Head>) -> Accumulator {
@@ -165,21 +163,24 @@ impl<P: Ord + Clone> Protocol<P> {
         };
         let declined = &state.declined;
         let as_of = self.as_of(kernel);
+        let salt = self.salt(kernel, state.source);
+        let key = salt_key(salt);
         let acc = summarise(own(kernel, declined, as_of, None, None));
         let ranges = if acc.count() <= self.items_max() {
             vec![(
                 None,
-                Part::Ids(ids(own(kernel, declined, as_of, None, None))),
+                Part::Ids(ids(&key, own(kernel, declined, as_of, None, None))),
             )]
         } else {
             split(own(kernel, declined, as_of, None, None), acc.count(), None)
         };
-        let mut pages = Message::reconcile_pages(ranges, Vec::new(), &self.config.limits);
+        let mut pages = Message::reconcile_pages(ranges, Vec::new(), salt, &self.config.limits);
         if pages.is_empty() {
             // Nothing held: an empty list still opens the round, so the peer answers with its
             // heads.
             pages.push(Message::Reconcile(Reconcile {
                 open: None,
+                salt,
                 ranges: vec![(None, Part::Ids(Vec::new()))],
                 declined: Vec::new(),
             }));
@@ -188,6 +189,19 @@ impl<P: Ord + Clone> Protocol<P> {
             first.open = Some(rank(kernel));
         }
         pages
+    }
+
+    /// A salt for a round this side opens with the peer known as `source`: unpredictable to
+    /// others when [`Config::salt_seed`](super::Config) is secret (the node draws it at
+    /// random), distinct per peer and per tick.
+    fn salt(&self, kernel: &Kernel, source: crate::kernel::Source) -> u64 {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&self.config.salt_seed.to_le_bytes());
+        hasher.update(&kernel.author().0);
+        hasher.update(&source.0.to_le_bytes());
+        hasher.update(&self.ticks.to_le_bytes());
+        let bytes = hasher.finalize();
+        u64::from_le_bytes(bytes.as_bytes()[..8].try_into().expect("8 bytes"))
     }
 
     /// Ids listed for a range at most: [`ITEMS_MAX`], or fewer if one message may carry fewer.
@@ -252,6 +266,9 @@ impl<P: Ord + Clone> Protocol<P> {
             peer.decline(author, now);
         }
         let as_of = self.as_of(kernel);
+        // The round's salt: the opener's, carried by every answer.
+        let salt = message.salt;
+        let key = salt_key(salt);
         let mut reply: Ranges = Vec::new();
         let mut learned = Learned::default();
         let mut lower: Option<PublicKey> = None;
@@ -264,7 +281,7 @@ impl<P: Ord + Clone> Protocol<P> {
                     if acc.fingerprint() == fp {
                         vec![(upper, Part::Skip)]
                     } else if acc.count() <= self.items_max() {
-                        let ids = ids(own(kernel, declined, as_of, lower, upper));
+                        let ids = ids(&key, own(kernel, declined, as_of, lower, upper));
                         vec![(upper, Part::Ids(ids))]
                     } else {
                         split(
@@ -282,7 +299,7 @@ impl<P: Ord + Clone> Protocol<P> {
                     let mut matched: BTreeSet<IdPrefix> = BTreeSet::new();
                     let mut heads: Vec<Head> = Vec::new();
                     for head in own(kernel, declined, as_of, lower, upper) {
-                        let id = id_prefix(&head.id);
+                        let id = id_prefix(&key, &head.id);
                         if listed.contains(&id) {
                             matched.insert(id);
                         } else if heads.len() < limits.max_heads {
@@ -346,7 +363,7 @@ impl<P: Ord + Clone> Protocol<P> {
                 reply.push((upper, Part::Skip));
             }
         }
-        let pages = Message::reconcile_pages(compact(reply), learned.declined, &limits);
+        let pages = Message::reconcile_pages(compact(reply), learned.declined, salt, &limits);
         self.send(from, pages, step);
         self.send_wants(from, learned.wants, step);
         self.send_proofs(from, learned.proofs, step);
