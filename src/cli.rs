@@ -186,10 +186,31 @@ async fn wait_for_signal(mut term: tokio::signal::unix::Signal) -> anyhow::Resul
 /// Sends a request to the running node and prints every line of the answer; an error line
 /// becomes the command's error. Returns how many lines were printed before the node closed
 /// the connection.
+/// Relays a request's answer to stdout; returns the lines printed. A connection the node
+/// closed or reset before a line came back (it was stopping: the write meets a broken pipe,
+/// the read a reset) is 0 lines, like a node that closed without answering, so the caller
+/// reads the store itself (or checks a dropped append) instead of failing on the race.
 async fn relay(client: Client, request: &Request) -> anyhow::Result<usize> {
-    let mut lines = client.request(request).await?;
+    fn gone(error: &std::io::Error) -> bool {
+        use std::io::ErrorKind::*;
+        matches!(
+            error.kind(),
+            BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected | UnexpectedEof
+        )
+    }
+    let mut lines = match client.request(request).await {
+        Ok(lines) => lines,
+        Err(error) if gone(&error) => return Ok(0),
+        Err(error) => return Err(error.into()),
+    };
     let mut printed = 0;
-    while let Some(line) = lines.next_line().await? {
+    loop {
+        let line = match lines.next_line().await {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(error) if printed == 0 && gone(&error) => return Ok(0),
+            Err(error) => return Err(error.into()),
+        };
         if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(&line) {
             if let (1, Some(serde_json::Value::String(error))) = (map.len(), map.get("error")) {
                 bail!("{error}");

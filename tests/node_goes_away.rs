@@ -232,3 +232,25 @@ fn an_append_dropped_after_the_write_prints_the_written_block() {
         "{stderr}"
     );
 }
+
+/// A node stopping as a read comes in resets the connection (it closes with the request
+/// unread): the read verb reads the store itself instead of failing on the race.
+#[test]
+fn a_read_whose_node_resets_the_connection_reads_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    init(&store);
+    assert!(run(&["append", "--store", s(&store), r#"{"value":3}"#])
+        .status
+        .success());
+    let listener = UnixListener::bind(store.join("node.sock")).expect("bind the socket");
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("a client");
+        // One byte read, the rest left unread: closing now resets the connection.
+        let mut first = [0u8; 1];
+        let _ = std::io::Read::read(&mut stream, &mut first);
+    });
+    let output = run(&["state", "--store", s(&store)]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(json_lines(&output)[0]["total"], 3, "{output:?}");
+}

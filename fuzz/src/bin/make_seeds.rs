@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 
 use blockend_fuzz::pool;
-use blockend_kernel::sync::{Message, Want};
+use blockend_kernel::sync::{id_prefix, salt_key, Message, Part, Reconcile, Want};
 use blockend_kernel::{Feed, Identity};
 
 fn write(dir: &str, name: &str, bytes: &[u8]) {
@@ -51,11 +51,29 @@ fn main() {
     }]);
     let bodies = Message::WantBodies(pool.iter().take(3).map(|b| b.id()).collect());
     let blocks = Message::Blocks(pool.iter().take(3).cloned().collect());
+    let mut authors: Vec<_> = pool.iter().map(|b| b.author()).collect();
+    authors.sort();
+    authors.dedup();
+    let key = salt_key(5);
+    let reconcile = Message::Reconcile(Reconcile {
+        open: Some(9),
+        salt: 5,
+        ranges: vec![
+            (Some(authors[1]), Part::Fingerprint([3; 16])),
+            (
+                Some(authors[2]),
+                Part::Ids(vec![id_prefix(&key, &pool[0].id())]),
+            ),
+            (None, Part::Skip),
+        ],
+        declined: vec![authors[0]],
+    });
     for (name, message) in [
         ("heads", heads),
         ("want", want),
         ("want-bodies", bodies),
         ("blocks", blocks),
+        ("reconcile", reconcile),
     ] {
         write("decode_message", name, &message.encode());
     }
