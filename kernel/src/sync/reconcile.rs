@@ -326,8 +326,10 @@ impl<P: Ord + Clone> Protocol<P> {
                     self.learn(kernel, from, &heads, &mut learned);
                     let declined = &self.peers[from].declined;
                     let mine: Vec<Head> = own(kernel, declined, as_of, lower, upper).collect();
-                    // The bits follow the list we sent; if our heads here changed since, the
-                    // positions mean nothing and every head we hold here goes.
+                    // The bits follow the list we sent. If our heads here changed since so
+                    // that the bitmap's length no longer fits, every head we hold here goes; a
+                    // change that keeps the length (20 heads become 19) shifts the bits, and a
+                    // head the peer lacks may be taken as held: found again next round.
                     let aligned = held.len() == mine.len().div_ceil(8);
                     let shown: BTreeSet<(PublicKey, crate::BlockId)> =
                         heads.iter().map(|h| (h.author, h.id)).collect();
