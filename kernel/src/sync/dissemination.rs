@@ -24,8 +24,9 @@
 //!
 //! Figures (simulator, release, seed 1, `all-senders`: 1,000 peers each writing one block at
 //! about the same time; every byte a peer sends against the bytes of the blocks it holds):
-//! before (D = 6, every head to every peer every tick) 9.5x, RMR 3.81; D = 3 with heads still
-//! sent in full, 300 peers, 5.4x at D = 6 against 2.2x at D = 3; now 2.10x (blocks 1.96x,
+//! before (D = 6, every head to every peer every tick) 9.5x, RMR 3.81; with reconciliation but
+//! no grace, at 300 peers (debug build, `--peers 300`, `[mesh]` set in the file), 5.4x at D = 6
+//! (bounds 4 and 12, RMR 3.85) against 2.2x at D = 3 (RMR 0.93); now 2.10x (blocks 1.96x,
 //! reconciliation 0.015x, framing 0.12x), RMR 0.97, last-delivery hop 17, convergence p99
 //! 1.65 s (1.29 s at D = 6). iroh-gossip: RMR 0.96, about 2.8x with its control messages. 100
 //! peers x 1,000 blocks: 2.04x, RMR 0.96. The grace matters in bursts: without it the same

@@ -86,23 +86,6 @@ impl Lockstep {
         self.run(queue)
     }
 
-    /// Ticks both sides and runs until quiet.
-    ///
-    /// # Errors
-    /// A kernel's [`Error::Store`].
-    pub fn tick_both(&mut self) -> Result<Traffic, Error> {
-        let mut queue = Vec::new();
-        for side in 0..2 {
-            let step = self.machines[side].event(&mut self.kernels[side], Event::Tick)?;
-            for output in step.outputs {
-                if let Output::Send { message, .. } = output {
-                    queue.push((1 - side, message));
-                }
-            }
-        }
-        self.run(queue)
-    }
-
     /// Delivers `queue` (receiver, message) wave by wave until nothing is left.
     fn run(&mut self, mut queue: Vec<(usize, Message)>) -> Result<Traffic, Error> {
         let mut traffic = Traffic::default();
