@@ -7,6 +7,7 @@
 //! When the body travels with the block its hash is recomputed, never sent.
 
 pub(crate) mod encode;
+mod set;
 
 use std::fmt;
 
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use encode::FORMAT_VERSION;
 pub(crate) use encode::{read_block, write_block, BodyRepr};
+pub(crate) use set::{BlockSet, IdMap};
 
 use crate::identity::{Identity, PublicKey};
 
@@ -22,8 +24,20 @@ use crate::identity::{Identity, PublicKey};
 pub const MAX_BODY_BYTES: usize = u32::MAX as usize;
 
 /// The id of a block: blake3 of its encoded header.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BlockId(pub [u8; 32]);
+
+/// Hashes the id's first 8 bytes: an id is already a blake3 output, so those are as uniform as
+/// all 32. A pair of ids that share them costs 2^32 hashes, a hundred such ids about 2^63, so
+/// with a keyed hasher (the kernel's maps are) an attacker cannot aim ids at one bucket. Equal
+/// ids hash equally, as `Eq` requires.
+impl std::hash::Hash for BlockId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(first));
+    }
+}
 
 impl BlockId {
     /// The id's bytes.

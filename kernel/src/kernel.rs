@@ -300,15 +300,16 @@ impl KernelBuilder {
             }
         };
         let config = self.config;
+        let fold = Fold::new(
+            self.registry.slices,
+            config.checkpoint_interval,
+            config.max_checkpoints,
+        );
         let mut kernel = Kernel {
             identity,
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
-            index: Index::default(),
-            fold: Fold::new(
-                self.registry.slices,
-                config.checkpoint_interval,
-                config.max_checkpoints,
-            ),
+            index: Index::new(!fold.commutative),
+            fold,
             mempool: Mempool::new(config.mempool_max_blocks, config.mempool_max_bytes),
             invalid: InvalidCache::new(config.invalid_cache),
             keys: HashMap::new(),
@@ -363,7 +364,7 @@ impl Run {
         self.earliest = Some(self.earliest.map_or(key, |e| e.min(key)));
     }
     fn outcome(&mut self, id: BlockId, outcome: Outcome) {
-        self.report.outcomes.push((id, outcome));
+        self.report.push(id, outcome);
     }
     fn blame(&mut self, source: Option<Source>, id: BlockId) {
         if let Some(source) = source {
@@ -603,7 +604,7 @@ impl Kernel {
             }
             run.timers.retain(|(_, i)| *i != id);
             let mut released = self.commit_run(run)?;
-            released.outcomes.retain(|(i, _)| *i != id);
+            released.forget(&id);
             self.carry(released);
             return Err(error);
         }
@@ -779,7 +780,8 @@ impl Kernel {
     /// found invalid instead of passing as a duplicate.
     fn screen(&mut self, block: &Block, now: u64, seen: &mut HashSet<([u8; 32], bool)>) -> Screen {
         let id = block.id();
-        if let Some(error) = self.invalid.get(&block.fingerprint()) {
+        let fingerprint = block.fingerprint();
+        if let Some(error) = self.invalid.get(&fingerprint) {
             self.stats.invalid += 1;
             return Screen::Done(Outcome::Invalid(error.clone()));
         }
@@ -792,13 +794,13 @@ impl Kernel {
             Ok(())
         };
         if let Err(error) = block.check_structure().and(size) {
-            self.invalid.insert(block.fingerprint(), error.clone());
+            self.invalid.insert(fingerprint, error.clone());
             self.stats.invalid += 1;
             return Screen::Done(Outcome::Invalid(error));
         }
         // Copies within one batch are told apart by fingerprint and body, not id: a forged copy
         // offered next to the honest block must not shadow it, nor a header-only copy the full.
-        if !seen.insert((block.fingerprint(), block.body().is_some())) {
+        if !seen.insert((fingerprint, block.body().is_some())) {
             self.stats.duplicates += 1;
             return Screen::Done(Outcome::Duplicate);
         }
@@ -962,7 +964,7 @@ impl Kernel {
             if source.is_some()
                 && !self.releasing_deferred
                 && !run.full_refold
-                && self.index.order.len() >= self.config.checkpoint_interval
+                && self.index.blocks.len() >= self.config.checkpoint_interval
                 && self.fold.would_refold_all(key_of(&block))
             {
                 if self.refold_spent {
@@ -1109,10 +1111,7 @@ impl Kernel {
         let mut report = run.report;
         if let Some(carried) = self.carried.take() {
             let mut merged = carried;
-            merged.outcomes.append(&mut report.outcomes);
-            merged.accepted.append(&mut report.accepted);
-            merged.proofs.append(&mut report.proofs);
-            merged.blame.append(&mut report.blame);
+            merged.append(report);
             report = merged;
         }
         Ok(report)

@@ -114,7 +114,7 @@ fn what_was_collected_stays_collected_after_reopen_and_resend() {
 
     // A peer re-sends the full block: known by id, its body does not come back.
     let report = kernel.dispatch([blocks[1].clone()]).expect("store");
-    assert_eq!(report.outcomes[0].1, Outcome::Duplicate);
+    assert_eq!(report.outcomes()[0].1, Outcome::Duplicate);
     assert_eq!(kernel.state::<Notes>(), Some(&vec![5, 9]));
 }
 
@@ -166,7 +166,10 @@ fn a_header_sent_alone_does_not_suppress_a_live_block() {
     kernel.dispatch(headers).expect("store");
     assert_eq!(kernel.state::<Notes>(), Some(&vec![]));
     let report = kernel.dispatch(blocks.clone()).expect("store");
-    assert!(report.outcomes.iter().all(|(_, o)| *o == Outcome::Accepted));
+    assert!(report
+        .outcomes()
+        .iter()
+        .all(|(_, o)| *o == Outcome::Accepted));
     assert_eq!(kernel.state::<Notes>(), Some(&vec![5, 7, 9]));
     assert_eq!(kernel.digests(), honest.digests());
     assert_eq!(kernel.set_hash(), honest.set_hash());

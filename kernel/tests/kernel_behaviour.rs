@@ -101,7 +101,7 @@ fn subscribe_yields_the_initial_state_then_once_per_change() {
     let other = Identity::from_secret([2; 32]);
     let ignored = Block::sign(&other, None, NOW - 5, vec![1, 2, 3]);
     let report = kernel.dispatch([ignored]).expect("store");
-    assert_eq!(report.outcomes[0].1, Outcome::Ignored);
+    assert_eq!(report.outcomes()[0].1, Outcome::Ignored);
     assert_eq!(states.next().now_or_never(), None);
 
     kernel.create_block(vec![9]).expect("accepted");
@@ -122,7 +122,10 @@ fn a_duplicate_dispatch_costs_no_reducer_call() {
         kernel.stats().verified,
     );
     let again = kernel.dispatch(blocks).expect("store");
-    assert!(again.outcomes.iter().all(|(_, o)| *o == Outcome::Duplicate));
+    assert!(again
+        .outcomes()
+        .iter()
+        .all(|(_, o)| *o == Outcome::Duplicate));
     assert_eq!(app.calls.load(Ordering::SeqCst), calls);
     assert_eq!(kernel.stats().reductions, reductions);
     assert_eq!(
@@ -201,7 +204,7 @@ fn a_block_from_the_future_is_held_until_its_time() {
     let future = Block::sign(&identity, None, NOW + 60_000, vec![8]);
     let report = kernel.dispatch([future.clone()]).expect("store");
     assert_eq!(
-        report.outcomes[0].1,
+        report.outcomes()[0].1,
         Outcome::TimestampFromFuture {
             time: NOW + 60_000,
             now: NOW
@@ -212,7 +215,7 @@ fn a_block_from_the_future_is_held_until_its_time() {
         kernel.next_wakeup(),
         Some(NOW + 60_000 - kernel.config().max_clock_skew_ms)
     );
-    assert!(kernel.poll().expect("store").outcomes.is_empty());
+    assert!(kernel.poll().expect("store").outcomes().is_empty());
     clock.set(NOW + 60_000);
     let report = kernel.poll().expect("store");
     assert_eq!(report.outcome(&future.id()), Some(&Outcome::Accepted));
@@ -248,7 +251,7 @@ fn the_mempool_stitches_slices_delivered_in_reverse() {
         let report = reversed.dispatch(slice.to_vec()).expect("store");
         if slice[0].seq() > 0 {
             assert!(report
-                .outcomes
+                .outcomes()
                 .iter()
                 .all(|(_, o)| *o == Outcome::WaitingForParent));
             assert_eq!(reversed.state::<Sum>(), Some(&0));
@@ -274,14 +277,14 @@ fn an_invalid_block_is_not_stored_and_a_resend_costs_a_lookup() {
     let forged = Block::decode(&bytes).expect("still a block");
     let report = kernel.dispatch([forged.clone()]).expect("store");
     assert_eq!(
-        report.outcomes[0].1,
+        report.outcomes()[0].1,
         Outcome::Invalid(BlockError::BadSignature)
     );
     assert_eq!(kernel.store().len(), 0);
     let verified = kernel.stats().verified;
     let again = kernel.dispatch([forged]).expect("store");
     assert_eq!(
-        again.outcomes[0].1,
+        again.outcomes()[0].1,
         Outcome::Invalid(BlockError::BadSignature)
     );
     assert_eq!(kernel.stats().verified, verified);
@@ -297,7 +300,7 @@ fn an_oversized_body_is_refused() {
     let big = Block::sign(&identity, None, NOW, vec![1; 17]);
     let report = kernel.dispatch([big]).expect("store");
     assert_eq!(
-        report.outcomes[0].1,
+        report.outcomes()[0].1,
         Outcome::Invalid(BlockError::TooLarge { len: 17, max: 16 })
     );
     assert!(matches!(
@@ -327,11 +330,11 @@ fn blocks_linking_wrongly_to_their_parent_are_invalid() {
     let early = Block::from_parts(header, alice.sign(&id), Some(vec![2])).expect("body matches");
     let report = kernel.dispatch([foreign, early]).expect("store");
     assert_eq!(
-        report.outcomes[0].1,
+        report.outcomes()[0].1,
         Outcome::Invalid(BlockError::ForeignParent)
     );
     assert!(matches!(
-        report.outcomes[1].1,
+        report.outcomes()[1].1,
         Outcome::Invalid(BlockError::TimeBeforeParent { .. })
     ));
     assert_eq!(kernel.stats().blocks, 1);

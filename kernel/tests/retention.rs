@@ -209,7 +209,7 @@ fn an_evicted_feed_is_refused_while_its_tombstone_lives() {
     let report = kernel.dispatch(victim.clone()).expect("store");
     let until = T0 + 1_000_000 + TTL;
     assert!(report
-        .outcomes
+        .outcomes()
         .iter()
         .all(|(_, o)| *o == Outcome::Tombstoned { until }));
     assert_eq!(kernel.stats().tombstoned, 5);
@@ -260,7 +260,7 @@ fn tombstones_arrivals_and_follows_survive_a_reopen() {
         .expect("reopen");
     assert!(kernel.is_tombstoned(&victim[0].author()));
     let report = kernel.dispatch(victim).expect("store");
-    assert!(matches!(report.outcomes[0].1, Outcome::Tombstoned { .. }));
+    assert!(matches!(report.outcomes()[0].1, Outcome::Tombstoned { .. }));
 }
 
 #[test]
@@ -464,7 +464,7 @@ fn an_unsigned_block_naming_a_held_author_never_switches_off_sync_for_its_feed()
         .expect("the body matches");
         let report = kernel.dispatch([forged]).expect("store");
         assert!(
-            matches!(report.outcomes[0].1, Outcome::Invalid(_)),
+            matches!(report.outcomes()[0].1, Outcome::Invalid(_)),
             "{report:?}"
         );
     }

@@ -307,10 +307,7 @@ fn a_local_report_is_pushed_to_every_peer_unless_push_is_off() {
     for push in [true, false] {
         let (mut kernel, mut sync) = node(&clock, Config::default().with_push(push));
         let block = kernel.create_block(vec![1]).expect("accepted");
-        let report = Report {
-            accepted: vec![block],
-            ..Report::default()
-        };
+        let report = Report::from_accepted(vec![block]);
         let step = sync
             .event(&mut kernel, Event::Local(report))
             .expect("memory store");

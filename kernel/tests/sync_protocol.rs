@@ -109,10 +109,7 @@ impl Net {
         let block = self.kernels[at]
             .create_block(body.to_vec())
             .expect("accepted");
-        let report = Report {
-            accepted: vec![block.clone()],
-            ..Report::default()
-        };
+        let report = Report::from_accepted(vec![block.clone()]);
         self.event(at, Event::Local(report));
         block
     }

@@ -76,7 +76,7 @@ fn outcomes(kernel: &mut Kernel, blocks: &[&Block]) -> Vec<Outcome> {
     let report = kernel
         .dispatch(blocks.iter().map(|b| (*b).clone()))
         .expect("a memory store does not fail");
-    report.outcomes.into_iter().map(|(_, o)| o).collect()
+    report.outcomes().iter().map(|(_, o)| o.clone()).collect()
 }
 
 // ---------------------------------------------------------------------------------------------

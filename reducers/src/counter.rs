@@ -81,7 +81,8 @@ impl Slice for Counter {
         let Ok(Bump { value }) = serde_json::from_slice::<Bump>(ctx.body()) else {
             return Verdict::Ignore;
         };
-        let previous = state.by_author.get(&ctx.author().to_hex()).copied();
+        let mut hex = [0u8; 64];
+        let previous = state.by_author.get(author_hex(ctx, &mut hex)).copied();
         match previous {
             // A full counter may repeat its value: nothing else could ever follow it.
             Some(u64::MAX) if value == u64::MAX => Verdict::Accept,
@@ -94,7 +95,12 @@ impl Slice for Counter {
 
     fn reduce(&self, ctx: &Context<'_>, state: &mut Counters) {
         if let Ok(Bump { value }) = serde_json::from_slice::<Bump>(ctx.body()) {
-            let previous = state.by_author.insert(ctx.author().to_hex(), value);
+            let mut hex = [0u8; 64];
+            let author = author_hex(ctx, &mut hex);
+            let previous = match state.by_author.get_mut(author) {
+                Some(held) => Some(std::mem::replace(held, value)),
+                None => state.by_author.insert(author.to_owned(), value),
+            };
             // `total` is the sum of the latest values, so it holds `previous`, and a u128 holds
             // 2^64 authors at u64::MAX: saturation never happens, it only rules out a panic.
             state.total = state
@@ -112,6 +118,13 @@ impl Slice for Counter {
     fn version(&self) -> u32 {
         1
     }
+}
+
+/// The block's author in lower-case hex, written into `buf`: the state's key, without an
+/// allocation per block judged.
+fn author_hex<'a>(ctx: &Context<'_>, buf: &'a mut [u8; 64]) -> &'a str {
+    hex::encode_to_slice(ctx.author().as_bytes(), buf).expect("64 bytes hold 32 in hex");
+    std::str::from_utf8(buf).expect("hex is ASCII")
 }
 
 /// `Counters::total` in serde: in human-readable formats (JSON) a number up to `u64::MAX` and a

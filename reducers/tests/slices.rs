@@ -153,7 +153,7 @@ fn kv_delete_is_not_undone_by_a_late_concurrent_set() {
     assert_eq!(k.state::<Kv>().expect("registered").get("color"), Some("3"));
     let rejected = k.dispatch([later[1].clone()]).expect("store");
     assert!(rejected
-        .outcomes
+        .outcomes()
         .iter()
         .all(|(_, o)| *o == Outcome::Duplicate));
     assert!(!k.counts(&later[1].id()));

@@ -365,7 +365,7 @@ impl Actor {
         if self.pending_verdicts.is_empty() {
             return;
         }
-        for (block, outcome) in &report.outcomes {
+        for (block, outcome) in report.outcomes() {
             let Some(verdict) = verdict(outcome) else {
                 continue;
             };

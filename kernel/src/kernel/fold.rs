@@ -12,12 +12,12 @@
 //! oldest checkpoint re-folds everything (counted in `full_refolds`).
 
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 
 use super::index::{Index, OrderKey};
-use crate::block::BlockId;
+use crate::block::{BlockId, IdMap};
 use crate::slice::{AnySlice, Context, Verdict};
 
 /// Where a block of C stands after the last fold.
@@ -43,7 +43,7 @@ struct Checkpoint {
 pub(crate) struct Fold {
     pub slices: Vec<Box<dyn AnySlice>>,
     pub commutative: bool,
-    pub status: HashMap<BlockId, Status>,
+    pub status: IdMap<Status>,
     folded: Option<OrderKey>,
     checkpoints: VecDeque<Checkpoint>,
     since_checkpoint: usize,
@@ -52,7 +52,7 @@ pub(crate) struct Fold {
     accepts: Vec<usize>,
     /// Commutative mode: C in the order it was applied, by arrival position.
     arrivals: BTreeMap<u64, BlockId>,
-    position: HashMap<BlockId, u64>,
+    position: IdMap<u64>,
     next_position: u64,
     /// Commutative mode: states after the block at each position.
     arrival_checkpoints: VecDeque<(u64, Vec<Box<dyn Any + Send + Sync>>)>,
@@ -70,7 +70,7 @@ impl Fold {
         Self {
             slices,
             commutative,
-            status: HashMap::new(),
+            status: IdMap::default(),
             folded: None,
             checkpoints: VecDeque::new(),
             since_checkpoint: 0,
@@ -78,7 +78,7 @@ impl Fold {
             max_checkpoints: max.max(1),
             accepts: Vec::new(),
             arrivals: BTreeMap::new(),
-            position: HashMap::new(),
+            position: IdMap::default(),
             next_position: 0,
             arrival_checkpoints: VecDeque::new(),
             since_arrival_checkpoint: 0,
@@ -170,20 +170,20 @@ impl Fold {
 
     /// Continues from restored states and statuses (a persisted snapshot) as if everything in
     /// `index` had been folded.
-    pub(crate) fn resume(&mut self, index: &Index, status: HashMap<BlockId, Status>) {
+    pub(crate) fn resume(&mut self, index: &Index, status: IdMap<Status>) {
         self.status = status;
         self.checkpoints.clear();
         self.since_checkpoint = 0;
-        self.folded = index.order.keys().next_back().copied();
+        self.folded = index.last_key();
         self.newly_counted.clear();
         if self.commutative {
             // Arrival order after a restore: canonical order, with no checkpoint yet.
             self.clear_arrivals();
-            for id in index.order.values() {
+            for id in index.in_order() {
                 let position = self.next_position;
                 self.next_position += 1;
-                self.arrivals.insert(position, *id);
-                self.position.insert(*id, position);
+                self.arrivals.insert(position, id);
+                self.position.insert(id, position);
             }
         }
     }
@@ -208,8 +208,7 @@ impl Fold {
         self.folded = None;
         if self.commutative {
             self.clear_arrivals();
-            let ids: Vec<BlockId> = index.order.values().copied().collect();
-            for id in ids {
+            for id in index.in_order() {
                 self.arrive(index, id);
             }
             return;
@@ -336,7 +335,11 @@ impl Fold {
     /// Applies every block of C after `start`, in order, taking checkpoints on the way.
     fn apply_after(&mut self, index: &Index, start: Option<OrderKey>) {
         let lower = start.map_or(Bound::Unbounded, Bound::Excluded);
-        for (key, id) in index.order.range((lower, Bound::Unbounded)) {
+        let Some(order) = &index.order else {
+            debug_assert!(false, "an order-sensitive fold keeps the order index");
+            return;
+        };
+        for (key, id) in order.range((lower, Bound::Unbounded)) {
             self.evaluate(index, id);
             self.folded = Some(*key);
             if self.commutative {

@@ -1,9 +1,9 @@
 //! The candidate set C in memory: blocks by id, feeds by author, and the canonical order.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::block::{Block, BlockId};
+use crate::block::{Block, BlockId, BlockSet};
 use crate::identity::PublicKey;
 use crate::slice::FeedLookup;
 
@@ -41,9 +41,13 @@ pub(crate) const BLOCK_OVERHEAD: u64 = 160;
 
 #[derive(Default)]
 pub(crate) struct Index {
-    pub blocks: HashMap<BlockId, Arc<Block>>,
+    pub blocks: BlockSet,
     pub feeds: BTreeMap<PublicKey, FeedIndex>,
-    pub order: BTreeMap<OrderKey, BlockId>,
+    /// C in canonical order, kept only for an order-sensitive fold (see [`Index::ordered`]):
+    /// a commutative fold applies blocks as they arrive and needs the canonical order only
+    /// for a full re-fold, which sorts C then ([`Index::in_order`]). The map costs about 140
+    /// bytes per block, the largest single part of a kernel's memory.
+    pub order: Option<BTreeMap<OrderKey, BlockId>>,
     /// Blocks that arrived without their body (a peer collected them, or lied) and whose body
     /// this kernel did not drop itself: the bodies sync may ask peers for.
     pub missing: BTreeSet<BlockId>,
@@ -56,6 +60,35 @@ pub(crate) struct Index {
 }
 
 impl Index {
+    /// An empty index; `ordered` keeps the canonical order index.
+    pub(crate) fn new(ordered: bool) -> Self {
+        Self {
+            order: ordered.then(BTreeMap::new),
+            ..Self::default()
+        }
+    }
+
+    /// The ids of C in canonical order: from the order index when kept, else sorted now.
+    pub(crate) fn in_order(&self) -> Vec<BlockId> {
+        match &self.order {
+            Some(order) => order.values().copied().collect(),
+            None => {
+                let mut keyed: Vec<(OrderKey, BlockId)> =
+                    self.blocks.values().map(|b| (key_of(b), b.id())).collect();
+                keyed.sort_unstable();
+                keyed.into_iter().map(|(_, id)| id).collect()
+            }
+        }
+    }
+
+    /// The key of the last block of C in canonical order.
+    pub(crate) fn last_key(&self) -> Option<OrderKey> {
+        match &self.order {
+            Some(order) => order.keys().next_back().copied(),
+            None => self.blocks.values().map(|b| key_of(b)).max(),
+        }
+    }
+
     /// Whether inserting a block of `author` creates its feed (then [`Index::insert`] gives
     /// it the next arrival number).
     pub(crate) fn is_new_feed(&self, author: &PublicKey) -> bool {
@@ -76,8 +109,10 @@ impl Index {
         feed.ids.push(block.id());
         feed.bytes += cost(&block);
         self.bytes += cost(&block);
-        self.order.insert(key_of(&block), block.id());
-        self.blocks.insert(block.id(), block);
+        if let Some(order) = &mut self.order {
+            order.insert(key_of(&block), block.id());
+        }
+        self.blocks.insert(block);
     }
 
     /// Freezes `author`'s feed at `seq`: removes the blocks at and above it and returns them.
@@ -138,7 +173,9 @@ impl Index {
         ids.iter()
             .filter_map(|id| {
                 let block = self.blocks.remove(id)?;
-                self.order.remove(&key_of(&block));
+                if let Some(order) = &mut self.order {
+                    order.remove(&key_of(&block));
+                }
                 self.missing.remove(id);
                 Some(block)
             })
@@ -153,7 +190,7 @@ impl Index {
             self.bytes += added;
         }
         self.missing.remove(&full.id());
-        self.blocks.insert(full.id(), full);
+        self.blocks.insert(full);
     }
 
     /// Replaces a block by its pruned form (garbage collection).
@@ -164,13 +201,15 @@ impl Index {
             feed.bytes -= freed;
             self.bytes = self.bytes.saturating_sub(freed);
         }
-        self.blocks.insert(pruned.id(), pruned);
+        self.blocks.insert(pruned);
     }
 
     /// Removes the newest block of a feed (used to undo a refused `create_block`).
     pub(crate) fn pop(&mut self, id: &BlockId) -> Option<Arc<Block>> {
         let block = self.blocks.remove(id)?;
-        self.order.remove(&key_of(&block));
+        if let Some(order) = &mut self.order {
+            order.remove(&key_of(&block));
+        }
         self.missing.remove(id);
         if let Some(feed) = self.feeds.get_mut(&block.author()) {
             if feed.ids.last() == Some(id) {

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use super::report::Source;
-use crate::block::{Block, BlockId};
+use crate::block::{Block, BlockId, IdMap};
 
 /// Rough per-block cost beyond the body, for the byte bound.
 const BLOCK_OVERHEAD: usize = 192;
@@ -25,8 +25,8 @@ struct Pooled {
 pub(crate) type Released = (Arc<Block>, Option<Source>);
 
 pub(crate) struct Mempool {
-    blocks: HashMap<BlockId, Pooled>,
-    children: HashMap<BlockId, Vec<BlockId>>,
+    blocks: IdMap<Pooled>,
+    children: IdMap<Vec<BlockId>>,
     due: BTreeSet<(u64, BlockId)>,
     arrivals: VecDeque<BlockId>,
     bytes: usize,
@@ -42,8 +42,8 @@ fn cost(block: &Block) -> usize {
 impl Mempool {
     pub(crate) fn new(max_blocks: usize, max_bytes: usize) -> Self {
         Self {
-            blocks: HashMap::new(),
-            children: HashMap::new(),
+            blocks: IdMap::default(),
+            children: IdMap::default(),
             due: BTreeSet::new(),
             arrivals: VecDeque::new(),
             bytes: 0,

@@ -1,8 +1,8 @@
 //! What a dispatch did, block by block.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use crate::block::{Block, BlockError, BlockId};
+use crate::block::{Block, BlockError, BlockId, IdMap};
 
 /// Who offered blocks to the kernel, as the driver numbers its peers (see
 /// [`crate::Kernel::dispatch_from`]). The kernel remembers it for blocks that wait (orphans,
@@ -94,8 +94,8 @@ pub struct Report {
     /// (stitched orphans, held blocks whose time came). Held blocks released by the clock come
     /// first, then blocks refused by the cheap checks (duplicate, cached invalid, size, frozen
     /// feed), then the rest in the order offered, each followed by the orphans it stitched in.
-    /// Look a block up with [`Report::outcome`].
-    pub outcomes: Vec<(BlockId, Outcome)>,
+    /// Read them with [`Report::outcomes`]; look a block up with [`Report::outcome`].
+    pub(crate) outcomes: Vec<(BlockId, Outcome)>,
     /// Blocks that became counted during this dispatch, in fold order: what a driver pushes
     /// to its peers.
     pub accepted: Vec<Arc<Block>>,
@@ -105,16 +105,72 @@ pub struct Report {
     /// it offered now, and blocks it offered earlier that waited and were found invalid now.
     /// Penalise these senders, never simply the sender of the current message.
     pub blame: Vec<(Source, BlockId)>,
+    /// Where each block's last outcome sits in `outcomes`, built by the first
+    /// [`Report::outcome`] on a large report, so looking every block of a message up costs
+    /// linear time, not quadratic (a peer's message may carry thousands of blocks). Every
+    /// change to `outcomes` other than an outcome rewritten in place resets it.
+    positions: OnceLock<IdMap<usize>>,
 }
 
+/// Reports up to this many outcomes are searched, not indexed.
+const SCAN_MAX: usize = 16;
+
 impl Report {
-    /// The outcome for `id`, if it was part of this dispatch.
+    /// A report of blocks accepted elsewhere and nothing else: what a driver hands its sync
+    /// machine for blocks written outside a dispatch it saw (see [`crate::sync::Event::Local`]).
+    pub fn from_accepted(blocks: Vec<Arc<Block>>) -> Self {
+        Self {
+            accepted: blocks,
+            ..Self::default()
+        }
+    }
+
+    /// Every outcome of this dispatch, in the order described at [`Report`]'s field: a block
+    /// can appear more than once (an orphan that waited, then was stitched in).
+    pub fn outcomes(&self) -> &[(BlockId, Outcome)] {
+        &self.outcomes
+    }
+
+    /// The outcome for `id`, if it was part of this dispatch: its last one.
     pub fn outcome(&self, id: &BlockId) -> Option<&Outcome> {
-        self.outcomes
-            .iter()
-            .rev()
-            .find(|(i, _)| i == id)
-            .map(|(_, o)| o)
+        if self.outcomes.len() <= SCAN_MAX {
+            return self
+                .outcomes
+                .iter()
+                .rev()
+                .find(|(i, _)| i == id)
+                .map(|(_, o)| o);
+        }
+        let positions = self.positions.get_or_init(|| {
+            let mut positions =
+                IdMap::with_capacity_and_hasher(self.outcomes.len(), Default::default());
+            for (at, (id, _)) in self.outcomes.iter().enumerate() {
+                positions.insert(*id, at);
+            }
+            positions
+        });
+        positions.get(id).map(|&at| &self.outcomes[at].1)
+    }
+
+    /// Appends an outcome.
+    pub(crate) fn push(&mut self, id: BlockId, outcome: Outcome) {
+        self.positions.take();
+        self.outcomes.push((id, outcome));
+    }
+
+    /// Drops every outcome of `id`.
+    pub(crate) fn forget(&mut self, id: &BlockId) {
+        self.positions.take();
+        self.outcomes.retain(|(i, _)| i != id);
+    }
+
+    /// Appends everything `later` reports after what this one does.
+    pub(crate) fn append(&mut self, mut later: Report) {
+        self.positions.take();
+        self.outcomes.append(&mut later.outcomes);
+        self.accepted.append(&mut later.accepted);
+        self.proofs.append(&mut later.proofs);
+        self.blame.append(&mut later.blame);
     }
 
     /// How many blocks had an outcome matching `pred`.

@@ -9,13 +9,11 @@
 //! (more blocks were committed after it, then the process died) the kernel replays every
 //! block. Either way the state equals the fold of the stored blocks.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::fold::Status;
 use super::{Error, Kernel};
-use crate::block::BlockId;
+use crate::block::{BlockId, IdMap};
 use crate::store::Batch;
 
 #[derive(Serialize, Deserialize)]
@@ -81,7 +79,8 @@ impl Kernel {
         if !names_match {
             return false;
         }
-        let mut status: HashMap<BlockId, Status> = HashMap::with_capacity(self.index.blocks.len());
+        let mut status: IdMap<Status> =
+            IdMap::with_capacity_and_hasher(self.index.blocks.len(), Default::default());
         for (id, code, slice, reason) in repr.uncounted {
             let decoded = match code {
                 IGNORED => Status::Ignored,
@@ -105,8 +104,8 @@ impl Kernel {
         for (slice, state) in self.fold.slices.iter_mut().zip(&snapshots) {
             slice.restore(state.as_ref());
         }
-        for id in self.index.blocks.keys() {
-            status.entry(*id).or_insert(Status::Counted);
+        for block in self.index.blocks.values() {
+            status.entry(block.id()).or_insert(Status::Counted);
         }
         self.fold.resume(&self.index, status);
         true

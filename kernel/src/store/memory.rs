@@ -1,17 +1,17 @@
 //! An in-memory [`BlockStore`] for tests and the simulator. Blocks are shared (`Arc`), not
 //! copied, so many simulated peers holding the same block pay for it once.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::{Batch, BlockStore, StoreError};
-use crate::block::{Block, BlockId};
+use crate::block::{Block, BlockId, BlockSet};
 use crate::identity::PublicKey;
 
 /// Blocks in a hash map; nothing survives the process.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
-    blocks: HashMap<BlockId, Arc<Block>>,
+    blocks: BlockSet,
     timers: BTreeSet<(u64, BlockId)>,
     gc_time: u64,
     tombstones: BTreeMap<PublicKey, u64>,
@@ -34,7 +34,7 @@ impl BlockStore for MemoryStore {
             self.blocks.remove(id);
         }
         for block in batch.put {
-            self.blocks.insert(block.id(), block);
+            self.blocks.insert(block);
         }
         for timer in &batch.timers_done {
             self.timers.remove(timer);

@@ -398,8 +398,8 @@ fn waiting<'a>(
     };
     // The last outcome of a block is its fate (an orphan stitched in later is accepted).
     let mut last = BTreeMap::new();
-    if report.outcomes.iter().any(|(_, o)| waits(o)) {
-        for (id, outcome) in &report.outcomes {
+    if report.outcomes().iter().any(|(_, o)| waits(o)) {
+        for (id, outcome) in report.outcomes() {
             last.insert(*id, waits(outcome));
         }
     }

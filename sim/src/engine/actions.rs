@@ -48,10 +48,7 @@ impl Simulation {
         self.trace.event(self.now, 6, u64::from(peer), n);
         self.track(p, &block);
         // The machine hears of every local write (with push off it sends nothing for it).
-        let report = Report {
-            accepted: vec![block.clone()],
-            ..Report::default()
-        };
+        let report = Report::from_accepted(vec![block.clone()]);
         self.step(peer, Event::Local(report))?;
         let mesh = self.peers[p].mesh.clone();
         for q in mesh {

@@ -3,7 +3,7 @@
 //! and keeps the figures. Pushed blocks wait in the peer's inbox and are dispatched together,
 //! one event per sender (so the kernel knows whom to blame), then forwarded along the mesh.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use blockend_kernel::sync::{DisconnectReason, Event, Message, Output, Step};
@@ -222,7 +222,7 @@ impl Simulation {
         let slot = |idx: u32| idx as usize * n + to as usize;
         // The last outcome of each block is its fate (`Report::outcome`), looked up once.
         let outcomes: HashMap<BlockId, &Outcome> =
-            report.outcomes.iter().map(|(id, o)| (*id, o)).collect();
+            report.outcomes().iter().map(|(id, o)| (*id, o)).collect();
         let outcome = |id: &BlockId| outcomes.get(id).copied();
         let mut out = Vec::new();
         for block in pushed {
@@ -276,7 +276,7 @@ impl Simulation {
             return;
         }
         let r = &mut self.counters.rejections;
-        for (_, outcome) in &report.outcomes {
+        for (_, outcome) in report.outcomes() {
             match outcome {
                 Outcome::Invalid(BlockError::BadSignature | BlockError::BadKey) => {
                     r.invalid_signature += 1
@@ -339,16 +339,17 @@ impl Simulation {
         }
         let n = self.peers.len();
         let f = from as usize;
-        let mut senders: BTreeMap<BlockId, Vec<PeerId>> = BTreeMap::new();
-        for (sender, block, _) in inbox {
-            senders.entry(block.id()).or_default().push(*sender);
-        }
+        // Who sent each block here: gossipsub does not forward a message to its senders.
+        let senders: HashSet<(PeerId, BlockId)> = inbox
+            .iter()
+            .map(|(sender, block, _)| (*sender, block.id()))
+            .collect();
         let max = self.sync_config.limits.max_blocks.max(1);
         let mesh = self.peers[f].mesh.clone();
         for q in mesh {
-            let mut out: Vec<(Arc<Block>, u16)> = Vec::new();
+            let mut out: Vec<(Arc<Block>, u16)> = Vec::with_capacity(accepted.len());
             for block in accepted {
-                if senders.get(&block.id()).is_some_and(|s| s.contains(&q)) {
+                if senders.contains(&(q, block.id())) {
                     continue;
                 }
                 let hop = match self.tracked.ids.get(&block.id()) {

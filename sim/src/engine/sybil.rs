@@ -129,7 +129,7 @@ impl Simulation {
             return;
         }
         let refused = report
-            .outcomes
+            .outcomes()
             .iter()
             .filter(|(id, outcome)| {
                 matches!(outcome, Outcome::OverCapacity | Outcome::Tombstoned { .. })
