@@ -176,3 +176,36 @@ fn without_a_cache_every_kernel_checks() {
     assert_eq!(b.stats().verified, 3);
     assert_eq!(b.stats().cached_verdicts, 0);
 }
+
+#[test]
+fn verdicts_checked_ahead_on_another_thread_spare_the_kernel_its_checks() {
+    let cache = VerdictCache::default();
+    let blocks = chain(5, 4);
+    let fake = forged(&blocks[0]);
+    let ahead = cache.clone();
+    let (honest, forged_copy) = (blocks.clone(), fake.clone());
+    let verdicts = std::thread::spawn(move || {
+        let honest: Vec<bool> = honest.iter().map(|b| ahead.check(b).is_ok()).collect();
+        (honest, ahead.check(&forged_copy).is_ok())
+    })
+    .join()
+    .expect("checker thread");
+    assert_eq!(verdicts, (vec![true; 4], false));
+    assert_eq!(cache.len(), 5, "the forgery has a verdict of its own");
+    let mut kernel = kernel(Some(&cache));
+    let report = kernel.dispatch_shared([fake.clone()]).expect("store");
+    assert!(matches!(
+        report.outcome(&fake.id()),
+        Some(Outcome::Invalid(_))
+    ));
+    let report = kernel
+        .dispatch_shared(blocks.iter().cloned())
+        .expect("store");
+    assert_eq!(report.count(|o| *o == Outcome::Accepted), 4);
+    assert_eq!(
+        kernel.stats().verified,
+        0,
+        "every verdict came from the cache"
+    );
+    assert_eq!(kernel.stats().cached_verdicts, 5);
+}

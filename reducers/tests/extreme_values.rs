@@ -280,3 +280,49 @@ proptest! {
         render_all(&kernels).map_err(TestCaseError::fail)?;
     }
 }
+
+mod compact_bodies {
+    use blockend_reducers::counter::{bump, Bump};
+    use proptest::prelude::*;
+
+    fn by_serde(body: &[u8]) -> Option<u64> {
+        serde_json::from_slice::<Bump>(body).ok().map(|b| b.value)
+    }
+
+    #[test]
+    fn the_fast_reading_of_a_body_agrees_with_serde_json_at_the_edges() {
+        for body in [
+            r#"{"value":0}"#,
+            r#"{"value":7}"#,
+            r#"{"value":07}"#,
+            r#"{"value":00}"#,
+            r#"{"value":18446744073709551615}"#,
+            r#"{"value":18446744073709551616}"#,
+            r#"{"value":99999999999999999999999}"#,
+            r#"{"value":}"#,
+            r#"{"value":-1}"#,
+            r#"{"value":1.5}"#,
+            r#"{"value":1e3}"#,
+            r#"{"value": 5}"#,
+            r#"{"value":5,"x":1}"#,
+            r#"{"value":5}}"#,
+            r#"{"value":"5"}"#,
+            "",
+        ] {
+            assert_eq!(bump(body.as_bytes()), by_serde(body.as_bytes()), "{body}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_compact_looking_body_reads_as_serde_json_reads_it(
+            digits in "[0-9]{0,22}",
+            value in any::<u64>(),
+        ) {
+            let odd = format!(r#"{{"value":{digits}}}"#);
+            prop_assert_eq!(bump(odd.as_bytes()), by_serde(odd.as_bytes()));
+            let plain = format!(r#"{{"value":{value}}}"#);
+            prop_assert_eq!(bump(plain.as_bytes()), Some(value));
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! Blocks that cannot enter the candidate set yet: orphans (parent unknown) and blocks dated
 //! in the future. Bounded by count and bytes; the oldest arrival is evicted first.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::report::Source;
@@ -200,7 +200,7 @@ impl Mempool {
 
 /// Fingerprints of blocks found invalid, so a resend costs one lookup. Bounded, oldest first out.
 pub(crate) struct InvalidCache {
-    known: HashMap<[u8; 32], crate::block::BlockError>,
+    known: foldhash::HashMap<[u8; 32], crate::block::BlockError>,
     order: VecDeque<[u8; 32]>,
     max: usize,
 }
@@ -208,7 +208,7 @@ pub(crate) struct InvalidCache {
 impl InvalidCache {
     pub(crate) fn new(max: usize) -> Self {
         Self {
-            known: HashMap::new(),
+            known: foldhash::HashMap::default(),
             order: VecDeque::new(),
             max,
         }

@@ -7,7 +7,9 @@
 //! copy cannot borrow the honest block's verdict. It is off by default; a node has one kernel
 //! and gains nothing from it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::block::{Block, BlockError};
@@ -75,6 +77,28 @@ impl VerdictCache {
     /// Lookups answered from the cache (cumulative, over every kernel sharing it).
     pub fn hits(&self) -> u64 {
         self.lock().hits
+    }
+
+    /// Checks `block`'s signature and records the verdict, from any thread, unless one is held.
+    /// A driver that knows a block is coming (the simulator, when a peer writes one) can check
+    /// it ahead on another core: a kernel that looks it up afterwards finds the verdict, one
+    /// that comes first checks it itself. The verdict is the same either way.
+    pub fn check(&self, block: &Block) -> Result<(), BlockError> {
+        let key = block.fingerprint();
+        if let Some(verdict) = self.lock().verdicts.get(&key) {
+            return verdict.clone();
+        }
+        let verdict = block.author().verify(&block.id(), block.signature());
+        let mut inner = self.lock();
+        if inner.max > 0 && inner.verdicts.insert(key, verdict.clone()).is_none() {
+            inner.order.push_back(key);
+            while inner.order.len() > inner.max {
+                if let Some(old) = inner.order.pop_front() {
+                    inner.verdicts.remove(&old);
+                }
+            }
+        }
+        verdict
     }
 
     /// The cached verdict for each block, by position (`None` where unknown).

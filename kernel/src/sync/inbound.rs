@@ -388,7 +388,7 @@ impl<P: Ord + Clone> Protocol<P> {
 /// only a block that waits can leave a gap behind it.
 fn waiting<'a>(
     blocks: &'a [Arc<Block>],
-    report: &Report,
+    report: &'a Report,
 ) -> impl Iterator<Item = &'a Arc<Block>> + 'a {
     let waits = |o: &Outcome| {
         matches!(
@@ -397,13 +397,8 @@ fn waiting<'a>(
         )
     };
     // The last outcome of a block is its fate (an orphan stitched in later is accepted).
-    let mut last = BTreeMap::new();
-    if report.outcomes().iter().any(|(_, o)| waits(o)) {
-        for (id, outcome) in report.outcomes() {
-            last.insert(*id, waits(outcome));
-        }
-    }
+    let any = report.outcomes().iter().any(|(_, o)| waits(o));
     blocks
         .iter()
-        .filter(move |b| last.get(&b.id()).copied().unwrap_or(false))
+        .filter(move |b| any && report.outcome(&b.id()).is_some_and(waits))
 }

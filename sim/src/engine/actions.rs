@@ -1,7 +1,7 @@
 //! What happens on purpose: honest writes, mesh repair, churn, and the adversaries'
 //! misbehaviour.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use blockend_kernel::sync::Event;
@@ -45,6 +45,9 @@ impl Simulation {
                 return Ok(());
             }
         };
+        if let Some(checker) = &self.checker {
+            checker.check(&block);
+        }
         self.trace.event(self.now, 6, u64::from(peer), n);
         self.track(p, &block);
         // The machine hears of every local write (with push off it sends nothing for it).

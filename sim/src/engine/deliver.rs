@@ -3,7 +3,7 @@
 //! and keeps the figures. Pushed blocks wait in the peer's inbox and are dispatched together,
 //! one event per sender (so the kernel knows whom to blame), then forwarded along the mesh.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::sync::Arc;
 
 use blockend_kernel::sync::{DisconnectReason, Event, Message, Output, Step};
@@ -220,10 +220,8 @@ impl Simulation {
     ) -> Vec<Arc<Block>> {
         let n = self.peers.len();
         let slot = |idx: u32| idx as usize * n + to as usize;
-        // The last outcome of each block is its fate (`Report::outcome`), looked up once.
-        let outcomes: HashMap<BlockId, &Outcome> =
-            report.outcomes().iter().map(|(id, o)| (*id, o)).collect();
-        let outcome = |id: &BlockId| outcomes.get(id).copied();
+        // The last outcome of each block is its fate.
+        let outcome = |id: &BlockId| report.outcome(id);
         let mut out = Vec::new();
         for block in pushed {
             match self.tracked.ids.get(&block.id()) {
