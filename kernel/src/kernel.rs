@@ -585,7 +585,7 @@ impl Kernel {
         let admitted_at = now.max(block.time());
         self.admit(block, None, admitted_at, &mut run);
         self.fold_run(&mut run);
-        let refusal = match self.fold.status.get(&id) {
+        let refusal = match self.fold.status(&id) {
             Some(Status::Counted) => None,
             Some(Status::Rejected { slice, reason }) => Some(Error::Rejected {
                 slice: self.fold.slices[*slice].name().to_owned(),
@@ -1012,7 +1012,7 @@ impl Kernel {
         let existing = self.index.feeds[&author].ids[seq as usize];
         let existing = self.index.blocks[&existing].clone();
         for removed in self.index.freeze(&author, seq) {
-            self.fold.status.remove(&removed.id());
+            self.fold.forget_status(&removed.id());
             run.touch(key_of(&removed));
             if removed.id() != existing.id() {
                 run.removed.push(removed);
@@ -1060,7 +1060,7 @@ impl Kernel {
     fn commit_run(&mut self, mut run: Run) -> Result<Report, Error> {
         for &(pos, author) in &run.pending {
             let id = run.report.outcomes[pos].0;
-            let outcome = match self.fold.status.get(&id) {
+            let outcome = match self.fold.status(&id) {
                 Some(Status::Counted) => {
                     self.stats.accepted += 1;
                     Outcome::Accepted

@@ -160,6 +160,12 @@ pub(crate) struct Peer {
     pub banned: Vec<PeerId>,
     /// Pushed blocks waiting for the next dispatch: (sender, block, hop).
     pub inbox: Vec<(PeerId, Arc<Block>, u16)>,
+    /// Gossip verdicts held open for blocks that wait in the kernel, oldest first: (since
+    /// when, µs; tracked block). Entries already decided are skipped when met (see
+    /// [`Simulation::expire_verdicts`]); `open_verdicts` counts the ones still open, at most
+    /// `DISSEMINATION.max_open_verdicts`, as the node holds them.
+    pub held_verdicts: std::collections::VecDeque<(u64, u32)>,
+    pub open_verdicts: usize,
     pub flush_pending: bool,
     pub sent_messages: u64,
     /// Bytes this peer sent, by what they pay for.
@@ -349,6 +355,8 @@ impl Simulation {
                 mesh,
                 banned: Vec::new(),
                 inbox: Vec::new(),
+                held_verdicts: std::collections::VecDeque::new(),
+                open_verdicts: 0,
                 flush_pending: false,
                 sent_messages: 0,
                 sent_bytes: Bytes::default(),
@@ -582,6 +590,7 @@ impl Simulation {
                 if !self.peers[p].online {
                     continue;
                 }
+                self.expire_verdicts(p as PeerId);
                 let step = self.step(p as PeerId, sync::Event::Tick)?;
                 if let Some(report) = step.and_then(|s| s.report) {
                     self.account(p as PeerId, &report);

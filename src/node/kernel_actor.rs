@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use blockend_kernel::sync::{DisconnectReason, Event, Message, Output, Protocol, Step};
+use blockend_kernel::sync::{
+    DisconnectReason, Event, Message, Output, Protocol, Step, DISSEMINATION,
+};
 use blockend_kernel::{Block, BlockId, Kernel, Outcome, PublicKey, Report};
 use libp2p::gossipsub::{MessageAcceptance, MessageId};
 use libp2p::PeerId;
@@ -36,16 +38,14 @@ pub(super) struct Actor {
     /// Gossip messages whose block waits in the mempool (an orphan, a block from the future),
     /// with when they came: their verdict waits for the kernel's, so gossipsub forwards a
     /// block once its parent arrives, as it would have had they come in order (and as the
-    /// simulator models it). At most [`MAX_PENDING_VERDICTS`]; after [`VERDICT_WAIT`] (gossipsub
-    /// keeps an unvalidated message for 5 heartbeats) they are ignored.
+    /// simulator models it). At most `DISSEMINATION.max_open_verdicts`; after
+    /// `DISSEMINATION.verdict_wait_ms` (gossipsub keeps an unvalidated message for a few
+    /// heartbeats) they are ignored.
     pending_verdicts: BTreeMap<BlockId, (PeerId, MessageId, Instant)>,
 }
 
-/// Most gossip verdicts waiting for the kernel's; past it a waiting block is ignored at once.
-const MAX_PENDING_VERDICTS: usize = 4096;
-
 /// How long a gossip verdict waits for the kernel's.
-const VERDICT_WAIT: Duration = Duration::from_secs(4);
+const VERDICT_WAIT: Duration = Duration::from_millis(DISSEMINATION.verdict_wait_ms);
 
 impl Actor {
     pub(super) fn new(
@@ -217,7 +217,7 @@ impl Actor {
         // machine asks the relay for the gap on its next tick all the same.
         match report.outcome(&block_id).and_then(verdict) {
             Some(verdict) => self.validate(source, id, verdict),
-            None if self.pending_verdicts.len() < MAX_PENDING_VERDICTS
+            None if self.pending_verdicts.len() < DISSEMINATION.max_open_verdicts
                 && matches!(
                     report.outcome(&block_id),
                     Some(Outcome::WaitingForParent | Outcome::TimestampFromFuture { .. })

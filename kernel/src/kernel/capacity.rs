@@ -220,7 +220,7 @@ impl Kernel {
             self.stats.evicted_feeds += 1;
             self.stats.evicted_blocks += removed.len() as u64;
             for block in removed {
-                self.fold.status.remove(&block.id());
+                self.fold.forget_status(&block.id());
                 run.touch(key_of(&block));
                 run.removed.push(block);
             }

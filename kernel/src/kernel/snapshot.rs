@@ -35,8 +35,7 @@ impl Kernel {
     pub(super) fn encode_snapshot(&self) -> Vec<u8> {
         let uncounted = self
             .fold
-            .status
-            .iter()
+            .statuses()
             .filter_map(|(id, status)| {
                 let (code, slice, reason) = match status {
                     Status::Counted => return None,

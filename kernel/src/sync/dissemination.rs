@@ -60,6 +60,15 @@ pub struct Dissemination {
     /// are push's to deliver. About push's time across the swarm (last-delivery hop 17 x 50
     /// ms at 1,000 simulated peers, plus a burst's spread).
     pub grace_ms: u64,
+    /// How long a pushed block that waits in the kernel (an orphan, one from the future) keeps
+    /// its gossip verdict open, so gossipsub forwards it once the kernel releases it; after
+    /// that it is ignored (gossipsub keeps an unvalidated message for a few heartbeats). The
+    /// node expires them on its tick, and so does the simulator's model.
+    pub verdict_wait_ms: u64,
+    /// At most this many such open verdicts per peer; a waiting block beyond them is ignored
+    /// at once (reconciliation still finds it): valid orphans from an attacker fill it, they
+    /// cannot grow it.
+    pub max_open_verdicts: usize,
 }
 
 /// The parameters the node and the simulator use.
@@ -73,6 +82,8 @@ pub const DISSEMINATION: Dissemination = Dissemination {
     gossip_lazy: 0,
     tick_ms: 2_000,
     grace_ms: 2_000,
+    verdict_wait_ms: 4_000,
+    max_open_verdicts: 4_096,
 };
 
 impl Default for Dissemination {

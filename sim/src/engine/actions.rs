@@ -64,7 +64,7 @@ impl Simulation {
     }
 
     /// Registers an honest block: every honest peer must end up holding it.
-    fn track(&mut self, author: usize, block: &Arc<Block>) {
+    pub(crate) fn track(&mut self, author: usize, block: &Arc<Block>) {
         let n = self.peers.len();
         let idx = self.tracked.blocks.len();
         self.tracked.ids.insert(block.id(), idx as u32);

@@ -6,7 +6,7 @@
 use foldhash::{HashMap, HashMapExt, HashSet};
 use std::sync::Arc;
 
-use blockend_kernel::sync::{DisconnectReason, Event, Message, Output, Step};
+use blockend_kernel::sync::{DisconnectReason, Event, Message, Output, Step, DISSEMINATION};
 use blockend_kernel::{Block, BlockError, BlockId, DecodeError, Outcome, Report};
 
 use super::{Role, Simulation, DECIDED, NO_HOP, PENDING, UNSEEN};
@@ -223,12 +223,15 @@ impl Simulation {
         // The last outcome of each block is its fate.
         let outcome = |id: &BlockId| report.outcome(id);
         let mut out = Vec::new();
+        // Tracked blocks this push made pending (not yet counted in `open_verdicts`).
+        let mut newly: Vec<u32> = Vec::new();
         for block in pushed {
             match self.tracked.ids.get(&block.id()) {
                 Some(&idx) => {
                     let state = &mut self.tracked.pushed[slot(idx)];
                     if *state == UNSEEN {
                         *state = PENDING;
+                        newly.push(idx);
                     }
                 }
                 None => {
@@ -238,6 +241,7 @@ impl Simulation {
                 }
             }
         }
+        newly.sort_unstable();
         for block in pushed.iter().chain(report.accepted.iter()) {
             let Some(&idx) = self.tracked.ids.get(&block.id()) else {
                 continue;
@@ -262,9 +266,46 @@ impl Simulation {
             };
             if decided {
                 self.tracked.pushed[slot(idx)] = DECIDED;
+                if newly.binary_search(&idx).is_err() {
+                    let peer = &mut self.peers[to as usize];
+                    peer.open_verdicts = peer.open_verdicts.saturating_sub(1);
+                }
             }
         }
+        // What this push left open waits, as the node holds it: up to the cap, for up to the
+        // wait; beyond the cap it is ignored at once (not forwarded).
+        let peer = &mut self.peers[to as usize];
+        for idx in newly {
+            if self.tracked.pushed[slot(idx)] != PENDING {
+                continue;
+            }
+            if peer.open_verdicts >= DISSEMINATION.max_open_verdicts {
+                self.tracked.pushed[slot(idx)] = DECIDED;
+                continue;
+            }
+            peer.open_verdicts += 1;
+            peer.held_verdicts.push_back((self.now, idx));
+        }
         out
+    }
+
+    /// The node's tick drops gossip verdicts held open longer than
+    /// `DISSEMINATION.verdict_wait_ms`: their blocks are not forwarded when released later.
+    pub(crate) fn expire_verdicts(&mut self, p: PeerId) {
+        let n = self.peers.len();
+        let wait = DISSEMINATION.verdict_wait_ms * 1_000;
+        let peer = &mut self.peers[p as usize];
+        while let Some(&(since, idx)) = peer.held_verdicts.front() {
+            if since + wait > self.now {
+                break;
+            }
+            peer.held_verdicts.pop_front();
+            let state = &mut self.tracked.pushed[idx as usize * n + p as usize];
+            if *state == PENDING {
+                *state = DECIDED;
+                peer.open_verdicts = peer.open_verdicts.saturating_sub(1);
+            }
+        }
     }
 
     /// Counts rejections (at honest peers) and activity.
@@ -399,5 +440,98 @@ impl Simulation {
                 side.banned.push(b);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use blockend_kernel::Identity;
+
+    use super::*;
+    use crate::config::Scenario;
+
+    /// Two peers, no workload of their own: the test writes the blocks.
+    fn pair() -> Simulation {
+        let scenario = Scenario::from_toml(
+            "name = \"verdicts\"\nseed = 1\npeers = 2\n[topology]\nkind = \"full\"\n\
+             [workload]\nkind = \"counter\"\nsenders = 0\nblocks_per_sender = 0\n",
+        )
+        .expect("scenario");
+        Simulation::new(scenario).expect("swarm")
+    }
+
+    /// A chain by an author no peer runs, tracked as written by peer 0.
+    fn chain(sim: &mut Simulation, secret: u8, n: usize) -> Vec<Arc<Block>> {
+        let identity = Identity::from_secret([secret; 32]);
+        let mut out: Vec<Arc<Block>> = Vec::new();
+        for i in 0..n {
+            let parent = out.last().map(|b| (b.id(), b.seq(), b.time()));
+            let body = format!(r#"{{"value":{}}}"#, i + 1).into_bytes();
+            let block = Arc::new(Block::sign(&identity, parent, EPOCH, body));
+            sim.track(0, &block);
+            out.push(block);
+        }
+        out
+    }
+
+    const EPOCH: u64 = crate::engine::EPOCH_MS;
+
+    fn push(sim: &mut Simulation, blocks: &[Arc<Block>]) -> Vec<Arc<Block>> {
+        let event = Event::Pushed {
+            from: 0,
+            blocks: blocks.to_vec(),
+        };
+        let report = sim
+            .step(1, event)
+            .expect("step")
+            .and_then(|s| s.report)
+            .expect("a report");
+        sim.gossip_verdicts(1, blocks, &report)
+    }
+
+    #[test]
+    fn a_held_verdict_is_forwarded_when_its_block_is_released_and_not_after_it_expired() {
+        let mut sim = pair();
+        let blocks = chain(&mut sim, 9, 4);
+        assert!(push(&mut sim, &blocks[2..3]).is_empty(), "an orphan waits");
+        assert_eq!(sim.peers[1].open_verdicts, 1);
+        let forwarded = push(&mut sim, &blocks[..2]);
+        let ids: Vec<BlockId> = forwarded.iter().map(|b| b.id()).collect();
+        assert!(
+            ids.contains(&blocks[2].id()),
+            "released: forwarded with its parents"
+        );
+        assert_eq!(sim.peers[1].open_verdicts, 0);
+        // An orphan whose wait runs out is ignored: released later, it is not forwarded.
+        let late = chain(&mut sim, 10, 3);
+        assert!(push(&mut sim, &late[2..]).is_empty());
+        sim.now += DISSEMINATION.verdict_wait_ms * 1_000;
+        sim.expire_verdicts(1);
+        assert_eq!(sim.peers[1].open_verdicts, 0);
+        let forwarded = push(&mut sim, &late[..2]);
+        assert!(!forwarded.iter().any(|b| b.id() == late[2].id()));
+    }
+
+    #[test]
+    fn open_verdicts_are_capped_as_the_node_caps_them() {
+        let mut sim = pair();
+        let max = DISSEMINATION.max_open_verdicts;
+        let blocks = chain(&mut sim, 9, max + 11);
+        // Everything but the genesis block: orphans, pushed in pages as a sender would.
+        for page in blocks[1..].chunks(1_000) {
+            push(&mut sim, page);
+        }
+        let open = sim.peers[1].open_verdicts;
+        assert_eq!(
+            open,
+            max,
+            "the cap binds: {} orphans pushed",
+            blocks.len() - 1
+        );
+        let n = sim.peers.len();
+        let pending = (0..blocks.len())
+            .filter(|i| sim.tracked.pushed[i * n + 1] == PENDING)
+            .count();
+        assert_eq!(pending, open, "every pending block is counted once");
     }
 }
