@@ -85,6 +85,7 @@ pub use range::{
 };
 pub use reconcile::{
     BUCKETS, DECLINE_TICKS, ITEMS_MAX, MAX_DECLINED, RECONCILES_PER_TICK, RECONCILE_BYTES_PER_TICK,
+    WALKS_PER_TICK, WALK_SLACK,
 };
 
 use self::peer::Peer;

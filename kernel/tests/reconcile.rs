@@ -6,7 +6,7 @@
 use blockend_kernel::sync::lockstep::Lockstep;
 use blockend_kernel::sync::{
     Config, Event, Message, Output, Part, Protocol, Reconcile, BUCKETS, DECLINE_TICKS,
-    RECONCILES_PER_TICK,
+    RECONCILES_PER_TICK, WALKS_PER_TICK, WALK_SLACK,
 };
 use blockend_kernel::{
     Application, Block, Context, Feed, Identity, Kernel, ManualClock, PublicKey, Registry, Slice,
@@ -240,18 +240,22 @@ fn with_a_grace_a_young_block_is_left_to_push_and_reconciled_once_it_ages() {
     assert_eq!(pair.kernels[0].heads(), pair.kernels[1].heads());
 }
 
-#[test]
-fn what_one_peer_can_make_the_machine_answer_is_bounded_per_tick() {
-    let clock = ManualClock::new(T0 + 60_000);
-    let mut kernel = kernel(&clock, 0, Default::default());
-    for a in 0..500 {
+/// A machine holding one block in each of `feeds` feeds, connected to peer 1.
+fn probed(clock: &ManualClock, feeds: u64) -> (Kernel, Protocol<u8>) {
+    let mut kernel = kernel(clock, 0, Default::default());
+    for a in 0..feeds {
         give(&mut kernel, feed(a, 1));
     }
     let mut machine = Protocol::new(Config::default());
     machine
         .event(&mut kernel, Event::Connected(1u8))
         .expect("connect");
-    // A fingerprint that never agrees: each message buys a split into sub-ranges.
+    (kernel, machine)
+}
+
+/// Sends 100 reconcile messages whose one fingerprint over every head never agrees (each
+/// buys a walk, then a split into sub-ranges) and counts the answers that split.
+fn splits_answered(machine: &mut Protocol<u8>, kernel: &mut Kernel) -> u32 {
     let probe = Message::Reconcile(Reconcile {
         open: Some(1),
         salt: 0,
@@ -259,39 +263,72 @@ fn what_one_peer_can_make_the_machine_answer_is_bounded_per_tick() {
         declined: Vec::new(),
     })
     .encode();
-    let answers = |machine: &mut Protocol<u8>, kernel: &mut Kernel| {
-        let mut answered = 0;
-        for _ in 0..100 {
-            let step = machine
-                .event(
-                    kernel,
-                    Event::Message {
-                        from: 1,
-                        bytes: probe.clone(),
-                    },
-                )
-                .expect("event");
-            for output in step.outputs {
-                if let Output::Send {
-                    message: Message::Reconcile(r),
-                    ..
-                } = output
-                {
-                    assert_eq!(r.ranges.len(), BUCKETS);
+    let mut answered = 0;
+    for _ in 0..100 {
+        let step = machine
+            .event(
+                kernel,
+                Event::Message {
+                    from: 1,
+                    bytes: probe.clone(),
+                },
+            )
+            .expect("event");
+        for output in step.outputs {
+            if let Output::Send {
+                message: Message::Reconcile(r),
+                ..
+            } = output
+            {
+                if r.ranges.len() == BUCKETS {
                     answered += 1;
                 }
             }
         }
-        answered
-    };
-    assert_eq!(answers(&mut machine, &mut kernel), RECONCILES_PER_TICK);
+    }
+    answered
+}
+
+#[test]
+fn what_one_peer_can_make_the_machine_answer_is_bounded_per_tick() {
+    let clock = ManualClock::new(T0 + 60_000);
+    let (mut kernel, mut machine) = probed(&clock, 100);
+    assert_eq!(
+        splits_answered(&mut machine, &mut kernel),
+        RECONCILES_PER_TICK
+    );
     machine.event(&mut kernel, Event::Tick).expect("tick");
-    assert_eq!(answers(&mut machine, &mut kernel), RECONCILES_PER_TICK);
+    assert_eq!(
+        splits_answered(&mut machine, &mut kernel),
+        RECONCILES_PER_TICK
+    );
     assert_eq!(
         machine.peer_stats(&1).map(|s| s.invalid),
         Some(0),
         "nobody is punished for asking"
     );
+}
+
+#[test]
+fn a_peer_buys_a_few_walks_over_every_head_per_tick_not_one_per_message() {
+    let clock = ManualClock::new(T0 + 60_000);
+    let feeds = 5_000u64;
+    let (mut kernel, mut machine) = probed(&clock, feeds);
+    // Each probe walks every head twice (fingerprint, then split).
+    let budget = WALKS_PER_TICK * feeds + WALK_SLACK;
+    let affordable = budget.div_ceil(2 * feeds) as u32;
+    assert!(
+        affordable < RECONCILES_PER_TICK,
+        "the walks bind, not the messages"
+    );
+    assert_eq!(splits_answered(&mut machine, &mut kernel), affordable);
+    machine.event(&mut kernel, Event::Tick).expect("tick");
+    assert_eq!(
+        splits_answered(&mut machine, &mut kernel),
+        affordable,
+        "a new tick, a new budget"
+    );
+    assert_eq!(machine.peer_stats(&1).map(|s| s.invalid), Some(0));
 }
 
 #[test]

@@ -28,6 +28,9 @@ pub(crate) struct FeedIndex {
     pub bytes: u64,
     /// This kernel's arrival order: the feed was the `arrival`-th it stored (persisted).
     pub arrival: u64,
+    /// The time of the newest block in `ids` (0 when empty): a walk over the heads as of a
+    /// time reads it, not the block, for every feed that wrote nothing since.
+    pub last_time: u64,
 }
 
 /// A block's weight for the retention budget: its body plus a fixed overhead for the header,
@@ -107,6 +110,7 @@ impl Index {
         });
         debug_assert_eq!(feed.ids.len() as u64, block.seq());
         feed.ids.push(block.id());
+        feed.last_time = block.time();
         feed.bytes += cost(&block);
         self.bytes += cost(&block);
         if let Some(order) = &mut self.order {
@@ -126,6 +130,7 @@ impl Index {
             .min(feed.ids.len());
         let removed: Vec<BlockId> = feed.ids.drain(cut..).collect();
         let removed = self.remove_all(&removed);
+        self.refresh_last_time(author);
         let freed: u64 = removed.iter().map(|b| cost(b)).sum();
         if let Some(feed) = self.feeds.get_mut(author) {
             feed.bytes = feed.bytes.saturating_sub(freed);
@@ -152,6 +157,16 @@ impl Index {
             self.bytes = self.bytes.saturating_sub(cost(a) + cost(b));
         }
         old
+    }
+
+    fn refresh_last_time(&mut self, author: &PublicKey) {
+        if let Some(feed) = self.feeds.get_mut(author) {
+            feed.last_time = feed
+                .ids
+                .last()
+                .and_then(|id| self.blocks.get(id))
+                .map_or(0, |b| b.time());
+        }
     }
 
     /// Removes `author`'s feed whole (retention); returns its blocks and fork proof.
@@ -214,6 +229,11 @@ impl Index {
         if let Some(feed) = self.feeds.get_mut(&block.author()) {
             if feed.ids.last() == Some(id) {
                 feed.ids.pop();
+                feed.last_time = feed
+                    .ids
+                    .last()
+                    .and_then(|id| self.blocks.get(id))
+                    .map_or(0, |b| b.time());
                 let freed = cost(&block).min(feed.bytes);
                 feed.bytes -= freed;
                 self.bytes = self.bytes.saturating_sub(freed);

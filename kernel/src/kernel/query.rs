@@ -108,6 +108,8 @@ impl Kernel {
             .filter_map(move |(author, feed)| {
                 let seq = match as_of {
                     None => feed.ids.len().checked_sub(1)?,
+                    // Most feeds wrote nothing within the grace: their head is the newest.
+                    Some(time) if feed.last_time <= time => feed.ids.len().checked_sub(1)?,
                     // Time never falls within a feed, so the blocks dated by `time` are a
                     // prefix: a binary search, not a walk back over the newest blocks (a feed
                     // that writes every 20 ms has 100 of them within a 2 s grace).
@@ -241,6 +243,11 @@ impl Kernel {
             })
             .unwrap_or_default();
         crate::Feed::from_blocks(blocks).expect("the kernel only links valid chains")
+    }
+
+    /// Feeds held (the candidate set's authors).
+    pub fn feed_count(&self) -> usize {
+        self.index.feeds.len()
     }
 
     /// Counters.

@@ -76,10 +76,21 @@ pub(super) struct Peer {
     pub rank: u64,
     /// The tick when we last opened one with the peer.
     pub sent_open_at: Option<u64>,
-    /// Reconcile messages answered on the current tick, and the bytes of those answers:
-    /// (tick, count, bytes).
-    pub reconciles: (u64, u32, usize),
+    /// What the peer's reconcile messages cost on the current tick.
+    pub reconciles: Spent,
     pub stats: PeerStats,
+}
+
+/// What one peer's reconcile messages cost on one tick.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Spent {
+    pub tick: u64,
+    /// Messages answered.
+    pub messages: u32,
+    /// Bytes of answers.
+    pub bytes: usize,
+    /// Heads walked to answer them.
+    pub walked: u64,
 }
 
 impl Peer {
@@ -96,7 +107,7 @@ impl Peer {
             opened_at: None,
             rank: 0,
             sent_open_at: None,
-            reconciles: (0, 0, 0),
+            reconciles: Spent::default(),
             stats: PeerStats::default(),
         }
     }
@@ -178,24 +189,41 @@ impl Peer {
     /// ([`RECONCILES_PER_TICK`]), counting it.
     pub fn reconcile_allowed(&mut self, now: u64) -> bool {
         self.new_tick(now);
-        self.reconciles.1 += 1;
-        self.reconciles.1 <= RECONCILES_PER_TICK
+        self.reconciles.messages += 1;
+        self.reconciles.messages <= RECONCILES_PER_TICK
+    }
+
+    /// Whether this tick's budget of heads walked (`budget`, see
+    /// [`WALKS_PER_TICK`](super::reconcile::WALKS_PER_TICK)) still
+    /// buys a walk; spending is [`Peer::walked`].
+    pub fn may_walk(&mut self, budget: u64, now: u64) -> bool {
+        self.new_tick(now);
+        self.reconciles.walked < budget
+    }
+
+    /// Counts `heads` walked for the peer on tick `now`.
+    pub fn walked(&mut self, heads: u64, now: u64) {
+        self.new_tick(now);
+        self.reconciles.walked = self.reconciles.walked.saturating_add(heads);
     }
 
     /// Spends `bytes` of this tick's answer budget ([`RECONCILE_BYTES_PER_TICK`]) if it still
     /// holds them.
     pub fn spend_reconcile_bytes(&mut self, bytes: usize, now: u64) -> bool {
         self.new_tick(now);
-        let fits = self.reconciles.2 + bytes <= RECONCILE_BYTES_PER_TICK;
+        let fits = self.reconciles.bytes + bytes <= RECONCILE_BYTES_PER_TICK;
         if fits {
-            self.reconciles.2 += bytes;
+            self.reconciles.bytes += bytes;
         }
         fits
     }
 
     fn new_tick(&mut self, now: u64) {
-        if self.reconciles.0 != now {
-            self.reconciles = (now, 0, 0);
+        if self.reconciles.tick != now {
+            self.reconciles = Spent {
+                tick: now,
+                ..Spent::default()
+            };
         }
     }
 
