@@ -332,6 +332,70 @@ fn a_peer_buys_a_few_walks_over_every_head_per_tick_not_one_per_message() {
 }
 
 #[test]
+fn feeds_a_peer_declines_still_count_against_its_walks() {
+    let clock = ManualClock::new(T0 + 60_000);
+    let feeds = 5_000u64;
+    let (mut kernel, mut machine) = probed(&clock, feeds);
+    // The peer declines every feed we hold: our heads are all filtered out of its rounds,
+    // but each walk still visits every feed.
+    let authors: Vec<PublicKey> = (0..feeds).map(|a| identity(a).public()).collect();
+    for page in authors.chunks(2_500) {
+        let decline = Message::Reconcile(Reconcile {
+            open: Some(1),
+            salt: 0,
+            ranges: Vec::new(),
+            declined: page.to_vec(),
+        })
+        .encode();
+        let step = machine
+            .event(
+                &mut kernel,
+                Event::Message {
+                    from: 1,
+                    bytes: decline,
+                },
+            )
+            .expect("event");
+        assert!(step.outputs.iter().all(|o| !matches!(o, Output::Disconnect { .. })));
+    }
+    assert_eq!(machine.peer_stats(&1).map(|s| s.invalid), Some(0));
+    machine.event(&mut kernel, Event::Tick).expect("tick");
+    let probe = Message::Reconcile(Reconcile {
+        open: Some(1),
+        salt: 0,
+        ranges: vec![(None, Part::Fingerprint([0xAB; 16]))],
+        declined: Vec::new(),
+    })
+    .encode();
+    let mut answered = 0u64;
+    for _ in 0..100 {
+        let step = machine
+            .event(
+                &mut kernel,
+                Event::Message {
+                    from: 1,
+                    bytes: probe.clone(),
+                },
+            )
+            .expect("event");
+        for output in step.outputs {
+            if let Output::Send {
+                message: Message::Reconcile(r),
+                ..
+            } = output
+            {
+                if r.ranges.iter().any(|(_, p)| matches!(p, Part::Ids(_))) {
+                    answered += 1;
+                }
+            }
+        }
+    }
+    // Each probe walks every feed twice (its fingerprint, then the empty list of ids).
+    let budget = WALKS_PER_TICK * feeds + WALK_SLACK;
+    assert_eq!(answered, budget.div_ceil(2 * feeds));
+}
+
+#[test]
 fn a_malformed_reconcile_message_counts_against_its_sender() {
     let clock = ManualClock::new(T0 + 60_000);
     let mut kernel = kernel(&clock, 0, Default::default());

@@ -102,30 +102,37 @@ impl Kernel {
         range: impl std::ops::RangeBounds<PublicKey>,
         as_of: Option<u64>,
     ) -> impl Iterator<Item = Head> + '_ {
-        self.index
-            .feeds
-            .range(range)
-            .filter_map(move |(author, feed)| {
-                let seq = match as_of {
-                    None => feed.ids.len().checked_sub(1)?,
-                    // Most feeds wrote nothing within the grace: their head is the newest.
-                    Some(time) if feed.last_time <= time => feed.ids.len().checked_sub(1)?,
-                    // Time never falls within a feed, so the blocks dated by `time` are a
-                    // prefix: a binary search, not a walk back over the newest blocks (a feed
-                    // that writes every 20 ms has 100 of them within a 2 s grace).
-                    Some(time) => feed
-                        .ids
-                        .partition_point(|id| {
-                            self.index.blocks.get(id).is_none_or(|b| b.time() <= time)
-                        })
-                        .checked_sub(1)?,
-                };
-                Some(Head {
-                    author: *author,
-                    seq: seq as u64,
-                    id: feed.ids[seq],
-                })
+        self.walk_heads(range, as_of).flatten()
+    }
+
+    /// [`Kernel::heads_in`] with one item per feed visited (`None` for a feed with no head as
+    /// of `as_of`), so a caller can count what a walk cost.
+    pub(crate) fn walk_heads(
+        &self,
+        range: impl std::ops::RangeBounds<PublicKey>,
+        as_of: Option<u64>,
+    ) -> impl Iterator<Item = Option<Head>> + '_ {
+        self.index.feeds.range(range).map(move |(author, feed)| {
+            let seq = match as_of {
+                None => feed.ids.len().checked_sub(1)?,
+                // Most feeds wrote nothing within the grace: their head is the newest.
+                Some(time) if feed.last_time <= time => feed.ids.len().checked_sub(1)?,
+                // Time never falls within a feed, so the blocks dated by `time` are a
+                // prefix: a binary search, not a walk back over the newest blocks (a feed
+                // that writes every 20 ms has 100 of them within a 2 s grace).
+                Some(time) => feed
+                    .ids
+                    .partition_point(|id| {
+                        self.index.blocks.get(id).is_none_or(|b| b.time() <= time)
+                    })
+                    .checked_sub(1)?,
+            };
+            Some(Head {
+                author: *author,
+                seq: seq as u64,
+                id: feed.ids[seq],
             })
+        })
     }
 
     /// The newest block of `author`'s feed in the candidate set (counted or not: a peer that

@@ -46,6 +46,7 @@
 //! fingerprints for [`DECLINE_TICKS`] ticks, so it is not found again every round (at most
 //! [`MAX_DECLINED`] feeds per peer; past that, the rest are found again each round).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
@@ -69,12 +70,15 @@ pub const RECONCILES_PER_TICK: u32 = 16;
 /// buy more than this with any number of small messages.
 pub const RECONCILE_BYTES_PER_TICK: usize = 4 << 20;
 
-/// Walks over every head held that one peer's reconcile messages may cost per tick: the
-/// budget is this many times the feeds held, plus [`WALK_SLACK`] heads. An honest round walks
-/// about twice (a fingerprint, then the split of what differs); a peer that sends
-/// [`RECONCILES_PER_TICK`] messages each spanning every head would buy 32. Ranges met past
-/// the budget are skipped, as past the byte budget, and found again on the next round.
-pub const WALKS_PER_TICK: u64 = 4;
+/// Walks over every feed held that one peer's reconcile messages may cost per tick: the
+/// budget is this many times the feeds held, plus [`WALK_SLACK`] feeds. Every feed a walk
+/// visits counts, declined or not. An honest round walks about twice per level of splitting
+/// where its ranges differ (a fingerprint, then the split): a round between two peers that
+/// differ everywhere at 100,000 feeds has four levels, eight walks; one between peers that
+/// nearly agree, about two. A peer sending [`RECONCILES_PER_TICK`] messages each spanning
+/// every feed would buy 32 without the budget. Ranges met past it are skipped, as past the
+/// byte budget, and found again on the next round.
+pub const WALKS_PER_TICK: u64 = 8;
 
 /// Heads walked per peer per tick on top of [`WALKS_PER_TICK`] walks (a small store's rounds
 /// never meet the budget).
@@ -101,16 +105,19 @@ fn span(
 }
 
 /// This side's heads in a range as of `as_of` (see [`Kernel::heads_in`]), less the feeds left
-/// out of the connection.
+/// out of the connection, counting in `walked` every feed the walk visits: declined feeds and
+/// feeds with no head as of the grace cost a visit too, and the peer chooses its declines.
 fn own<'a>(
     kernel: &'a Kernel,
     declined: &'a BTreeMap<PublicKey, u64>,
     as_of: Option<u64>,
-    lower: Option<PublicKey>,
-    upper: Option<PublicKey>,
+    (lower, upper): (Option<PublicKey>, Option<PublicKey>),
+    walked: &'a Cell<u64>,
 ) -> impl Iterator<Item = Head> + 'a {
     kernel
-        .heads_in(span(lower, upper), as_of)
+        .walk_heads(span(lower, upper), as_of)
+        .inspect(move |_| walked.set(walked.get() + 1))
+        .flatten()
         .filter(move |h| declined.is_empty() || !declined.contains_key(&h.author))
 }
 
@@ -179,14 +186,23 @@ impl<P: Ord + Clone> Protocol<P> {
         let as_of = self.as_of(kernel);
         let salt = self.salt(kernel, state.source);
         let key = salt_key(salt);
-        let acc = summarise(own(kernel, declined, as_of, None, None));
+        // Our own round: its walks are ours to pay, nobody's budget.
+        let walked = Cell::new(0);
+        let acc = summarise(own(kernel, declined, as_of, (None, None), &walked));
         let ranges = if acc.count() <= self.items_max() {
             vec![(
                 None,
-                Part::Ids(ids(&key, own(kernel, declined, as_of, None, None))),
+                Part::Ids(ids(
+                    &key,
+                    own(kernel, declined, as_of, (None, None), &walked),
+                )),
             )]
         } else {
-            split(own(kernel, declined, as_of, None, None), acc.count(), None)
+            split(
+                own(kernel, declined, as_of, (None, None), &walked),
+                acc.count(),
+                None,
+            )
         };
         let mut pages = Message::reconcile_pages(ranges, Vec::new(), salt, &self.config.limits);
         if pages.is_empty() {
@@ -297,22 +313,20 @@ impl<P: Ord + Clone> Protocol<P> {
                 lower = upper;
                 continue;
             }
-            let mut walked = 0u64;
+            let walked = Cell::new(0u64);
             let answer = match part {
                 Part::Skip => vec![(upper, Part::Skip)],
                 Part::Fingerprint(fp) => {
                     let declined = &self.peers[from].declined;
-                    let acc = summarise(own(kernel, declined, as_of, lower, upper));
-                    walked = acc.count();
+                    let acc = summarise(own(kernel, declined, as_of, (lower, upper), &walked));
                     if acc.fingerprint() == fp {
                         vec![(upper, Part::Skip)]
                     } else if acc.count() <= self.items_max() {
-                        let ids = ids(&key, own(kernel, declined, as_of, lower, upper));
+                        let ids = ids(&key, own(kernel, declined, as_of, (lower, upper), &walked));
                         vec![(upper, Part::Ids(ids))]
                     } else {
-                        walked *= 2;
                         split(
-                            own(kernel, declined, as_of, lower, upper),
+                            own(kernel, declined, as_of, (lower, upper), &walked),
                             acc.count(),
                             upper,
                         )
@@ -325,8 +339,7 @@ impl<P: Ord + Clone> Protocol<P> {
                     let listed: BTreeSet<IdPrefix> = theirs.iter().copied().collect();
                     let mut matched: BTreeSet<IdPrefix> = BTreeSet::new();
                     let mut heads: Vec<Head> = Vec::new();
-                    for head in own(kernel, declined, as_of, lower, upper) {
-                        walked += 1;
+                    for head in own(kernel, declined, as_of, (lower, upper), &walked) {
                         let id = id_prefix(&key, &head.id);
                         if listed.contains(&id) {
                             matched.insert(id);
@@ -353,8 +366,8 @@ impl<P: Ord + Clone> Protocol<P> {
                 Part::Have { held, heads } => {
                     self.learn(kernel, from, &heads, &mut learned);
                     let declined = &self.peers[from].declined;
-                    let mine: Vec<Head> = own(kernel, declined, as_of, lower, upper).collect();
-                    walked = mine.len() as u64;
+                    let mine: Vec<Head> =
+                        own(kernel, declined, as_of, (lower, upper), &walked).collect();
                     // The bits follow the list we sent. If our heads here changed since so
                     // that the bitmap's length no longer fits, every head we hold here goes; a
                     // change that keeps the length (20 heads become 19) shifts the bits, and a
@@ -388,7 +401,7 @@ impl<P: Ord + Clone> Protocol<P> {
             // the next round.
             let bytes: usize = answer.iter().map(|(u, p)| range_len(u, p)).sum();
             let peer = self.peers.get_mut(from).expect("a connected peer");
-            peer.walked(walked, now);
+            peer.walked(walked.get(), now);
             if peer.spend_reconcile_bytes(bytes, now) {
                 reply.extend(answer);
             } else {
