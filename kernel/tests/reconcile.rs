@@ -356,7 +356,10 @@ fn feeds_a_peer_declines_still_count_against_its_walks() {
                 },
             )
             .expect("event");
-        assert!(step.outputs.iter().all(|o| !matches!(o, Output::Disconnect { .. })));
+        assert!(step
+            .outputs
+            .iter()
+            .all(|o| !matches!(o, Output::Disconnect { .. })));
     }
     assert_eq!(machine.peer_stats(&1).map(|s| s.invalid), Some(0));
     machine.event(&mut kernel, Event::Tick).expect("tick");
