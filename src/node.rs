@@ -95,9 +95,12 @@ use crate::app::NodeApp;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Transport {
-    /// TCP with noise and yamux (`/ip4/.../tcp/...` addresses).
+    /// The internet transports: TCP with noise and yamux (`/ip4|/ip6/<ip>/tcp/<port>`) and
+    /// QUIC with its own TLS 1.3 (`/ip4|/ip6/<ip>/udp/<port>/quic-v1`), both dialed by DNS
+    /// name too (`/dns`, `/dns4`, `/dns6`, resolved with the system's resolver and hosts
+    /// file).
     #[default]
-    Tcp,
+    Ip,
     /// libp2p's in-process memory transport (`/memory/N` addresses), for tests.
     Memory,
 }
@@ -106,16 +109,16 @@ pub enum Transport {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Config {
-    /// Addresses to listen on. Default `/ip4/0.0.0.0/tcp/0`.
+    /// Addresses to listen on. Default `/ip4/0.0.0.0/tcp/0` and `/ip4/0.0.0.0/udp/0/quic-v1`
+    /// (TCP and QUIC on ports the system picks).
     pub listen: Vec<Multiaddr>,
     /// Peers to dial, and to redial with exponential backoff when the connection drops. Each
-    /// must be an address the transport dials (TCP: `/ip4|/ip6/<ip>/tcp/<port>`; memory:
-    /// `/memory/<n>`; either with an optional `/p2p/<peer id>`), or [`Node::spawn`] refuses
-    /// it. Failed redials are warned about once, then at most once a minute per peer.
+    /// must be an address the transport dials (see [`Transport`]; memory: `/memory/<n>`; all
+    /// with an optional `/p2p/<peer id>`), or [`Node::spawn`] refuses it. Failed redials are warned about once, then at most once a minute per peer.
     pub peers: Vec<Multiaddr>,
     /// Local discovery with mDNS. Default on.
     pub mdns: bool,
-    /// The transport. Default TCP.
+    /// The transport. Default [`Transport::Ip`]: TCP and QUIC.
     pub transport: Transport,
     /// The app's name: it names the gossip topic, so nodes of different apps do not mix.
     pub app: String,
@@ -166,10 +169,13 @@ fn random_seed() -> u64 {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: vec!["/ip4/0.0.0.0/tcp/0".parse().expect("a valid multiaddr")],
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/0".parse().expect("a valid multiaddr"),
+                "/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("a valid multiaddr"),
+            ],
             peers: Vec::new(),
             mdns: true,
-            transport: Transport::Tcp,
+            transport: Transport::Ip,
             app: "app".to_owned(),
             sync: sync::Config::default()
                 .with_push(false)
@@ -291,13 +297,44 @@ pub enum Error {
     Stopped,
 }
 
+/// Whether `addr` runs through a circuit relay.
+pub fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter()
+        .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit))
+}
+
+/// The transport a connection to `addr` runs on: `quic`, `tcp` or `memory` (the last one
+/// named in the address: a relayed address names the relay's first).
+pub fn transport_of(addr: &Multiaddr) -> &'static str {
+    use libp2p::multiaddr::Protocol;
+    let mut found = "unknown";
+    for part in addr.iter() {
+        match part {
+            Protocol::QuicV1 | Protocol::Quic => found = "quic",
+            Protocol::Tcp(_) => found = "tcp",
+            Protocol::Memory(_) => found = "memory",
+            Protocol::P2pCircuit => break,
+            _ => {}
+        }
+    }
+    found
+}
+
 /// A connected peer, as `blockend peers` prints it.
 #[derive(Clone, Debug, Serialize)]
 pub struct PeerInfo {
     /// The peer id (base58).
     pub peer: String,
-    /// The address of the first connection.
+    /// The remote address of the connection the node prefers: a direct one over a relayed
+    /// one, then the oldest.
     pub address: String,
+    /// How that connection runs: `tcp`, `quic` or `memory`.
+    pub transport: &'static str,
+    /// `direct`, or `relayed` (through a circuit relay: `/p2p-circuit` in the address).
+    pub connection: &'static str,
+    /// Connections open with the peer (a relayed one and a direct one while an upgrade
+    /// settles, for example).
+    pub connections: usize,
     /// Traffic with the peer.
     #[serde(flatten)]
     pub counters: PeerCounters,
@@ -359,7 +396,7 @@ enum NetCmd {
     /// Drop the connection.
     Disconnect(PeerId),
     /// The connected peers and their addresses.
-    Peers(oneshot::Sender<Vec<(PeerId, Multiaddr)>>),
+    Peers(oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>),
     /// The addresses the node listens on, with its peer id.
     Listening(oneshot::Sender<Vec<Multiaddr>>),
 }
@@ -617,8 +654,19 @@ impl Handle {
         let stats = self.stats.lock().expect("stats lock").clone();
         Ok(peers
             .into_iter()
-            .map(|(peer, addr)| PeerInfo {
+            .filter_map(|(peer, addrs)| {
+                let best = addrs
+                    .iter()
+                    .find(|a| !is_relayed(a))
+                    .or(addrs.first())?
+                    .clone();
+                Some((peer, best, addrs.len()))
+            })
+            .map(|(peer, addr, connections)| PeerInfo {
                 peer: peer.to_base58(),
+                transport: transport_of(&addr),
+                connection: if is_relayed(&addr) { "relayed" } else { "direct" },
+                connections,
                 address: addr.to_string(),
                 counters: stats
                     .peers

@@ -23,7 +23,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 fn config(peers: Vec<Multiaddr>) -> node::Config {
     node::Config::default()
-        .with_transport(Transport::Tcp)
+        .with_transport(Transport::Ip)
         .with_mdns(false)
         .with_listen(vec!["/ip4/127.0.0.1/tcp/0".parse().expect("a multiaddr")])
         .with_peers(peers)

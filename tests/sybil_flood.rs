@@ -53,7 +53,7 @@ async fn peer_holding(blocks: Vec<Block>, peer: Multiaddr) -> Node {
         kernel.dispatch(chunk.to_vec()).expect("dispatch");
     }
     let mut config = node::Config::default()
-        .with_transport(Transport::Tcp)
+        .with_transport(Transport::Ip)
         .with_mdns(false)
         .with_listen(vec!["/ip4/127.0.0.1/tcp/0".parse().expect("a multiaddr")])
         .with_peers(vec![peer])

@@ -39,10 +39,12 @@ pub enum Command {
         /// The app (must match the store's; default: the store's, or counter for a new store).
         #[arg(long)]
         app: Option<ReadyApp>,
-        /// Address to listen on (repeatable). Default /ip4/0.0.0.0/tcp/0.
+        /// Address to listen on (repeatable). Default /ip4/0.0.0.0/tcp/0 and
+        /// /ip4/0.0.0.0/udp/0/quic-v1 (TCP and QUIC).
         #[arg(long, value_name = "MULTIADDR")]
         listen: Vec<Multiaddr>,
-        /// Peer to keep connected (repeatable); redialled with backoff.
+        /// Peer to keep connected (repeatable); redialled with backoff. TCP or QUIC, by IP or
+        /// DNS name: /ip4/192.0.2.1/tcp/4001, /dns4/example.org/udp/4001/quic-v1.
         #[arg(long, value_name = "MULTIADDR")]
         peer: Vec<Multiaddr>,
         /// Turn off local discovery with mDNS.

@@ -351,8 +351,9 @@ fn behaviour(key: &identity::Keypair, config: &Config) -> Result<Behaviour, Erro
     })
 }
 
-/// Whether `transport`, as [`swarm`] builds it, can dial `addr`: TCP dials
-/// `/ip4|/ip6/<ip>/tcp/<port>`, the memory transport `/memory/<n>`, either with an optional
+/// Whether `transport`, as [`swarm`] builds it, can dial `addr`: the IP transports dial
+/// `<host>/tcp/<port>` and `<host>/udp/<port>/quic-v1`, where the host is `/ip4`, `/ip6`,
+/// `/dns`, `/dns4` or `/dns6`; the memory transport `/memory/<n>`; all with an optional
 /// `/p2p/<peer id>` at the end. Checked at start, so a `--peer` that could never be dialed is
 /// refused in one line instead of failing on every redial.
 ///
@@ -361,9 +362,21 @@ fn behaviour(key: &identity::Keypair, config: &Config) -> Result<Behaviour, Erro
 pub fn check_dialable(transport: Transport, addr: &Multiaddr) -> Result<(), Error> {
     let mut parts = addr.iter();
     let dialable = match transport {
-        Transport::Tcp => {
-            matches!(parts.next(), Some(Protocol::Ip4(_) | Protocol::Ip6(_)))
-                && matches!(parts.next(), Some(Protocol::Tcp(_)))
+        Transport::Ip => {
+            matches!(
+                parts.next(),
+                Some(
+                    Protocol::Ip4(_)
+                        | Protocol::Ip6(_)
+                        | Protocol::Dns(_)
+                        | Protocol::Dns4(_)
+                        | Protocol::Dns6(_)
+                )
+            ) && match parts.next() {
+                Some(Protocol::Tcp(_)) => true,
+                Some(Protocol::Udp(_)) => matches!(parts.next(), Some(Protocol::QuicV1)),
+                _ => false,
+            }
         }
         Transport::Memory => matches!(parts.next(), Some(Protocol::Memory(_))),
     };
@@ -376,9 +389,10 @@ pub fn check_dialable(transport: Transport, addr: &Multiaddr) -> Result<(), Erro
         return Ok(());
     }
     let supported = match transport {
-        Transport::Tcp => {
-            "this node dials /ip4 and /ip6 TCP addresses only (DNS, QUIC, WebSocket and relayed \
-             addresses are not supported yet), e.g. /ip4/192.0.2.1/tcp/4001"
+        Transport::Ip => {
+            "this node dials TCP and QUIC addresses of an /ip4, /ip6, /dns, /dns4 or /dns6 host, \
+             e.g. /ip4/192.0.2.1/tcp/4001, /dns4/example.org/udp/4001/quic-v1 (WebSocket and \
+             relayed addresses are not supported yet)"
         }
         Transport::Memory => "this node runs the memory transport and dials /memory addresses only",
     };
@@ -393,18 +407,32 @@ pub fn swarm(key: identity::Keypair, config: &Config) -> Result<Swarm<Behaviour>
     let behaviour = behaviour(&key, config)?;
     let builder = SwarmBuilder::with_existing_identity(key.clone()).with_tokio();
     let swarm = match config.transport {
-        Transport::Tcp => infallible(
-            builder
+        Transport::Ip => {
+            let ip = builder
                 .with_tcp(
                     tcp::Config::default().nodelay(true),
                     noise::Config::new,
                     yamux::Config::default,
                 )
                 .map_err(|e| Error::Config(format!("tcp transport: {e}")))?
-                .with_behaviour(|_| behaviour),
-        )
-        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
-        .build(),
+                .with_quic();
+            // The system's resolver (and hosts file); without a resolver configuration (a
+            // bare container) names still resolve from the hosts file.
+            let (resolver, options) = match hickory_resolver::system_conf::read_system_conf() {
+                Ok(conf) => conf,
+                Err(error) => {
+                    tracing::warn!(%error, "no system DNS configuration: names resolve from the hosts file only");
+                    (
+                        libp2p::dns::ResolverConfig::new(),
+                        libp2p::dns::ResolverOpts::default(),
+                    )
+                }
+            };
+            let ip = ip.with_dns_config(resolver, options);
+            infallible(ip.with_behaviour(|_| behaviour))
+                .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+                .build()
+        }
         Transport::Memory => {
             let noise = noise::Config::new(&key)
                 .map_err(|e| Error::Config(format!("memory transport: {e}")))?;

@@ -223,6 +223,8 @@ pub(super) struct Network {
     shutdown: watch::Receiver<bool>,
     listening: Vec<Multiaddr>,
     connected: BTreeMap<PeerId, Multiaddr>,
+    /// Every established connection of each connected peer, with its remote address.
+    links: BTreeMap<PeerId, BTreeMap<ConnectionId, Multiaddr>>,
     targets: Vec<Target>,
     dialing: BTreeMap<ConnectionId, usize>,
     bans: BTreeMap<PeerId, Instant>,
@@ -274,6 +276,7 @@ impl Network {
             shutdown,
             listening: Vec::new(),
             connected: BTreeMap::new(),
+            links: BTreeMap::new(),
             targets,
             dialing: BTreeMap::new(),
             bans: BTreeMap::new(),
@@ -527,7 +530,13 @@ impl Network {
                 let peers = self
                     .connected
                     .iter()
-                    .map(|(p, a)| (*p, a.clone()))
+                    .map(|(p, first)| {
+                        let addrs: Vec<Multiaddr> = match self.links.get(p) {
+                            Some(links) if !links.is_empty() => links.values().cloned().collect(),
+                            _ => vec![first.clone()],
+                        };
+                        (*p, addrs)
+                    })
                     .collect();
                 let _ = reply.send(peers);
             }
@@ -576,6 +585,10 @@ impl Network {
                     target.next = None;
                     target.failures.reset();
                 }
+                self.links
+                    .entry(peer_id)
+                    .or_default()
+                    .insert(connection_id, addr.clone());
                 // Not `num_established == 1`: a first connection may have been refused.
                 if let Entry::Vacant(entry) = self.connected.entry(peer_id) {
                     tracing::info!(peer = %peer_id, %addr, "connected");
@@ -598,6 +611,12 @@ impl Network {
             } => {
                 if let Some(group) = self.inbound.remove(&connection_id) {
                     self.groups().release(group);
+                }
+                if let Some(links) = self.links.get_mut(&peer_id) {
+                    links.remove(&connection_id);
+                    if links.is_empty() {
+                        self.links.remove(&peer_id);
+                    }
                 }
                 if num_established != 0 || self.connected.remove(&peer_id).is_none() {
                     return;

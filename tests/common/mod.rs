@@ -116,6 +116,8 @@ pub struct NodeProcess {
     child: Child,
     /// The first address it printed.
     pub addr: String,
+    /// Every address it printed on start (one per `--listen`).
+    pub addrs: Vec<String>,
     /// Lines it wrote to stderr so far (collected by a thread).
     stderr: mpsc::Receiver<String>,
     seen: Vec<String>,
@@ -125,11 +127,22 @@ impl NodeProcess {
     /// Starts `blockend node --store DIR --no-mdns --listen /ip4/127.0.0.1/tcp/0 EXTRA...` and
     /// waits for its first `listening` line.
     pub fn start(store: &Path, extra: &[&str]) -> NodeProcess {
+        Self::start_listening(store, &["/ip4/127.0.0.1/tcp/0"], extra)
+    }
+
+    /// Starts `blockend node --store DIR --no-mdns --listen L... EXTRA...` and waits for one
+    /// `listening` line per address in `listen` (each must name one interface, e.g.
+    /// 127.0.0.1, so it prints one line).
+    pub fn start_listening(store: &Path, listen: &[&str], extra: &[&str]) -> NodeProcess {
         let mut command = blockend();
         command
             .args(["node", "--store"])
             .arg(store)
-            .args(["--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
+            .arg("--no-mdns");
+        for addr in listen {
+            command.args(["--listen", addr]);
+        }
+        command
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -156,26 +169,27 @@ impl NodeProcess {
         let mut node = NodeProcess {
             child,
             addr: String::new(),
+            addrs: Vec::new(),
             stderr: err_rx,
             seen: Vec::new(),
         };
-        let line = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => line,
-            Err(_) => panic!(
-                "the node printed no address; stderr: {:?}",
-                node.stderr_lines()
-            ),
-        };
-        let value: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
-        node.addr = value["listening"]
-            .as_str()
-            .expect("a listening address")
-            .to_owned();
-        assert!(
-            node.addr.contains("/p2p/"),
-            "address without a peer id: {}",
-            node.addr
-        );
+        for _ in 0..listen.len().max(1) {
+            let line = match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => line,
+                Err(_) => panic!(
+                    "the node printed no address; stderr: {:?}",
+                    node.stderr_lines()
+                ),
+            };
+            let value: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+            let addr = value["listening"]
+                .as_str()
+                .expect("a listening address")
+                .to_owned();
+            assert!(addr.contains("/p2p/"), "address without a peer id: {addr}");
+            node.addrs.push(addr);
+        }
+        node.addr = node.addrs[0].clone();
         node
     }
 
