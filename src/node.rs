@@ -171,7 +171,9 @@ impl Default for Config {
         Self {
             listen: vec![
                 "/ip4/0.0.0.0/tcp/0".parse().expect("a valid multiaddr"),
-                "/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("a valid multiaddr"),
+                "/ip4/0.0.0.0/udp/0/quic-v1"
+                    .parse()
+                    .expect("a valid multiaddr"),
             ],
             peers: Vec::new(),
             mdns: true,
@@ -665,7 +667,11 @@ impl Handle {
             .map(|(peer, addr, connections)| PeerInfo {
                 peer: peer.to_base58(),
                 transport: transport_of(&addr),
-                connection: if is_relayed(&addr) { "relayed" } else { "direct" },
+                connection: if is_relayed(&addr) {
+                    "relayed"
+                } else {
+                    "direct"
+                },
                 connections,
                 address: addr.to_string(),
                 counters: stats
