@@ -37,9 +37,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             app,
             listen,
             peer,
+            bootstrap,
             no_mdns,
             capacity,
-        } => run_node(&store, app, capacity, listen, peer, !no_mdns).await,
+        } => {
+            let peers = Peers {
+                peer,
+                bootstrap,
+                mdns: !no_mdns,
+            };
+            run_node(&store, app, capacity, listen, peers).await
+        }
         Command::Append { store, body } => append(&store, &body).await,
         Command::Cat {
             store,
@@ -126,17 +134,34 @@ fn init(dir: &Path, app: ReadyApp, capacity: Option<u64>) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Whom a node finds its peers through.
+struct Peers {
+    /// `--peer`: dialed and kept.
+    peer: Vec<Multiaddr>,
+    /// `--bootstrap`: the same, and remembered in the store.
+    bootstrap: Vec<Multiaddr>,
+    mdns: bool,
+}
+
 async fn run_node(
     dir: &Path,
     app: Option<ReadyApp>,
     capacity: Option<u64>,
     listen: Vec<Multiaddr>,
-    peers: Vec<Multiaddr>,
-    mdns: bool,
+    found: Peers,
 ) -> anyhow::Result<()> {
     let (kernel, app, repair) = store::open_with_capacity(dir, app, capacity, true)?;
     let loss = store::own_feed_loss(dir, &kernel, repair.as_ref());
-    let mut config = node::Config::default().with_peers(peers).with_mdns(mdns);
+    let mut peers = found.peer;
+    for addr in store::bootstrap_peers(dir, &found.bootstrap)? {
+        if !peers.contains(&addr) {
+            peers.push(addr);
+        }
+    }
+    let mut config = node::Config::default()
+        .with_peers(peers)
+        .with_mdns(found.mdns)
+        .with_address_book(dir.join(store::PEERS_FILE));
     config.app = app.name().to_owned();
     if !listen.is_empty() {
         config = config.with_listen(listen);

@@ -72,6 +72,7 @@
 //! to every peer not known to hold them. How live blocks spread (gossipsub's mesh at D = 3, no
 //! flood publish, no IHAVE gossip) is `sync::DISSEMINATION`, shared with the simulator.
 
+pub mod address_book;
 mod behaviour;
 mod groups;
 mod kernel_actor;
@@ -86,7 +87,7 @@ use libp2p::{gossipsub, Multiaddr, PeerId};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-pub use behaviour::SYNC_PROTOCOL;
+pub use behaviour::{check_dialable, SYNC_PROTOCOL};
 pub use stats::{reason, PeerCounters, Stats};
 
 use crate::app::NodeApp;
@@ -118,6 +119,10 @@ pub struct Config {
     pub peers: Vec<Multiaddr>,
     /// Local discovery with mDNS. Default on.
     pub mdns: bool,
+    /// Where to remember the peers this node has been connected to, so it dials them again
+    /// after a restart (see [`address_book`]). Default none; `blockend node` keeps it in the
+    /// store's `peers` file.
+    pub address_book: Option<std::path::PathBuf>,
     /// The transport. Default [`Transport::Ip`]: TCP and QUIC.
     pub transport: Transport,
     /// The app's name: it names the gossip topic, so nodes of different apps do not mix.
@@ -177,6 +182,7 @@ impl Default for Config {
             ],
             peers: Vec::new(),
             mdns: true,
+            address_book: None,
             transport: Transport::Ip,
             app: "app".to_owned(),
             sync: sync::Config::default()
@@ -207,6 +213,11 @@ impl Config {
     /// Sets the peers to dial.
     pub fn with_peers(mut self, peers: Vec<Multiaddr>) -> Self {
         self.peers = peers;
+        self
+    }
+    /// Remembers connected peers in the file at `path` (see [`Config::address_book`]).
+    pub fn with_address_book(mut self, path: std::path::PathBuf) -> Self {
+        self.address_book = Some(path);
         self
     }
     /// Turns mDNS on or off.

@@ -22,6 +22,13 @@ pub const CAPACITY_FILE: &str = "capacity";
 /// writer; readable by whoever may read the store, unlike the secret in `DIR/identity`).
 pub const AUTHOR_FILE: &str = "author";
 
+/// The bootstrap peers `blockend node --bootstrap` was last given, one multiaddr a line.
+pub const BOOTSTRAP_FILE: &str = "bootstrap";
+
+/// The running node's address book: peers it was connected to, dialed again after a restart
+/// (see `node::address_book`).
+pub const PEERS_FILE: &str = "peers";
+
 /// The capacity of a store that remembers none: 1 GiB. Bounded by default, so a node that
 /// meets a flood fills a known share of the disk and no more; room for about six million
 /// blocks with 20-byte bodies (180 bytes each as retention counts them), small next to
@@ -106,6 +113,9 @@ pub enum Error {
         /// What it holds.
         text: String,
     },
+    /// A `--bootstrap` address the node cannot dial (nothing is remembered).
+    #[error("{0}")]
+    BadBootstrap(String),
     /// The kernel or its RocksDB store failed to open (locked, foreign, corrupt).
     #[error(transparent)]
     Kernel(#[from] blockend_kernel::Error),
@@ -210,6 +220,61 @@ fn remember_capacity(dir: &Path, bytes: u64) -> Result<(), Error> {
     fs::write(&aside, format!("{bytes}\n"))
         .map_err(|source| io(aside.clone(), Access::Write, source))?;
     fs::rename(&aside, &path).map_err(|source| io(path, Access::Write, source))
+}
+
+/// The bootstrap peers of the store in `dir`: `given` when there are any (they replace the
+/// remembered ones, which are written down, replaced whole like the capacity), else the ones
+/// remembered. A line of the file that is not a multiaddr is skipped with a warning.
+///
+/// # Errors
+/// A [`StoreError::PermissionDenied`] or other I/O error reading or writing the file.
+pub fn bootstrap_peers(
+    dir: &Path,
+    given: &[libp2p::Multiaddr],
+) -> Result<Vec<libp2p::Multiaddr>, Error> {
+    let path = dir.join(BOOTSTRAP_FILE);
+    let dialable = |addr: &libp2p::Multiaddr| {
+        crate::node::check_dialable(crate::node::Transport::Ip, addr)
+            .map_err(|e| Error::BadBootstrap(e.to_string().replacen("--peer", "--bootstrap", 1)))
+    };
+    if !given.is_empty() {
+        // Checked before it is remembered: a bad address must not stop every later start.
+        for addr in given {
+            dialable(addr)?;
+        }
+        let mut text = String::new();
+        for addr in given {
+            text.push_str(&format!("{addr}\n"));
+        }
+        let aside = dir.join(format!("{BOOTSTRAP_FILE}.new"));
+        fs::write(&aside, text).map_err(|source| io(aside.clone(), Access::Write, source))?;
+        fs::rename(&aside, &path).map_err(|source| io(path, Access::Write, source))?;
+        return Ok(given.to_vec());
+    }
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(io(path, Access::Read, source)),
+    };
+    let mut peers = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        match line.parse::<libp2p::Multiaddr>() {
+            Ok(addr) => match dialable(&addr) {
+                Ok(()) => peers.push(addr),
+                Err(e) => tracing::warn!("{} line {}: {e}; skipped", path.display(), n + 1),
+            },
+            Err(e) => tracing::warn!(
+                "{} line {}: not a multiaddr ({e}), skipped",
+                path.display(),
+                n + 1
+            ),
+        }
+    }
+    Ok(peers)
 }
 
 /// The store's own author: the one `DIR/author` names, else the kernel's. A kernel opened

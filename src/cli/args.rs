@@ -47,6 +47,11 @@ pub enum Command {
         /// DNS name: /ip4/192.0.2.1/tcp/4001, /dns4/example.org/udp/4001/quic-v1.
         #[arg(long, value_name = "MULTIADDR")]
         peer: Vec<Multiaddr>,
+        /// Bootstrap peer (repeatable): dialed and kept like --peer, and remembered in the
+        /// store (DIR/bootstrap), so later starts use it without the flag; giving any replaces
+        /// the remembered ones.
+        #[arg(long, value_name = "MULTIADDR")]
+        bootstrap: Vec<Multiaddr>,
         /// Turn off local discovery with mDNS.
         #[arg(long)]
         no_mdns: bool,

@@ -351,7 +351,7 @@ fn behaviour(key: &identity::Keypair, config: &Config) -> Result<Behaviour, Erro
     })
 }
 
-/// Whether `transport`, as [`swarm`] builds it, can dial `addr`: the IP transports dial
+/// Whether `transport`, as the node builds its swarm, can dial `addr`: the IP transports dial
 /// `<host>/tcp/<port>` and `<host>/udp/<port>/quic-v1`, where the host is `/ip4`, `/ip6`,
 /// `/dns`, `/dns4` or `/dns6`; the memory transport `/memory/<n>`; all with an optional
 /// `/p2p/<peer id>` at the end. Checked at start, so a `--peer` that could never be dialed is

@@ -32,6 +32,7 @@ use libp2p::{identify, mdns, request_response, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::address_book::{self, AddressBook};
 use super::behaviour::{Behaviour, BehaviourEvent, Refused, SYNC_PROTOCOL};
 use super::groups::{address_group, Admit, Group, Groups};
 use super::{Config, Error, KernelCmd, NetCmd, Stats};
@@ -223,8 +224,9 @@ pub(super) struct Network {
     shutdown: watch::Receiver<bool>,
     listening: Vec<Multiaddr>,
     connected: BTreeMap<PeerId, Multiaddr>,
-    /// Every established connection of each connected peer, with its remote address.
-    links: BTreeMap<PeerId, BTreeMap<ConnectionId, Multiaddr>>,
+    /// Every established connection of each connected peer: its remote address, and whether
+    /// this node dialed it.
+    links: BTreeMap<PeerId, BTreeMap<ConnectionId, (Multiaddr, bool)>>,
     targets: Vec<Target>,
     dialing: BTreeMap<ConnectionId, usize>,
     bans: BTreeMap<PeerId, Instant>,
@@ -240,6 +242,18 @@ pub(super) struct Network {
     gossip_rate: BTreeMap<PeerId, Bucket>,
     /// Peers graylisted for their gossip rate, with when that ends.
     throttled: BTreeMap<PeerId, Instant>,
+    /// The remembered peers, and when the book was last written.
+    book: Option<(AddressBook, Instant)>,
+}
+
+/// How often a changed address book is written.
+const SAVE_BOOK_EVERY: Duration = Duration::from_secs(10);
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -286,6 +300,79 @@ impl Network {
             pending: VecDeque::new(),
             gossip_rate: BTreeMap::new(),
             throttled: BTreeMap::new(),
+            book: None,
+        }
+        .with_book()
+    }
+
+    /// Loads the address book and dials up to [`address_book::DIAL_ON_START`] of its peers
+    /// once (explicit peers are dialed and redialed as targets).
+    fn with_book(mut self) -> Self {
+        let Some(path) = self.config.address_book.clone() else {
+            return self;
+        };
+        let book = AddressBook::load(&path);
+        let explicit: Vec<PeerId> = self.targets.iter().filter_map(|t| t.peer).collect();
+        for (peer, addrs) in book.to_dial(address_book::DIAL_ON_START) {
+            if explicit.contains(&peer) {
+                continue;
+            }
+            tracing::debug!(%peer, ?addrs, "dialing a remembered peer");
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            let _ = self.swarm.dial(opts);
+        }
+        self.book = Some((book, Instant::now()));
+        self
+    }
+
+    /// What the node has evidence `peer` is reachable at: the addresses it dialed it at and
+    /// connected, then the listen addresses it announces on an IP it connected from. A
+    /// peer's other claims (other hosts, names, private addresses behind a NAT) are not
+    /// taken: they would let it file itself under any subnet and make this node dial hosts
+    /// of its choosing after a restart.
+    fn evidenced(&self, peer: PeerId, announced: &[Multiaddr]) -> Vec<Multiaddr> {
+        let Some(links) = self.links.get(&peer) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Multiaddr> = links
+            .values()
+            .filter(|(_, dialed)| *dialed)
+            .map(|(a, _)| a.clone())
+            .collect();
+        let ips: Vec<std::net::IpAddr> = links
+            .values()
+            .filter_map(|(a, _)| address_book::ip_of(a))
+            .collect();
+        out.extend(
+            announced
+                .iter()
+                .filter(|a| address_book::ip_of(a).is_some_and(|ip| ips.contains(&ip)))
+                .cloned(),
+        );
+        out
+    }
+
+    /// Remembers that `peer` was connected, reachable at `addrs`.
+    fn remember(&mut self, peer: PeerId, addrs: &[Multiaddr]) {
+        if let Some((book, _)) = &mut self.book {
+            book.note(peer, addrs, unix_now());
+        }
+    }
+
+    /// Writes the address book if it changed, at most every [`SAVE_BOOK_EVERY`] unless `now`.
+    fn save_book(&mut self, force: bool) {
+        let (Some((book, saved)), Some(path)) = (&mut self.book, &self.config.address_book) else {
+            return;
+        };
+        if !force && saved.elapsed() < SAVE_BOOK_EVERY {
+            return;
+        }
+        *saved = Instant::now();
+        if let Err(error) = book.save_if_changed(path) {
+            tracing::warn!("cannot write the address book {}: {error}", path.display());
         }
     }
 
@@ -366,6 +453,7 @@ impl Network {
                 event = self.swarm.select_next_some() => self.on_event(event),
             }
         }
+        self.save_book(true);
     }
 
     fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
@@ -514,6 +602,9 @@ impl Network {
                     self.stats().banned += 1;
                 }
                 self.bans.insert(peer, Instant::now() + self.config.ban);
+                if let Some((book, _)) = &mut self.book {
+                    book.forget(&peer);
+                }
                 let _ = self.swarm.disconnect_peer_id(peer);
                 self.charge_invalid();
                 let now = Instant::now();
@@ -532,7 +623,9 @@ impl Network {
                     .iter()
                     .map(|(p, first)| {
                         let addrs: Vec<Multiaddr> = match self.links.get(p) {
-                            Some(links) if !links.is_empty() => links.values().cloned().collect(),
+                            Some(links) if !links.is_empty() => {
+                                links.values().map(|(a, _)| a.clone()).collect()
+                            }
                             _ => vec![first.clone()],
                         };
                         (*p, addrs)
@@ -588,7 +681,7 @@ impl Network {
                 self.links
                     .entry(peer_id)
                     .or_default()
-                    .insert(connection_id, addr.clone());
+                    .insert(connection_id, (addr.clone(), endpoint.is_dialer()));
                 // Not `num_established == 1`: a first connection may have been refused.
                 if let Entry::Vacant(entry) = self.connected.entry(peer_id) {
                     tracing::info!(peer = %peer_id, %addr, "connected");
@@ -723,6 +816,10 @@ impl Network {
             }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 if info.protocols.contains(&SYNC_PROTOCOL) {
+                    if !self.bans.contains_key(&peer_id) {
+                        let addrs = self.evidenced(peer_id, &info.listen_addrs);
+                        self.remember(peer_id, &addrs);
+                    }
                     self.speaks_sync(peer_id);
                 } else {
                     self.lacks_sync(peer_id, "identify lists no sync protocol");
@@ -745,6 +842,7 @@ impl Network {
     }
 
     fn on_timer(&mut self) {
+        self.save_book(false);
         let now = Instant::now();
         for i in 0..self.targets.len() {
             let target = &self.targets[i];
