@@ -256,6 +256,15 @@ fn probed(clock: &ManualClock, feeds: u64) -> (Kernel, Protocol<u8>) {
 /// Sends 100 reconcile messages whose one fingerprint over every head never agrees (each
 /// buys a walk, then a split into sub-ranges) and counts the answers that split.
 fn splits_answered(machine: &mut Protocol<u8>, kernel: &mut Kernel) -> u32 {
+    answers_where(machine, kernel, |r| r.ranges.len() == BUCKETS)
+}
+
+/// Sends the probe of [`splits_answered`] 100 times and counts the answers `counts` accepts.
+fn answers_where(
+    machine: &mut Protocol<u8>,
+    kernel: &mut Kernel,
+    counts: impl Fn(&Reconcile) -> bool,
+) -> u32 {
     let probe = Message::Reconcile(Reconcile {
         open: Some(1),
         salt: 0,
@@ -280,7 +289,7 @@ fn splits_answered(machine: &mut Protocol<u8>, kernel: &mut Kernel) -> u32 {
                 ..
             } = output
             {
-                if r.ranges.len() == BUCKETS {
+                if counts(&r) {
                     answered += 1;
                 }
             }
@@ -363,39 +372,12 @@ fn feeds_a_peer_declines_still_count_against_its_walks() {
     }
     assert_eq!(machine.peer_stats(&1).map(|s| s.invalid), Some(0));
     machine.event(&mut kernel, Event::Tick).expect("tick");
-    let probe = Message::Reconcile(Reconcile {
-        open: Some(1),
-        salt: 0,
-        ranges: vec![(None, Part::Fingerprint([0xAB; 16]))],
-        declined: Vec::new(),
-    })
-    .encode();
-    let mut answered = 0u64;
-    for _ in 0..100 {
-        let step = machine
-            .event(
-                &mut kernel,
-                Event::Message {
-                    from: 1,
-                    bytes: probe.clone(),
-                },
-            )
-            .expect("event");
-        for output in step.outputs {
-            if let Output::Send {
-                message: Message::Reconcile(r),
-                ..
-            } = output
-            {
-                if r.ranges.iter().any(|(_, p)| matches!(p, Part::Ids(_))) {
-                    answered += 1;
-                }
-            }
-        }
-    }
+    let answered = answers_where(&mut machine, &mut kernel, |r| {
+        r.ranges.iter().any(|(_, p)| matches!(p, Part::Ids(_)))
+    });
     // Each probe walks every feed twice (its fingerprint, then the empty list of ids).
     let budget = WALKS_PER_TICK * feeds + WALK_SLACK;
-    assert_eq!(answered, budget.div_ceil(2 * feeds));
+    assert_eq!(u64::from(answered), budget.div_ceil(2 * feeds));
 }
 
 #[test]
