@@ -30,7 +30,7 @@ use blockend::kernel::kernel::VerdictCache;
 use blockend::kernel::store::RocksStore;
 use blockend::kernel::{Block, Feed, Identity, Kernel};
 use blockend::{store, ReadyApp};
-use common::{json_lines, poll, run};
+use common::{eventually, json_lines, run};
 
 /// Nodes in the swarm.
 const NODES: usize = 16;
@@ -221,10 +221,10 @@ impl NodeProcess {
             .status()
             .expect("kill runs");
         assert!(status.success());
-        let exited = poll(Duration::from_secs(30), Duration::from_millis(20), || {
+        let status = eventually(Duration::from_secs(30), || {
             self.child.try_wait().expect("wait")
-        });
-        let status = exited.expect("the node did not stop on SIGTERM");
+        })
+        .expect("the node did not stop on SIGTERM");
         assert!(
             status.success(),
             "exited with {status}: {}",
@@ -281,7 +281,7 @@ fn after_ticks(
 ) -> Vec<serde_json::Value> {
     // A tick is 2 s by default (the CLI has no flag for it).
     let limit = Duration::from_secs(30 + 4 * ticks);
-    poll(limit, Duration::from_millis(500), || {
+    eventually(limit, || {
         let now = all_stats(stores)?;
         now.iter()
             .zip(from)
@@ -339,7 +339,7 @@ fn sixteen_nodes_holding_thousands_of_feeds_spend_little_per_tick_and_still_spre
         nodes.push(NodeProcess::start(store, &peers, namespace.as_ref()));
     }
 
-    let linked = poll(Duration::from_secs(60), Duration::from_millis(500), || {
+    let linked = eventually(Duration::from_secs(60), || {
         stores
             .iter()
             .enumerate()
@@ -400,7 +400,7 @@ fn sixteen_nodes_holding_thousands_of_feeds_spend_little_per_tick_and_still_spre
     let appended_at = Instant::now();
     let output = run(&["append", "--store", s(&stores[0]), r#"{"value":2}"#]);
     assert!(output.status.success(), "append failed: {output:?}");
-    let spread = poll(Duration::from_secs(60), Duration::from_millis(250), || {
+    let spread = eventually(Duration::from_secs(60), || {
         let now = all_stats(&stores)?;
         now.iter()
             .all(|stats| count(stats, "blocks_stored") == FEEDS as u64 + 1)

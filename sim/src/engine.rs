@@ -108,9 +108,12 @@ impl Ord for Scheduled {
 /// verdict is a function of the block alone, so the run's figures are the same with or without
 /// it, whichever side checks a block first; it only moves work off the main thread.
 pub(crate) struct Checker {
-    blocks: std::sync::mpsc::Sender<Arc<Block>>,
+    blocks: std::sync::mpsc::SyncSender<Arc<Block>>,
     thread: std::thread::JoinHandle<()>,
 }
+
+/// Blocks waiting for the [`Checker`] at most; past that the main thread checks them.
+const CHECKS_QUEUED: usize = 4_096;
 
 impl Checker {
     /// A checker filling `cache`, or none on a single core.
@@ -118,7 +121,7 @@ impl Checker {
         if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
             return None;
         }
-        let (blocks, rx) = std::sync::mpsc::channel::<Arc<Block>>();
+        let (blocks, rx) = std::sync::mpsc::sync_channel::<Arc<Block>>(CHECKS_QUEUED);
         let cache = cache.clone();
         let thread = std::thread::Builder::new()
             .name("blockend-sim-checker".into())
@@ -131,9 +134,10 @@ impl Checker {
         Some(Self { blocks, thread })
     }
 
-    /// Queues `block` for a check (nothing happens if the thread is gone).
+    /// Queues `block` for a check. A full queue (the thread is behind) or a stopped thread
+    /// drops it: the kernel that meets the block first checks it itself.
     pub(crate) fn check(&self, block: &Arc<Block>) {
-        let _ = self.blocks.send(block.clone());
+        let _ = self.blocks.try_send(block.clone());
     }
 
     /// Stops the thread once it has drained its queue.

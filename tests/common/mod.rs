@@ -88,17 +88,9 @@ pub fn one_line_error(output: &Output) -> String {
     lines[0].to_owned()
 }
 
-/// Polls `check` every 50 ms until it returns `Some` or `limit` passes.
-pub fn eventually<T>(limit: Duration, check: impl FnMut() -> Option<T>) -> Option<T> {
-    poll(limit, Duration::from_millis(50), check)
-}
-
-/// Polls `check` every `every` until it returns `Some` or `limit` passes.
-pub fn poll<T>(
-    limit: Duration,
-    every: Duration,
-    mut check: impl FnMut() -> Option<T>,
-) -> Option<T> {
+/// Polls `check` every 50 ms until it returns `Some` or `limit` passes. A check that is slow
+/// itself (one that asks many nodes) sets the pace: the pause between checks stays 50 ms.
+pub fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(value) = check() {
@@ -107,7 +99,7 @@ pub fn poll<T>(
         if Instant::now() > deadline {
             return None;
         }
-        std::thread::sleep(every);
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -218,22 +210,15 @@ impl NodeProcess {
             .status()
             .expect("kill runs");
         assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                assert!(
-                    status.success(),
-                    "the node exited with {status}: {:?}",
-                    self.stderr_lines()
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the node did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = eventually(Duration::from_secs(30), || {
+            self.child.try_wait().expect("wait")
+        })
+        .expect("the node did not stop on SIGTERM");
+        assert!(
+            status.success(),
+            "the node exited with {status}: {:?}",
+            self.stderr_lines()
+        );
     }
 }
 
