@@ -39,12 +39,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             peer,
             bootstrap,
             no_mdns,
+            relay,
+            external,
+            no_holepunch,
+            lab_nonglobal_addresses,
             capacity,
         } => {
             let peers = Peers {
                 peer,
                 bootstrap,
                 mdns: !no_mdns,
+                relay,
+                external,
+                holepunch: !no_holepunch,
+                nonglobal: lab_nonglobal_addresses,
             };
             run_node(&store, app, capacity, listen, peers).await
         }
@@ -141,6 +149,14 @@ struct Peers {
     /// `--bootstrap`: the same, and remembered in the store.
     bootstrap: Vec<Multiaddr>,
     mdns: bool,
+    /// `--relay`: serve as a relay.
+    relay: bool,
+    /// `--external`.
+    external: Vec<Multiaddr>,
+    /// Not `--no-holepunch`.
+    holepunch: bool,
+    /// `--lab-nonglobal-addresses`.
+    nonglobal: bool,
 }
 
 async fn run_node(
@@ -161,6 +177,10 @@ async fn run_node(
     let mut config = node::Config::default()
         .with_peers(peers)
         .with_mdns(found.mdns)
+        .with_relay(found.relay)
+        .with_external(found.external)
+        .with_holepunch(found.holepunch)
+        .with_nonglobal_addresses(found.nonglobal)
         .with_address_book(dir.join(store::PEERS_FILE));
     config.app = app.name().to_owned();
     if !listen.is_empty() {

@@ -5,9 +5,10 @@
 //! - the **kernel actor** (a dedicated OS thread, because RocksDB calls block) owns the
 //!   [`Kernel`] and the sync [`Protocol`](blockend_kernel::sync::Protocol), and answers the
 //!   local API;
-//! - the **network actor** (a tokio task) owns the libp2p swarm: TCP (or the in-memory
-//!   transport in tests) with noise and yamux; gossipsub; request-response for sync; identify;
-//!   mDNS; connection limits and a block list.
+//! - the **network actor** (a tokio task) owns the libp2p swarm: TCP with noise and yamux and
+//!   QUIC (or the in-memory transport in tests), and circuit relay v2 connections; gossipsub;
+//!   request-response for sync; identify; mDNS; Kademlia; AutoNAT; a relay server (when
+//!   asked), the relay client and DCUtR; connection limits and a block list.
 //!
 //! Inbound network data goes to the kernel with `try_send`: when the kernel's queue is full the
 //! message is dropped and counted (anti-entropy repairs the loss), so the network actor never
@@ -71,6 +72,30 @@
 //! reconciliation round, so a catch-up costs each link the difference once instead of a push
 //! to every peer not known to hold them. How live blocks spread (gossipsub's mesh at D = 3, no
 //! flood publish, no IHAVE gossip) is `sync::DISSEMINATION`, shared with the simulator.
+//!
+//! **Reach beyond the LAN** uses libp2p's own protocols only. Discovery: Kademlia on
+//! blockend's own protocol name ([`KAD_PROTOCOL`], not IPFS's DHT). A node announces itself
+//! as a provider of the app's key (blake3 of the app's gossip topic) once it has an external
+//! address (confirmed by AutoNAT, or its relayed address), renews that every 10 minutes and
+//! whenever its external addresses change, and looks the key up every 2 s at first, doubling
+//! to 5 minutes (again from 2 s when a peer leaves or the routing table meets a new one).
+//! Only peers that identify with the DHT protocol enter the routing table, at the addresses
+//! the node has evidence for (as for the address book). Eclipse resistance: the peers a DHT
+//! answer names are dialed only while fewer than half of [`Config::max_connections`] are
+//! connected, at most 8 per answer; `--peer`/`--bootstrap` peers are always redialed; the
+//! address book keeps 2 peers per subnet. Reachability: AutoNAT (v1) probes through connected
+//! peers; a node found `public` serves the DHT, any other is a DHT client ([`Config::relay`]
+//! nodes serve from the start). A node not found `public` reserves a slot on up to 2 relays it
+//! dialed directly (peers that identify with the circuit relay v2 hop protocol), which makes
+//! its relayed address (`<relay>/p2p/<relay id>/p2p-circuit`) external, so its next provider
+//! record carries it; once found `public` it gives the slots back. A relay's bounds are
+//! [`relay_limits`]; while two nodes are joined only through a relay, sync runs within its
+//! data limits (128 KiB and 2 minutes per circuit), and they meet again through the DHT when a
+//! circuit closes. Over a relayed connection DCUtR tries to punch a hole to a direct one
+//! (counted in [`Stats::holepunch_attempts`] and [`Stats::holepunch_successes`]; off with
+//! [`Config::holepunch`]). Relayed connections are in no address group: the relay's IP is not
+//! the remote's. AutoNAT ignores non-global addresses unless [`Config::nonglobal_addresses`]
+//! is set (the NAT lab's setting, never the default).
 
 pub mod address_book;
 mod behaviour;
@@ -87,8 +112,8 @@ use libp2p::{gossipsub, Multiaddr, PeerId};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-pub use behaviour::{check_dialable, SYNC_PROTOCOL};
-pub use stats::{reason, PeerCounters, Stats};
+pub use behaviour::{check_dialable, relay_limits, KAD_PROTOCOL, SYNC_PROTOCOL};
+pub use stats::{reason, PeerCounters, Reachability, Stats};
 
 use crate::app::NodeApp;
 
@@ -163,6 +188,24 @@ pub struct Config {
     pub queue: usize,
     /// Longest wait between redials of an unreachable `--peer`. Default 60 s (first 1 s).
     pub max_backoff: Duration,
+    /// Serve as a circuit relay v2 for other nodes (`--relay`), within the bounds
+    /// [`relay_limits`] lists; also serves the DHT from the start (a relay says it is
+    /// reachable). Default off.
+    pub relay: bool,
+    /// Try to turn a relayed connection into a direct one by hole punching (DCUtR). Default
+    /// on.
+    pub holepunch: bool,
+    /// Addresses this node is known to be reachable at from outside (`--external`), confirmed
+    /// at start instead of waiting for AutoNAT: they go into its provider records and a relay
+    /// serves reservations at once. A [`Config::relay`] node also counts every listen address
+    /// with a concrete IP and port as external. Default none.
+    pub external: Vec<Multiaddr>,
+    /// Treat addresses outside the global unicast ranges (private, shared, benchmarking:
+    /// 10/8, 100.64/10, 192.168/16, 198.18/15, ...) as global in AutoNAT, so reachability is
+    /// probed and confirmed on them. For NAT labs built of such ranges (`scripts/nat-lab`);
+    /// default off, as real use needs: a node behind a NAT must not believe a LAN peer's
+    /// dial-back proves it reachable.
+    pub nonglobal_addresses: bool,
 }
 
 /// A random 64-bit seed: std's `RandomState` draws its keys from the OS.
@@ -200,11 +243,39 @@ impl Default for Config {
             max_invalid_per_ip: 64,
             queue: 4096,
             max_backoff: Duration::from_secs(60),
+            relay: false,
+            holepunch: true,
+            external: Vec::new(),
+            nonglobal_addresses: false,
         }
     }
 }
 
 impl Config {
+    /// Serves as a circuit relay (see [`Config::relay`]).
+    pub fn with_relay(mut self, relay: bool) -> Self {
+        self.relay = relay;
+        self
+    }
+
+    /// Turns hole punching on or off (see [`Config::holepunch`]).
+    pub fn with_holepunch(mut self, holepunch: bool) -> Self {
+        self.holepunch = holepunch;
+        self
+    }
+
+    /// Sets the addresses this node is reachable at from outside (see [`Config::external`]).
+    pub fn with_external(mut self, external: Vec<Multiaddr>) -> Self {
+        self.external = external;
+        self
+    }
+
+    /// Treats non-global addresses as global in AutoNAT (see [`Config::nonglobal_addresses`]).
+    pub fn with_nonglobal_addresses(mut self, nonglobal: bool) -> Self {
+        self.nonglobal_addresses = nonglobal;
+        self
+    }
+
     /// Sets the listen addresses.
     pub fn with_listen(mut self, listen: Vec<Multiaddr>) -> Self {
         self.listen = listen;
@@ -308,6 +379,26 @@ pub enum Error {
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
+}
+
+/// What the node confirms as its external addresses at start: [`Config::external`], and for a
+/// relay every listen address with a concrete IP and port.
+fn external_addresses(config: &Config) -> Vec<Multiaddr> {
+    use libp2p::multiaddr::Protocol;
+    let concrete = |addr: &Multiaddr| {
+        addr.iter().all(|p| match p {
+            Protocol::Ip4(ip) => !ip.is_unspecified(),
+            Protocol::Ip6(ip) => !ip.is_unspecified(),
+            Protocol::Tcp(port) | Protocol::Udp(port) => port != 0,
+            _ => true,
+        })
+    };
+    let mut out = config.external.clone();
+    if config.relay && config.transport == Transport::Ip {
+        out.extend(config.listen.iter().filter(|a| concrete(a)).cloned());
+    }
+    out.dedup();
+    out
 }
 
 /// Whether `addr` runs through a circuit relay.
@@ -454,6 +545,14 @@ impl Node {
         for addr in &config.peers {
             behaviour::check_dialable(config.transport, addr)?;
         }
+        for addr in &config.external {
+            if behaviour::check_dialable(config.transport, addr).is_err() || is_relayed(addr) {
+                return Err(Error::Config(format!(
+                    "--external {addr} is not an address peers could dial this node at: give \
+                     its public TCP or QUIC address, e.g. /ip4/198.51.100.7/tcp/4001"
+                )));
+            }
+        }
         let key = libp2p::identity::Keypair::ed25519_from_bytes(kernel.identity().secret())
             .map_err(|e| Error::Config(format!("identity: {e}")))?;
         let peer_id = key.public().to_peer_id();
@@ -466,6 +565,9 @@ impl Node {
                 reason: network::causes(&e),
             })?;
             listeners.push((id, addr.clone()));
+        }
+        for addr in external_addresses(&config) {
+            swarm.add_external_address(addr);
         }
         let (kernel_tx, kernel_rx) = mpsc::channel(config.queue);
         let (net_tx, net_rx) = mpsc::channel(config.queue);

@@ -77,16 +77,42 @@ async fn a_udp_peer_without_quic_is_refused_at_start_naming_what_the_node_dials(
 }
 
 #[tokio::test]
-async fn websocket_relayed_and_bare_ip_peers_are_refused_too() {
+async fn websocket_bare_ip_and_malformed_relayed_peers_are_refused_too() {
+    const RELAY: &str = "12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo";
+    let without_relay_id = "/ip4/192.0.2.1/tcp/4001/p2p-circuit/p2p/".to_owned() + RELAY;
+    let two_hops =
+        format!("/ip4/192.0.2.1/tcp/4001/p2p/{RELAY}/p2p-circuit/p2p/{RELAY}/p2p-circuit");
+    let relay_not_dialable = format!("/ip4/192.0.2.1/udp/4001/p2p/{RELAY}/p2p-circuit");
+    let trailing = format!("/ip4/192.0.2.1/tcp/4001/p2p/{RELAY}/p2p-circuit/tcp/5");
     for peer in [
         "/ip4/192.0.2.1/tcp/4001/ws",
-        "/ip4/192.0.2.1/tcp/4001/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo/p2p-circuit",
         "/ip6/::1",
         "/memory/7",
+        "/p2p-circuit",
+        &without_relay_id,
+        &two_hops,
+        &relay_not_dialable,
+        &trailing,
     ] {
         let message = refusal(tcp_config(vec![addr(peer)])).await;
         assert!(message.contains(&format!("--peer {peer}:")), "{message}");
         assert!(message.contains(DIALS), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn relayed_peers_through_a_dialable_relay_are_accepted() {
+    const RELAY: &str = "12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo";
+    const PEER: &str = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
+    for peer in [
+        format!("/ip4/192.0.2.1/tcp/4001/p2p/{RELAY}/p2p-circuit/p2p/{PEER}"),
+        format!("/ip4/192.0.2.1/udp/4001/quic-v1/p2p/{RELAY}/p2p-circuit/p2p/{PEER}"),
+        format!("/dns4/relay.invalid/tcp/4001/p2p/{RELAY}/p2p-circuit"),
+    ] {
+        let node = start(tcp_config(vec![addr(&peer)]))
+            .await
+            .unwrap_or_else(|e| panic!("{peer} refused: {e}"));
+        node.shutdown().await;
     }
 }
 

@@ -55,6 +55,23 @@ pub enum Command {
         /// Turn off local discovery with mDNS.
         #[arg(long)]
         no_mdns: bool,
+        /// Serve as a circuit relay for nodes behind NATs (and as a DHT server): at most 128
+        /// reservations and 16 circuits at once, 4 of each per peer, rate-limited per peer and
+        /// per IP; a circuit carries at most 128 KiB for at most 2 minutes.
+        #[arg(long)]
+        relay: bool,
+        /// An address this node is reachable at from outside (repeatable), announced at once
+        /// instead of after AutoNAT confirms it. A --relay node announces its listen addresses
+        /// that name an IP and a port without it.
+        #[arg(long, value_name = "MULTIADDR")]
+        external: Vec<Multiaddr>,
+        /// Do not try to turn relayed connections into direct ones by hole punching.
+        #[arg(long)]
+        no_holepunch: bool,
+        /// Treat private and reserved addresses (100.64/10, 198.18/15, 10/8, ...) as global
+        /// when probing reachability with AutoNAT. For NAT labs built of such ranges only.
+        #[arg(long)]
+        lab_nonglobal_addresses: bool,
         /// Byte budget for other authors' feeds (as for `init`); replaces the one the store
         /// remembers. Default: the store's, or 1 GiB. Over it, the feeds ranked last (not
         /// followed, stored last) are evicted whole.

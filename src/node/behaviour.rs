@@ -19,9 +19,9 @@ use libp2p::swarm::{
     THandlerOutEvent, ToSwarm,
 };
 use libp2p::{
-    allow_block_list, connection_limits, gossipsub, identify, identity, mdns, noise,
-    request_response, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder,
-    Transport as _,
+    allow_block_list, autonat, connection_limits, dcutr, gossipsub, identify, identity, kad, mdns,
+    noise, relay, request_response, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+    SwarmBuilder, Transport as _,
 };
 use tokio::time::Instant;
 
@@ -35,6 +35,14 @@ pub(super) const MAX_PENDING_INCOMING: u32 = 32;
 
 /// The sync protocol's name on the wire.
 pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/blockend/sync/2");
+
+/// Kademlia's protocol name: blockend's own DHT, apart from IPFS's (`/ipfs/kad/1.0.0`), so its
+/// tables hold blockend nodes only.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/blockend/kad/1.0.0");
+
+/// The circuit relay v2 protocol a relay serves (in a peer's identify info when it relays).
+pub const RELAY_HOP_PROTOCOL: StreamProtocol =
+    StreamProtocol::new("/libp2p/circuit/relay/0.2.0/hop");
 
 /// Everything a node speaks.
 #[derive(NetworkBehaviour)]
@@ -55,6 +63,17 @@ pub struct Behaviour {
     pub identify: identify::Behaviour,
     /// Local discovery, when enabled.
     pub mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Discovery beyond the LAN: blockend's Kademlia DHT ([`KAD_PROTOCOL`]), where the nodes
+    /// of one app announce themselves as providers of the app's key.
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// Whether this node is reachable from outside (and the server side of others' probes).
+    pub autonat: autonat::Behaviour,
+    /// The circuit relay v2 server, when the node serves as a relay (`--relay`).
+    pub relay: Toggle<relay::Behaviour>,
+    /// The relay client: reservations on relays, and connections through them.
+    pub relay_client: relay::client::Behaviour,
+    /// Hole punching over a relayed connection (DCUtR), unless turned off.
+    pub dcutr: Toggle<dcutr::Behaviour>,
 }
 
 /// Refuses an inbound connection from a banned address group, from one that has its most
@@ -307,10 +326,84 @@ fn gossipsub(config: &Config) -> Result<gossipsub::Behaviour, Error> {
     Ok(behaviour)
 }
 
-fn behaviour(key: &identity::Keypair, config: &Config) -> Result<Behaviour, Error> {
+/// The relay server's bounds (circuit relay v2), when the node serves with `--relay`.
+///
+/// - **Reservations**: at most 128 at once, 4 per peer, each for an hour (renewed by the
+///   client); new ones are rate-limited per peer (a burst of 30, then one per 2 minutes) and
+///   per IP (a burst of 60, then one a minute). The node's per-IP connection cap
+///   ([`Config::max_connections_per_ip`]) bounds the reservations one IP holds at once to
+///   that many connections times 4.
+/// - **Circuits**: at most 16 at once, 4 per peer, rate-limited per source peer and IP as
+///   reservations are.
+/// - **Data**: a circuit carries at most 128 KiB and lives at most 2 minutes (whichever comes
+///   first), then the relay closes it. That is room for a catch-up of about a thousand small
+///   blocks and for every live block in between; two nodes that stay relayed (hole punching
+///   failed) open a new circuit when they next find each other, and anti-entropy carries on
+///   where the last one stopped.
+pub fn relay_limits() -> relay::Config {
+    relay::Config {
+        max_reservations: 128,
+        max_reservations_per_peer: 4,
+        reservation_duration: Duration::from_secs(3600),
+        max_circuits: 16,
+        max_circuits_per_peer: 4,
+        max_circuit_duration: Duration::from_secs(120),
+        max_circuit_bytes: 128 * 1024,
+        ..relay::Config::default()
+    }
+}
+
+/// Kademlia as blockend runs it: its own protocol name, a bounded memory store (1,024
+/// records and provided keys, 20 providers per key), provider records kept 2 hours and
+/// renewed by the network actor every 10 minutes; only peers that identify with
+/// [`KAD_PROTOCOL`] enter the routing table (the network actor adds them, at the addresses
+/// it has evidence for).
+fn kad(peer_id: PeerId, config: &Config) -> kad::Behaviour<kad::store::MemoryStore> {
+    let mut cfg = kad::Config::new(KAD_PROTOCOL);
+    cfg.set_query_timeout(Duration::from_secs(30))
+        .set_provider_record_ttl(Some(Duration::from_secs(2 * 3600)))
+        // Renewed by the network actor, with the addresses of the moment.
+        .set_provider_publication_interval(None)
+        .set_kbucket_inserts(kad::BucketInserts::Manual)
+        .set_periodic_bootstrap_interval(Some(Duration::from_secs(300)));
+    let store = kad::store::MemoryStore::new(peer_id);
+    let mut kad = kad::Behaviour::with_config(peer_id, store, cfg);
+    // A relay is reachable by definition (its operator says so); every other node serves
+    // the DHT once AutoNAT finds it reachable (the network actor switches it).
+    kad.set_mode(Some(if config.relay {
+        kad::Mode::Server
+    } else {
+        kad::Mode::Client
+    }));
+    kad
+}
+
+/// AutoNAT (v1): probes reachability through connected peers, and answers their probes.
+/// Addresses outside the global unicast ranges are ignored unless
+/// [`Config::nonglobal_addresses`] says otherwise (NAT labs only).
+fn autonat(peer_id: PeerId, config: &Config) -> autonat::Behaviour {
+    autonat::Behaviour::new(
+        peer_id,
+        autonat::Config {
+            boot_delay: Duration::from_secs(3),
+            retry_interval: Duration::from_secs(60),
+            throttle_server_period: Duration::from_secs(15),
+            only_global_ips: !config.nonglobal_addresses,
+            ..autonat::Config::default()
+        },
+    )
+}
+
+fn behaviour(
+    key: &identity::Keypair,
+    config: &Config,
+    relay_client: relay::client::Behaviour,
+) -> Result<Behaviour, Error> {
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(config.max_connections))
-        .with_max_established_per_peer(Some(2))
+        // A relayed connection each way (two nodes that found each other in the DHT dial at
+        // once) and the direct ones a hole punch adds.
+        .with_max_established_per_peer(Some(4))
         .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
         .with_max_pending_outgoing(Some(32));
     let peer_id = key.public().to_peer_id();
@@ -348,19 +441,68 @@ fn behaviour(key: &identity::Keypair, config: &Config) -> Result<Behaviour, Erro
             key.public(),
         )),
         mdns: mdns.into(),
+        kad: kad(peer_id, config),
+        autonat: autonat(peer_id, config),
+        relay: config
+            .relay
+            .then(|| relay::Behaviour::new(peer_id, relay_limits()))
+            .into(),
+        relay_client,
+        dcutr: config
+            .holepunch
+            .then(|| dcutr::Behaviour::new(peer_id))
+            .into(),
     })
 }
 
 /// Whether `transport`, as the node builds its swarm, can dial `addr`: the IP transports dial
 /// `<host>/tcp/<port>` and `<host>/udp/<port>/quic-v1`, where the host is `/ip4`, `/ip6`,
 /// `/dns`, `/dns4` or `/dns6`; the memory transport `/memory/<n>`; all with an optional
-/// `/p2p/<peer id>` at the end. Checked at start, so a `--peer` that could never be dialed is
-/// refused in one line instead of failing on every redial.
+/// `/p2p/<peer id>` at the end. A relayed address is a dialable address of the relay with its
+/// peer id, then `/p2p-circuit`, then optionally the peer id of the node behind it
+/// (`/ip4/198.51.100.1/tcp/4001/p2p/<relay>/p2p-circuit/p2p/<peer>`). Checked at start, so a
+/// `--peer` that could never be dialed is refused in one line instead of failing on every
+/// redial.
 ///
 /// # Errors
 /// [`Error::Config`] naming the address and what the transport dials.
 pub fn check_dialable(transport: Transport, addr: &Multiaddr) -> Result<(), Error> {
-    let mut parts = addr.iter();
+    let parts: Vec<Protocol<'_>> = addr.iter().collect();
+    let circuit = parts.iter().position(|p| matches!(p, Protocol::P2pCircuit));
+    // A relay's own address must end in its peer id (`at > 0` then), and one hop only.
+    let (direct, rest) = match circuit {
+        Some(at) if at > 0 && matches!(parts[at - 1], Protocol::P2p(_)) => {
+            (&parts[..at], &parts[at + 1..])
+        }
+        Some(_) => (&parts[..0], &parts[..0]),
+        None => (&parts[..], &parts[..0]),
+    };
+    let dialable = !direct.is_empty() && dials_directly(transport, direct);
+    let rest_ok = matches!(rest, [] | [Protocol::P2p(_)]);
+    if dialable && rest_ok {
+        return Ok(());
+    }
+    let supported = match transport {
+        Transport::Ip => {
+            "this node dials TCP and QUIC addresses of an /ip4, /ip6, /dns, /dns4 or /dns6 host, \
+             e.g. /ip4/192.0.2.1/tcp/4001, /dns4/example.org/udp/4001/quic-v1, and such an \
+             address of a relay with /p2p/<relay id>/p2p-circuit/p2p/<peer id> after it \
+             (WebSocket addresses are not supported)"
+        }
+        Transport::Memory => {
+            "this node runs the memory transport and dials /memory addresses only (or relayed \
+             ones through a /memory relay)"
+        }
+    };
+    Err(Error::Config(format!(
+        "cannot dial --peer {addr}: {supported}"
+    )))
+}
+
+/// Whether `parts` (no `/p2p-circuit` among them) is an address `transport` dials directly,
+/// with an optional `/p2p/<peer id>` at the end.
+fn dials_directly(transport: Transport, parts: &[Protocol<'_>]) -> bool {
+    let mut parts = parts.iter();
     let dialable = match transport {
         Transport::Ip => {
             matches!(
@@ -380,31 +522,17 @@ pub fn check_dialable(transport: Transport, addr: &Multiaddr) -> Result<(), Erro
         }
         Transport::Memory => matches!(parts.next(), Some(Protocol::Memory(_))),
     };
-    let rest_ok = match parts.next() {
-        None => true,
-        Some(Protocol::P2p(_)) => parts.next().is_none(),
-        Some(_) => false,
-    };
-    if dialable && rest_ok {
-        return Ok(());
-    }
-    let supported = match transport {
-        Transport::Ip => {
-            "this node dials TCP and QUIC addresses of an /ip4, /ip6, /dns, /dns4 or /dns6 host, \
-             e.g. /ip4/192.0.2.1/tcp/4001, /dns4/example.org/udp/4001/quic-v1 (WebSocket and \
-             relayed addresses are not supported yet)"
+    dialable
+        && match parts.next() {
+            None => true,
+            Some(Protocol::P2p(_)) => parts.next().is_none(),
+            Some(_) => false,
         }
-        Transport::Memory => "this node runs the memory transport and dials /memory addresses only",
-    };
-    Err(Error::Config(format!(
-        "cannot dial --peer {addr}: {supported}"
-    )))
 }
 
 /// Builds the swarm on the configured transport.
 pub fn swarm(key: identity::Keypair, config: &Config) -> Result<Swarm<Behaviour>, Error> {
     let idle = Duration::from_secs(3600);
-    let behaviour = behaviour(&key, config)?;
     let builder = SwarmBuilder::with_existing_identity(key.clone()).with_tokio();
     let swarm = match config.transport {
         Transport::Ip => {
@@ -428,15 +556,25 @@ pub fn swarm(key: identity::Keypair, config: &Config) -> Result<Swarm<Behaviour>
                     )
                 }
             };
-            let ip = ip.with_dns_config(resolver, options);
-            infallible(ip.with_behaviour(|_| behaviour))
-                .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
-                .build()
+            let ip = ip
+                .with_dns_config(resolver, options)
+                .with_relay_client(noise::Config::new, yamux::Config::default)
+                .map_err(|e| Error::Config(format!("relay client: {e}")))?;
+            ip.with_behaviour(|key, relay_client| {
+                behaviour(key, config, relay_client)
+                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            })
+            .map_err(|e| Error::Config(super::network::causes(&e)))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+            .build()
         }
         Transport::Memory => {
             let noise = noise::Config::new(&key)
                 .map_err(|e| Error::Config(format!("memory transport: {e}")))?;
+            let (relayed, relay_client) = relay::client::new(key.public().to_peer_id());
+            let behaviour = behaviour(&key, config, relay_client)?;
             let transport = MemoryTransport::default()
+                .or_transport(relayed)
                 .upgrade(Version::V1)
                 .authenticate(noise)
                 .multiplex(yamux::Config::default())

@@ -28,14 +28,18 @@ use libp2p::multiaddr::Protocol;
 use libp2p::request_response::OutboundFailure;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, ListenError, SwarmEvent};
-use libp2p::{identify, mdns, request_response, Multiaddr, PeerId, Swarm};
+use libp2p::{
+    autonat, dcutr, identify, kad, mdns, relay, request_response, Multiaddr, PeerId, Swarm,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::address_book::{self, AddressBook};
-use super::behaviour::{Behaviour, BehaviourEvent, Refused, SYNC_PROTOCOL};
+use super::behaviour::{
+    Behaviour, BehaviourEvent, Refused, KAD_PROTOCOL, RELAY_HOP_PROTOCOL, SYNC_PROTOCOL,
+};
 use super::groups::{address_group, Admit, Group, Groups};
-use super::{Config, Error, KernelCmd, NetCmd, Stats};
+use super::{Config, Error, KernelCmd, NetCmd, Reachability, Stats};
 
 /// A `--peer` to keep connected.
 struct Target {
@@ -244,6 +248,58 @@ pub(super) struct Network {
     throttled: BTreeMap<PeerId, Instant>,
     /// The remembered peers, and when the book was last written.
     book: Option<(AddressBook, Instant)>,
+    /// Discovery through the DHT and reservations on relays.
+    reach: Reach,
+}
+
+/// The DHT key under which the nodes of one app announce themselves: blake3 of the app's
+/// gossip topic, so nodes find the peers of their own app only.
+pub(super) fn app_key(config: &Config) -> kad::RecordKey {
+    let topic = config.topic();
+    kad::RecordKey::new(blake3::hash(topic.hash().as_str().as_bytes()).as_bytes())
+}
+
+/// Relays a node behind a NAT holds reservations on at once.
+const MAX_RESERVATIONS: usize = 2;
+
+/// The first wait between two DHT lookups of the app's providers; it doubles after each,
+/// up to [`FIND_AT_MOST_EVERY`], and starts again when the routing table meets a new peer.
+const FIND_FIRST_EVERY: Duration = Duration::from_secs(2);
+
+/// The longest wait between two DHT lookups of the app's providers.
+const FIND_AT_MOST_EVERY: Duration = Duration::from_secs(300);
+
+/// How often the node renews its provider record (and at once when its external addresses
+/// change, at most every [`PROVIDE_AT_MOST_EVERY`]).
+const PROVIDE_EVERY: Duration = Duration::from_secs(600);
+
+/// The least time between two provider announcements.
+const PROVIDE_AT_MOST_EVERY: Duration = Duration::from_secs(2);
+
+/// Providers dialed from one DHT answer at most.
+const DIALS_PER_ANSWER: usize = 8;
+
+/// Discovery beyond the LAN: DHT lookups and announcements, and reservations on relays.
+///
+/// Eclipse resistance: DHT answers are dialed only while fewer than half the connection
+/// slots ([`Config::max_connections`]) are taken, at most [`DIALS_PER_ANSWER`] per answer, so
+/// the peers the DHT names (which any node can announce) never hold every slot; explicit
+/// peers are redialed whatever the DHT says, and inbound connections and the address book
+/// keep the other half.
+struct Reach {
+    key: kad::RecordKey,
+    /// When the next lookup of the app's providers is due, and the wait after it.
+    next_find: Instant,
+    find_every: Duration,
+    /// When the provider record is next due (`None`: not before the node has an external
+    /// address), and when it was last sent.
+    next_provide: Option<Instant>,
+    provided: Option<Instant>,
+    /// Relay listeners (`.../p2p-circuit`) by relay, and whether the relay accepted.
+    reservations: BTreeMap<PeerId, (ListenerId, bool)>,
+    /// Connected peers that identified as relays.
+    relays: BTreeSet<PeerId>,
+    reachability: Reachability,
 }
 
 /// How often a changed address book is written.
@@ -267,6 +323,7 @@ impl Network {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let now = Instant::now();
+        let key = app_key(&config);
         let targets = config
             .peers
             .iter()
@@ -301,6 +358,16 @@ impl Network {
             gossip_rate: BTreeMap::new(),
             throttled: BTreeMap::new(),
             book: None,
+            reach: Reach {
+                key,
+                next_find: now + FIND_FIRST_EVERY,
+                find_every: FIND_FIRST_EVERY,
+                next_provide: None,
+                provided: None,
+                reservations: BTreeMap::new(),
+                relays: BTreeSet::new(),
+                reachability: Reachability::Unknown,
+            },
         }
         .with_book()
     }
@@ -342,8 +409,10 @@ impl Network {
             .filter(|(_, dialed)| *dialed)
             .map(|(a, _)| a.clone())
             .collect();
+        // A relayed connection's IP is the relay's, not the peer's.
         let ips: Vec<std::net::IpAddr> = links
             .values()
+            .filter(|(a, _)| !super::is_relayed(a))
             .filter_map(|(a, _)| address_book::ip_of(a))
             .collect();
         out.extend(
@@ -648,6 +717,21 @@ impl Network {
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => self.listening.push(address),
+            SwarmEvent::ListenerClosed { listener_id, .. } => {
+                // A relay listener closes when the relay's connection does (or it refused):
+                // the relay is asked again once it is connected and identified.
+                self.reach
+                    .reservations
+                    .retain(|_, (id, _)| *id != listener_id);
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!(%address, "external address confirmed");
+                self.reach.next_provide = Some(Instant::now());
+            }
+            SwarmEvent::ExternalAddrExpired { address } => {
+                tracing::debug!(%address, "external address expired");
+                self.reach.next_provide = Some(Instant::now());
+            }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.listening.retain(|a| a != &address)
             }
@@ -659,6 +743,16 @@ impl Network {
             } => {
                 let addr = endpoint.get_remote_address();
                 let group = address_group(addr);
+                // A connection that came in through a relay names the remote by its peer id
+                // only (`/p2p/<id>`); the relayed address it came in on is the local one.
+                let addr = match &endpoint {
+                    libp2p::core::ConnectedPoint::Listener { local_addr, .. }
+                        if super::is_relayed(local_addr) =>
+                    {
+                        local_addr
+                    }
+                    _ => addr,
+                };
                 if let Some(group) = group {
                     let admit = self
                         .groups()
@@ -716,6 +810,11 @@ impl Network {
                 }
                 tracing::info!(peer = %peer_id, "disconnected");
                 self.gossip_rate.remove(&peer_id);
+                self.reach.relays.remove(&peer_id);
+                // A peer gone (a relay's circuit ran out, say): look the app's peers up again
+                // soon (one lookup per FIND_FIRST_EVERY at most, whoever comes and goes).
+                self.reach.find_every = FIND_FIRST_EVERY;
+                self.reach.next_find = self.reach.next_find.min(Instant::now() + FIND_FIRST_EVERY);
                 let now = Instant::now();
                 if let Some(watched) = self.watched.get_mut(&peer_id) {
                     watched.gone = Some(now);
@@ -815,14 +914,60 @@ impl Network {
                 tracing::debug!(%peer, %error, "sync message not delivered");
             }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                let banned = self.bans.contains_key(&peer_id);
                 if info.protocols.contains(&SYNC_PROTOCOL) {
-                    if !self.bans.contains_key(&peer_id) {
+                    if !banned {
                         let addrs = self.evidenced(peer_id, &info.listen_addrs);
                         self.remember(peer_id, &addrs);
                     }
                     self.speaks_sync(peer_id);
                 } else {
                     self.lacks_sync(peer_id, "identify lists no sync protocol");
+                }
+                if !banned && info.protocols.contains(&KAD_PROTOCOL) {
+                    self.add_to_dht(peer_id, &info.listen_addrs);
+                }
+                if !banned && info.protocols.contains(&RELAY_HOP_PROTOCOL) {
+                    self.reach.relays.insert(peer_id);
+                    self.reserve_on(peer_id);
+                }
+            }
+            BehaviourEvent::Kad(event) => self.on_kad(event),
+            BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. }) => {
+                self.on_reachability(&new);
+            }
+            BehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal,
+                ..
+            }) => {
+                if let Some((_, accepted)) = self.reach.reservations.get_mut(&relay_peer_id) {
+                    *accepted = true;
+                }
+                if !renewal {
+                    tracing::info!(relay = %relay_peer_id, "reserved a slot on a relay");
+                }
+            }
+            BehaviourEvent::Relay(relay::Event::ReservationReqAccepted { .. }) => {
+                self.stats().relay_reservations_served += 1;
+            }
+            BehaviourEvent::Relay(relay::Event::CircuitReqAccepted { .. }) => {
+                self.stats().relay_circuits_served += 1;
+            }
+            BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            }) => {
+                let mut stats = self.stats();
+                stats.holepunch_attempts += 1;
+                match result {
+                    Ok(_) => {
+                        stats.holepunch_successes += 1;
+                        tracing::info!(peer = %remote_peer_id, "hole punched: direct connection");
+                    }
+                    Err(error) => {
+                        tracing::info!(peer = %remote_peer_id, error = %causes(&error), "hole punching failed; staying relayed");
+                    }
                 }
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
@@ -841,8 +986,181 @@ impl Network {
         }
     }
 
+    /// `peer` serves the DHT: its routing entry gets the addresses the node has evidence for
+    /// (see [`Network::evidenced`]), so a peer cannot point the table at hosts of its choosing.
+    fn add_to_dht(&mut self, peer: PeerId, announced: &[Multiaddr]) {
+        let addrs = self.evidenced(peer, announced);
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let mut new = false;
+        for addr in addrs {
+            new |= matches!(kad.add_address(&peer, addr), kad::RoutingUpdate::Success);
+        }
+        if new {
+            // A new way into the DHT: look the app's peers up again soon.
+            self.reach.find_every = FIND_FIRST_EVERY;
+            self.reach.next_find = self
+                .reach
+                .next_find
+                .min(Instant::now() + Duration::from_millis(250));
+        }
+    }
+
+    /// `peer` is a relay: unless this node is reachable, or holds its most reservations
+    /// already, it reserves a slot there by listening on the relay's circuit address (the
+    /// relay client confirms that address as external once the relay accepts, and the next
+    /// provider record carries it). Only relays this node dialed directly are used: their
+    /// address is one it has reached.
+    fn reserve_on(&mut self, relay: PeerId) {
+        if self.config.relay
+            || self.reach.reachability == Reachability::Public
+            || self.reach.reservations.len() >= MAX_RESERVATIONS
+            || self.reach.reservations.contains_key(&relay)
+        {
+            return;
+        }
+        let Some(addr) = self.links.get(&relay).and_then(|links| {
+            links
+                .values()
+                .find(|(addr, dialed)| *dialed && !super::is_relayed(addr))
+                .map(|(addr, _)| addr.clone())
+        }) else {
+            return;
+        };
+        let mut circuit: Multiaddr = addr
+            .iter()
+            .filter(|p| !matches!(p, Protocol::P2p(_)))
+            .collect();
+        circuit.push(Protocol::P2p(relay));
+        circuit.push(Protocol::P2pCircuit);
+        match self.swarm.listen_on(circuit.clone()) {
+            Ok(id) => {
+                tracing::debug!(%circuit, "asking the relay for a reservation");
+                self.reach.reservations.insert(relay, (id, false));
+            }
+            Err(error) => {
+                tracing::debug!(%circuit, error = %causes(&error), "cannot listen through the relay")
+            }
+        }
+    }
+
+    /// AutoNAT's verdict changed: a reachable node serves the DHT and gives its relay slots
+    /// back; an unreachable one is a DHT client and reserves on the relays it is connected to.
+    fn on_reachability(&mut self, status: &autonat::NatStatus) {
+        let reachability = match status {
+            autonat::NatStatus::Public(_) => Reachability::Public,
+            autonat::NatStatus::Private => Reachability::Private,
+            autonat::NatStatus::Unknown => Reachability::Unknown,
+        };
+        tracing::info!(?reachability, "reachability changed");
+        self.reach.reachability = reachability;
+        self.stats().reachability = reachability;
+        let server = reachability == Reachability::Public || self.config.relay;
+        self.swarm.behaviour_mut().kad.set_mode(Some(if server {
+            kad::Mode::Server
+        } else {
+            kad::Mode::Client
+        }));
+        if reachability == Reachability::Public {
+            for (_, (id, _)) in std::mem::take(&mut self.reach.reservations) {
+                self.swarm.remove_listener(id);
+            }
+        } else {
+            let relays: Vec<PeerId> = self.reach.relays.iter().copied().collect();
+            for relay in relays {
+                self.reserve_on(relay);
+            }
+        }
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        let kad::Event::OutboundQueryProgressed { result, .. } = event else {
+            return;
+        };
+        match result {
+            kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                providers,
+                ..
+            })) => {
+                let me = *self.swarm.local_peer_id();
+                let mut dialed = 0;
+                for peer in providers {
+                    if peer == me {
+                        continue;
+                    }
+                    self.stats().dht_providers_found += 1;
+                    let slots = self.config.max_connections as usize / 2;
+                    if self.connected.contains_key(&peer)
+                        || self.bans.contains_key(&peer)
+                        || self.connected.len() >= slots
+                        || dialed >= DIALS_PER_ANSWER
+                    {
+                        continue;
+                    }
+                    // The DHT knows the addresses from the answer (the query is still open).
+                    let opts = DialOpts::peer_id(peer)
+                        .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .build();
+                    if self.swarm.dial(opts).is_ok() {
+                        dialed += 1;
+                        self.stats().dht_dials += 1;
+                        tracing::debug!(%peer, "dialing a peer the DHT names");
+                    }
+                }
+            }
+            kad::QueryResult::StartProviding(Ok(_)) => {
+                tracing::debug!("announced in the DHT");
+            }
+            kad::QueryResult::StartProviding(Err(error)) => {
+                tracing::debug!(%error, "DHT announcement incomplete");
+            }
+            _ => {}
+        }
+    }
+
+    /// The DHT's periodic work: the lookup of the app's providers, and the node's own
+    /// provider record once it has an external address to put in it.
+    fn on_reach_timer(&mut self, now: Instant) {
+        if now >= self.reach.next_find {
+            let kad = &mut self.swarm.behaviour_mut().kad;
+            let known = kad.kbuckets().any(|bucket| bucket.num_entries() > 0);
+            if known {
+                let key = self.reach.key.clone();
+                kad.get_providers(key);
+                self.reach.find_every = (self.reach.find_every * 2).min(FIND_AT_MOST_EVERY);
+            }
+            self.reach.next_find = now + self.reach.find_every;
+        }
+        let due = self.reach.next_provide.is_some_and(|at| at <= now)
+            && self
+                .reach
+                .provided
+                .is_none_or(|at| now.duration_since(at) >= PROVIDE_AT_MOST_EVERY);
+        if due && self.swarm.external_addresses().next().is_some() {
+            let key = self.reach.key.clone();
+            let kad = &mut self.swarm.behaviour_mut().kad;
+            let known = kad.kbuckets().any(|bucket| bucket.num_entries() > 0);
+            if known {
+                if let Err(error) = kad.start_providing(key) {
+                    tracing::debug!(%error, "cannot announce in the DHT");
+                }
+                self.reach.provided = Some(now);
+                self.reach.next_provide = Some(now + PROVIDE_EVERY);
+                // Others may have looked before this node was announced: look again soon.
+                self.reach.next_find = self.reach.next_find.min(Instant::now() + FIND_FIRST_EVERY);
+            }
+        }
+        let reservations = self
+            .reach
+            .reservations
+            .values()
+            .filter(|(_, ok)| *ok)
+            .count();
+        self.stats().relay_reservations = reservations;
+    }
+
     fn on_timer(&mut self) {
         self.save_book(false);
+        self.on_reach_timer(Instant::now());
         let now = Instant::now();
         for i in 0..self.targets.len() {
             let target = &self.targets[i];

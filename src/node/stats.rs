@@ -25,6 +25,19 @@ pub struct PeerCounters {
     pub sync_unsupported: bool,
 }
 
+/// Whether a node is reachable from outside, as AutoNAT found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reachability {
+    /// Not probed yet, or no peer to probe through.
+    #[default]
+    Unknown,
+    /// Peers could dial it back.
+    Public,
+    /// Peers could not: behind a NAT or a firewall.
+    Private,
+}
+
 /// Node-wide counters. Cumulative since the node started, except `blocks_stored` and the
 /// capacity figures, which are the store's now.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -82,6 +95,26 @@ pub struct Stats {
     /// Peers found not to speak the sync protocol (by identify or by a refused request), each
     /// counted once while the node remembers it.
     pub sync_unsupported_peers: u64,
+    /// Whether this node is reachable from outside, as AutoNAT last found: `unknown` (not
+    /// probed yet, or no peer to probe through), `public` or `private` (behind a NAT or a
+    /// firewall: the node reserves slots on relays instead).
+    pub reachability: Reachability,
+    /// Relays this node holds a reservation on now (its relayed addresses).
+    pub relay_reservations: usize,
+    /// Hole punches tried (DCUtR, over a relayed connection), and of those the ones that
+    /// gave a direct connection.
+    pub holepunch_attempts: u64,
+    /// See `holepunch_attempts`.
+    pub holepunch_successes: u64,
+    /// Peers of this app found through the DHT (provider records; one per peer per lookup).
+    pub dht_providers_found: u64,
+    /// Of those, the ones dialed (not connected already, and within the DHT's share of the
+    /// connection slots).
+    pub dht_dials: u64,
+    /// As a relay (`--relay`): reservations accepted, and circuits accepted.
+    pub relay_reservations_served: u64,
+    /// See `relay_reservations_served`.
+    pub relay_circuits_served: u64,
     /// Per peer (base58 peer id).
     pub peers: BTreeMap<String, PeerCounters>,
     /// The byte budget for other authors' feeds (`null`: unbounded, for a kernel built without
