@@ -80,15 +80,19 @@
 //! whenever its external addresses change, and looks the key up every 2 s at first, doubling
 //! to 5 minutes (again from 2 s when a peer leaves or the routing table meets a new one).
 //! Only peers that identify with the DHT protocol enter the routing table, at the addresses
-//! the node has evidence for (as for the address book). Eclipse resistance: the peers a DHT
-//! answer names are dialed only while fewer than half of [`Config::max_connections`] are
-//! connected, at most 8 per answer; `--peer`/`--bootstrap` peers are always redialed; the
-//! address book keeps 2 peers per subnet. Reachability: AutoNAT (v1) probes through connected
+//! the node has evidence for (as for the address book). Eclipse resistance: connections the
+//! DHT leads to (dials of DHT answers, at most 4 per answer, and Kademlia's own query dials
+//! to new peers) hold at most half of [`Config::max_connections`] and are closed past it;
+//! `--peer`/`--bootstrap` peers are always redialed; the address book keeps 2 peers per
+//! subnet. Reachability: AutoNAT (v1) probes through connected
 //! peers; a node found `public` serves the DHT, any other is a DHT client ([`Config::relay`]
-//! nodes serve from the start). A node not found `public` reserves a slot on up to 2 relays it
-//! dialed directly (peers that identify with the circuit relay v2 hop protocol), which makes
+//! nodes, and those given [`Config::external`], serve from the start). A node not known to be
+//! `public` reserves a slot on up to 2 relays among its `--peer`/`--bootstrap` peers (those
+//! that identify with the circuit relay v2 hop protocol; never a peer the DHT named, since a
+//! relay's circuits pass every per-IP limit), retried every 30 s, which makes
 //! its relayed address (`<relay>/p2p/<relay id>/p2p-circuit`) external, so its next provider
-//! record carries it; once found `public` it gives the slots back. A relay's bounds are
+//! record carries it; once AutoNAT is confident it is `public` (two confirming probes) it
+//! gives the slots back and withdraws the relayed addresses. A relay's bounds are
 //! [`relay_limits`]; while two nodes are joined only through a relay, sync runs within its
 //! data limits (128 KiB and 2 minutes per circuit), and they meet again through the DHT when a
 //! circuit closes. Over a relayed connection DCUtR tries to punch a hole to a direct one
@@ -390,14 +394,16 @@ fn external_addresses(config: &Config) -> Vec<Multiaddr> {
             Protocol::Ip4(ip) => !ip.is_unspecified(),
             Protocol::Ip6(ip) => !ip.is_unspecified(),
             Protocol::Tcp(port) | Protocol::Udp(port) => port != 0,
+            Protocol::Memory(port) => port != 0,
             _ => true,
         })
     };
     let mut out = config.external.clone();
-    if config.relay && config.transport == Transport::Ip {
+    if config.relay {
         out.extend(config.listen.iter().filter(|a| concrete(a)).cloned());
     }
-    out.dedup();
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|a| seen.insert(a.clone()));
     out
 }
 

@@ -84,6 +84,7 @@ async fn websocket_bare_ip_and_malformed_relayed_peers_are_refused_too() {
         format!("/ip4/192.0.2.1/tcp/4001/p2p/{RELAY}/p2p-circuit/p2p/{RELAY}/p2p-circuit");
     let relay_not_dialable = format!("/ip4/192.0.2.1/udp/4001/p2p/{RELAY}/p2p-circuit");
     let trailing = format!("/ip4/192.0.2.1/tcp/4001/p2p/{RELAY}/p2p-circuit/tcp/5");
+    let no_destination = format!("/ip4/192.0.2.1/tcp/4001/p2p/{RELAY}/p2p-circuit");
     for peer in [
         "/ip4/192.0.2.1/tcp/4001/ws",
         "/ip6/::1",
@@ -93,6 +94,7 @@ async fn websocket_bare_ip_and_malformed_relayed_peers_are_refused_too() {
         &two_hops,
         &relay_not_dialable,
         &trailing,
+        &no_destination,
     ] {
         let message = refusal(tcp_config(vec![addr(peer)])).await;
         assert!(message.contains(&format!("--peer {peer}:")), "{message}");
@@ -107,7 +109,7 @@ async fn relayed_peers_through_a_dialable_relay_are_accepted() {
     for peer in [
         format!("/ip4/192.0.2.1/tcp/4001/p2p/{RELAY}/p2p-circuit/p2p/{PEER}"),
         format!("/ip4/192.0.2.1/udp/4001/quic-v1/p2p/{RELAY}/p2p-circuit/p2p/{PEER}"),
-        format!("/dns4/relay.invalid/tcp/4001/p2p/{RELAY}/p2p-circuit"),
+        format!("/dns4/relay.invalid/tcp/4001/p2p/{RELAY}/p2p-circuit/p2p/{PEER}"),
     ] {
         let node = start(tcp_config(vec![addr(&peer)]))
             .await

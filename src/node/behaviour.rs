@@ -330,9 +330,8 @@ fn gossipsub(config: &Config) -> Result<gossipsub::Behaviour, Error> {
 ///
 /// - **Reservations**: at most 128 at once, 4 per peer, each for an hour (renewed by the
 ///   client); new ones are rate-limited per peer (a burst of 30, then one per 2 minutes) and
-///   per IP (a burst of 60, then one a minute). The node's per-IP connection cap
-///   ([`Config::max_connections_per_ip`]) bounds the reservations one IP holds at once to
-///   that many connections times 4.
+///   per IP (a burst of 60, then one a minute). The node's per-IP cap on inbound connections
+///   ([`Config::max_connections_per_ip`]) bounds the peers one IP holds reservations for.
 /// - **Circuits**: at most 16 at once, 4 per peer, rate-limited per source peer and IP as
 ///   reservations are.
 /// - **Data**: a circuit carries at most 128 KiB and lives at most 2 minutes (whichever comes
@@ -354,23 +353,29 @@ pub fn relay_limits() -> relay::Config {
 }
 
 /// Kademlia as blockend runs it: its own protocol name, a bounded memory store (1,024
-/// records and provided keys, 20 providers per key), provider records kept 2 hours and
-/// renewed by the network actor every 10 minutes; only peers that identify with
+/// provided keys, 20 providers per key, at most 2 per address group, filled by the network
+/// actor; no other records are stored), provider records kept 30 minutes and
+/// renewed by the network actor every 10 minutes (a relay drops the record of a relayed peer
+/// as soon as it leaves); only peers that identify with
 /// [`KAD_PROTOCOL`] enter the routing table (the network actor adds them, at the addresses
 /// it has evidence for).
 fn kad(peer_id: PeerId, config: &Config) -> kad::Behaviour<kad::store::MemoryStore> {
     let mut cfg = kad::Config::new(KAD_PROTOCOL);
     cfg.set_query_timeout(Duration::from_secs(30))
-        .set_provider_record_ttl(Some(Duration::from_secs(2 * 3600)))
+        // A record outlives its node by 30 minutes at most (renewed every 10).
+        .set_provider_record_ttl(Some(Duration::from_secs(1800)))
         // Renewed by the network actor, with the addresses of the moment.
         .set_provider_publication_interval(None)
         .set_kbucket_inserts(kad::BucketInserts::Manual)
+        // Provider records are stored by the network actor (per-group caps); other records
+        // never.
+        .set_record_filtering(kad::StoreInserts::FilterBoth)
         .set_periodic_bootstrap_interval(Some(Duration::from_secs(300)));
     let store = kad::store::MemoryStore::new(peer_id);
     let mut kad = kad::Behaviour::with_config(peer_id, store, cfg);
-    // A relay is reachable by definition (its operator says so); every other node serves
+    // A relay, or a node given `--external`, is reachable (its operator says so); any other serves
     // the DHT once AutoNAT finds it reachable (the network actor switches it).
-    kad.set_mode(Some(if config.relay {
+    kad.set_mode(Some(if config.relay || !config.external.is_empty() {
         kad::Mode::Server
     } else {
         kad::Mode::Client
@@ -459,7 +464,7 @@ fn behaviour(
 /// `<host>/tcp/<port>` and `<host>/udp/<port>/quic-v1`, where the host is `/ip4`, `/ip6`,
 /// `/dns`, `/dns4` or `/dns6`; the memory transport `/memory/<n>`; all with an optional
 /// `/p2p/<peer id>` at the end. A relayed address is a dialable address of the relay with its
-/// peer id, then `/p2p-circuit`, then optionally the peer id of the node behind it
+/// peer id, then `/p2p-circuit`, then the peer id of the node behind it
 /// (`/ip4/198.51.100.1/tcp/4001/p2p/<relay>/p2p-circuit/p2p/<peer>`). Checked at start, so a
 /// `--peer` that could never be dialed is refused in one line instead of failing on every
 /// redial.
@@ -478,7 +483,11 @@ pub fn check_dialable(transport: Transport, addr: &Multiaddr) -> Result<(), Erro
         None => (&parts[..], &parts[..0]),
     };
     let dialable = !direct.is_empty() && dials_directly(transport, direct);
-    let rest_ok = matches!(rest, [] | [Protocol::P2p(_)]);
+    // Through a relay the node behind it must be named; directly, the peer id is optional.
+    let rest_ok = match circuit {
+        Some(_) => matches!(rest, [Protocol::P2p(_)]),
+        None => rest.is_empty(),
+    };
     if dialable && rest_ok {
         return Ok(());
     }
@@ -573,8 +582,10 @@ pub fn swarm(key: identity::Keypair, config: &Config) -> Result<Swarm<Behaviour>
                 .map_err(|e| Error::Config(format!("memory transport: {e}")))?;
             let (relayed, relay_client) = relay::client::new(key.public().to_peer_id());
             let behaviour = behaviour(&key, config, relay_client)?;
-            let transport = MemoryTransport::default()
-                .or_transport(relayed)
+            // The relay transport first: the memory transport claims any address that starts
+            // with `/memory`, circuits through a memory relay included.
+            let transport = relayed
+                .or_transport(MemoryTransport::default())
                 .upgrade(Version::V1)
                 .authenticate(noise)
                 .multiplex(yamux::Config::default())

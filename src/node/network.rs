@@ -276,8 +276,25 @@ const PROVIDE_EVERY: Duration = Duration::from_secs(600);
 /// The least time between two provider announcements.
 const PROVIDE_AT_MOST_EVERY: Duration = Duration::from_secs(2);
 
-/// Providers dialed from one DHT answer at most.
-const DIALS_PER_ANSWER: usize = 8;
+/// Providers of one key a DHT server keeps (kad's `MemoryStore` default, `K`).
+const PROVIDERS_PER_KEY: usize = 20;
+
+/// Of those, the most from one address group: past it the group's oldest record makes room.
+const PROVIDERS_PER_GROUP: usize = 2;
+
+/// Providers whose address group is remembered; past it an arbitrary one is forgotten.
+const MAX_PROVIDER_GROUPS: usize = 4096;
+
+/// Most dials of its own a node tracks at once (mDNS can name many peers).
+const MAX_OWN_DIALS: usize = 256;
+
+/// How often reservations are retried on known relays while the node holds fewer than
+/// [`MAX_RESERVATIONS`] and is not known to be reachable.
+const RESERVE_RETRY: Duration = Duration::from_secs(30);
+
+/// Providers dialed from one DHT answer at most (a relay client carries at most 10 circuit
+/// requests in flight per relay connection; the next lookups bring the others).
+const DIALS_PER_ANSWER: usize = 4;
 
 /// Discovery beyond the LAN: DHT lookups and announcements, and reservations on relays.
 ///
@@ -299,6 +316,20 @@ struct Reach {
     reservations: BTreeMap<PeerId, (ListenerId, bool)>,
     /// Connected peers that identified as relays.
     relays: BTreeSet<PeerId>,
+    /// The lookup of the app's providers in flight, if any (one at a time).
+    finding: Option<kad::QueryId>,
+    /// Dials this node started itself (address book, mDNS, DHT answers), until they end.
+    own_dials: BTreeSet<ConnectionId>,
+    /// Of those, the dials of peers a DHT answer named.
+    dht_dials: BTreeSet<ConnectionId>,
+    /// Peers connected through the DHT: by a dial of a DHT answer, or by a dial this node
+    /// did not start (Kademlia's own queries). At most half the connection slots.
+    dht_peers: BTreeSet<PeerId>,
+    /// When reservations are next retried on the known relays.
+    next_reserve: Instant,
+    /// As a DHT server: the address group each provider announced itself from (at most
+    /// [`MAX_PROVIDER_GROUPS`]).
+    provider_groups: BTreeMap<PeerId, Option<Group>>,
     reachability: Reachability,
 }
 
@@ -324,6 +355,8 @@ impl Network {
     ) -> Self {
         let now = Instant::now();
         let key = app_key(&config);
+        // Addresses given as external (`--external`, a relay's own) are announced at once.
+        let announce = swarm.external_addresses().next().is_some().then_some(now);
         let targets = config
             .peers
             .iter()
@@ -362,10 +395,16 @@ impl Network {
                 key,
                 next_find: now + FIND_FIRST_EVERY,
                 find_every: FIND_FIRST_EVERY,
-                next_provide: None,
+                next_provide: announce,
                 provided: None,
                 reservations: BTreeMap::new(),
                 relays: BTreeSet::new(),
+                finding: None,
+                own_dials: BTreeSet::new(),
+                dht_dials: BTreeSet::new(),
+                dht_peers: BTreeSet::new(),
+                next_reserve: now + RESERVE_RETRY,
+                provider_groups: BTreeMap::new(),
                 reachability: Reachability::Unknown,
             },
         }
@@ -389,7 +428,10 @@ impl Network {
                 .addresses(addrs)
                 .condition(PeerCondition::DisconnectedAndNotDialing)
                 .build();
-            let _ = self.swarm.dial(opts);
+            let id = opts.connection_id();
+            if self.swarm.dial(opts).is_ok() {
+                self.reach.own_dials.insert(id);
+            }
         }
         self.book = Some((book, Instant::now()));
         self
@@ -425,9 +467,16 @@ impl Network {
     }
 
     /// Remembers that `peer` was connected, reachable at `addrs`.
+    /// Relayed addresses are not remembered: they would be filed under the relay's subnet,
+    /// where relayed peers would push out the relay's own entry.
     fn remember(&mut self, peer: PeerId, addrs: &[Multiaddr]) {
+        let addrs: Vec<Multiaddr> = addrs
+            .iter()
+            .filter(|a| !super::is_relayed(a))
+            .cloned()
+            .collect();
         if let Some((book, _)) = &mut self.book {
-            book.note(peer, addrs, unix_now());
+            book.note(peer, &addrs, unix_now());
         }
     }
 
@@ -765,6 +814,27 @@ impl Network {
                         self.inbound.insert(connection_id, group);
                     }
                 }
+                let ours = self.reach.own_dials.remove(&connection_id)
+                    || self.dialing.contains_key(&connection_id);
+                let from_dht = self.reach.dht_dials.remove(&connection_id);
+                if endpoint.is_dialer()
+                    && (from_dht || !ours)
+                    && !self.connected.contains_key(&peer_id)
+                    && !self.reach.dht_peers.contains(&peer_id)
+                {
+                    // A new peer the DHT led to (an answer this node dialed, or Kademlia's
+                    // own query dials): within the DHT's half of the slots only.
+                    if self.dht_connections() >= self.dht_budget() {
+                        tracing::debug!(peer = %peer_id, "closing a DHT connection: the DHT's share of the slots is taken");
+                        self.swarm.close_connection(connection_id);
+                        return;
+                    }
+                    self.reach.dht_peers.insert(peer_id);
+                }
+                if let Some(group) = group {
+                    // Also a peer first connected through a relay, once it is direct.
+                    self.watch(peer_id, group);
+                }
                 if let Some(i) = self.dialing.remove(&connection_id) {
                     let target = &mut self.targets[i];
                     target.peer = Some(peer_id);
@@ -780,9 +850,6 @@ impl Network {
                 if let Entry::Vacant(entry) = self.connected.entry(peer_id) {
                     tracing::info!(peer = %peer_id, %addr, "connected");
                     entry.insert(addr.clone());
-                    if let Some(group) = group {
-                        self.watch(peer_id, group);
-                    }
                     // A peer remembered as lacking sync meets the machine only once it
                     // identifies with the protocol.
                     if !self.no_sync.contains(&peer_id) {
@@ -809,8 +876,10 @@ impl Network {
                     return;
                 }
                 tracing::info!(peer = %peer_id, "disconnected");
+                self.forget_relayed_provider(peer_id);
                 self.gossip_rate.remove(&peer_id);
                 self.reach.relays.remove(&peer_id);
+                self.reach.dht_peers.remove(&peer_id);
                 // A peer gone (a relay's circuit ran out, say): look the app's peers up again
                 // soon (one lookup per FIND_FIRST_EVERY at most, whoever comes and goes).
                 self.reach.find_every = FIND_FIRST_EVERY;
@@ -833,6 +902,8 @@ impl Network {
                 error,
                 ..
             } => {
+                self.reach.own_dials.remove(&connection_id);
+                self.reach.dht_dials.remove(&connection_id);
                 if let Some(i) = self.dialing.remove(&connection_id) {
                     self.redial_later(i, Instant::now(), &causes(&error));
                 }
@@ -979,7 +1050,10 @@ impl Network {
                         .addresses(vec![addr])
                         .condition(PeerCondition::DisconnectedAndNotDialing)
                         .build();
-                    let _ = self.swarm.dial(opts);
+                    let id = opts.connection_id();
+                    if self.swarm.dial(opts).is_ok() && self.reach.own_dials.len() < MAX_OWN_DIALS {
+                        self.reach.own_dials.insert(id);
+                    }
                 }
             }
             _ => {}
@@ -1018,6 +1092,11 @@ impl Network {
         {
             return;
         }
+        // Only a relay the user named (`--peer`, `--bootstrap`): a relay carries inbound
+        // connections that no per-IP limit sees, so a peer the DHT named must not become one.
+        if !self.targets.iter().any(|t| t.peer == Some(relay)) {
+            return;
+        }
         let Some(addr) = self.links.get(&relay).and_then(|links| {
             links
                 .values()
@@ -1043,6 +1122,54 @@ impl Network {
         }
     }
 
+    /// `peer` left. If this node is a relay and serves the DHT a provider record of `peer`
+    /// whose every address runs through this relay, the record is dropped at once: the
+    /// peer's reservation ended with its connection, so nobody can reach it there any more
+    /// (without this, a relay's table fills with the records of nodes gone offline, until
+    /// their TTL, and new ones are refused: a key holds 20 providers per server).
+    fn forget_relayed_provider(&mut self, peer: PeerId) {
+        use libp2p::kad::store::RecordStore;
+        if !self.config.relay {
+            return;
+        }
+        let me = *self.swarm.local_peer_id();
+        let through_me = |addr: &Multiaddr| {
+            let parts: Vec<Protocol<'_>> = addr.iter().collect();
+            parts
+                .windows(2)
+                .any(|w| matches!(w, [Protocol::P2p(relay), Protocol::P2pCircuit] if *relay == me))
+        };
+        let key = self.reach.key.clone();
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        let stale = store.providers(&key).iter().any(|record| {
+            record.provider == peer
+                && !record.addresses.is_empty()
+                && record.addresses.iter().all(through_me)
+        });
+        if stale {
+            store.remove_provider(&key, &peer);
+            tracing::debug!(%peer, "dropped the provider record of a relayed peer that left");
+        }
+    }
+
+    /// The node is reachable: its relay slots go back, and its relayed addresses stop being
+    /// announced.
+    fn give_back_reservations(&mut self) {
+        for (_, (id, _)) in std::mem::take(&mut self.reach.reservations) {
+            self.swarm.remove_listener(id);
+        }
+        let relayed: Vec<Multiaddr> = self
+            .swarm
+            .external_addresses()
+            .filter(|a| super::is_relayed(a))
+            .cloned()
+            .collect();
+        for addr in relayed {
+            self.swarm.remove_external_address(&addr);
+        }
+        tracing::info!("reachable: gave the relay reservations back");
+    }
+
     /// AutoNAT's verdict changed: a reachable node serves the DHT and gives its relay slots
     /// back; an unreachable one is a DHT client and reserves on the relays it is connected to.
     fn on_reachability(&mut self, status: &autonat::NatStatus) {
@@ -1054,16 +1181,17 @@ impl Network {
         tracing::info!(?reachability, "reachability changed");
         self.reach.reachability = reachability;
         self.stats().reachability = reachability;
-        let server = reachability == Reachability::Public || self.config.relay;
+        let server = reachability == Reachability::Public
+            || self.config.relay
+            || !self.config.external.is_empty();
         self.swarm.behaviour_mut().kad.set_mode(Some(if server {
             kad::Mode::Server
         } else {
             kad::Mode::Client
         }));
         if reachability == Reachability::Public {
-            for (_, (id, _)) in std::mem::take(&mut self.reach.reservations) {
-                self.swarm.remove_listener(id);
-            }
+            // Given back once AutoNAT is confident (on_reach_timer): one lying server must
+            // not cut a node behind a NAT off its relays.
         } else {
             let relays: Vec<PeerId> = self.reach.relays.iter().copied().collect();
             for relay in relays {
@@ -1072,10 +1200,95 @@ impl Network {
         }
     }
 
+    /// Connections of peers the DHT led to, and DHT dials in flight.
+    fn dht_connections(&self) -> usize {
+        let connections: usize = self
+            .reach
+            .dht_peers
+            .iter()
+            .map(|p| self.links.get(p).map_or(0, BTreeMap::len))
+            .sum();
+        connections + self.reach.dht_dials.len()
+    }
+
+    /// The DHT's share of the connection slots: half.
+    fn dht_budget(&self) -> usize {
+        self.config.max_connections as usize / 2
+    }
+
+    /// As a DHT server, an ADD_PROVIDER from `record.provider` (kad checks the sender is the
+    /// provider). kad's own store ignores new providers once a key has 20, so 20 forged
+    /// identities would hold a key for good; here a key keeps at most
+    /// [`PROVIDERS_PER_GROUP`] providers per address group (the sender's IP), and when the
+    /// key is full the oldest record makes room, so a few hosts cannot lock a key and
+    /// renewing honest nodes get back in.
+    fn store_provider(&mut self, record: kad::ProviderRecord) {
+        use libp2p::kad::store::RecordStore;
+        let group = self
+            .links
+            .get(&record.provider)
+            .and_then(|links| links.values().find_map(|(addr, _)| address_group(addr)));
+        if self.reach.provider_groups.len() >= MAX_PROVIDER_GROUPS
+            && !self.reach.provider_groups.contains_key(&record.provider)
+        {
+            self.reach.provider_groups.pop_first();
+        }
+        self.reach.provider_groups.insert(record.provider, group);
+        let me = *self.swarm.local_peer_id();
+        let groups = &self.reach.provider_groups;
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        let existing: Vec<kad::ProviderRecord> = store
+            .providers(&record.key)
+            .into_iter()
+            .filter(|r| r.provider != me)
+            .collect();
+        if !existing.iter().any(|r| r.provider == record.provider) {
+            let oldest = |records: Vec<&kad::ProviderRecord>| {
+                records
+                    .into_iter()
+                    .min_by_key(|r| r.expires)
+                    .map(|r| r.provider)
+            };
+            let same: Vec<&kad::ProviderRecord> = existing
+                .iter()
+                .filter(|r| group.is_some() && groups.get(&r.provider).copied().flatten() == group)
+                .collect();
+            let victim = if same.len() >= PROVIDERS_PER_GROUP {
+                oldest(same)
+            } else if existing.len() >= PROVIDERS_PER_KEY {
+                oldest(existing.iter().collect())
+            } else {
+                None
+            };
+            if let Some(victim) = victim {
+                store.remove_provider(&record.key, &victim);
+            }
+        }
+        if let Err(error) = store.add_provider(record) {
+            tracing::debug!(%error, "provider record not stored");
+        }
+    }
+
     fn on_kad(&mut self, event: kad::Event) {
-        let kad::Event::OutboundQueryProgressed { result, .. } = event else {
+        if let kad::Event::InboundRequest { request } = event {
+            // Records are not stored at all: blockend's DHT carries provider records only.
+            if let kad::InboundRequest::AddProvider {
+                record: Some(record),
+            } = request
+            {
+                self.store_provider(record);
+            }
+            return;
+        }
+        let kad::Event::OutboundQueryProgressed {
+            id, result, step, ..
+        } = event
+        else {
             return;
         };
+        if step.last && self.reach.finding == Some(id) {
+            self.reach.finding = None;
+        }
         match result {
             kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
                 providers,
@@ -1088,10 +1301,9 @@ impl Network {
                         continue;
                     }
                     self.stats().dht_providers_found += 1;
-                    let slots = self.config.max_connections as usize / 2;
                     if self.connected.contains_key(&peer)
                         || self.bans.contains_key(&peer)
-                        || self.connected.len() >= slots
+                        || self.dht_connections() >= self.dht_budget()
                         || dialed >= DIALS_PER_ANSWER
                     {
                         continue;
@@ -1100,7 +1312,10 @@ impl Network {
                     let opts = DialOpts::peer_id(peer)
                         .condition(PeerCondition::DisconnectedAndNotDialing)
                         .build();
+                    let id = opts.connection_id();
                     if self.swarm.dial(opts).is_ok() {
+                        self.reach.own_dials.insert(id);
+                        self.reach.dht_dials.insert(id);
                         dialed += 1;
                         self.stats().dht_dials += 1;
                         tracing::debug!(%peer, "dialing a peer the DHT names");
@@ -1123,9 +1338,9 @@ impl Network {
         if now >= self.reach.next_find {
             let kad = &mut self.swarm.behaviour_mut().kad;
             let known = kad.kbuckets().any(|bucket| bucket.num_entries() > 0);
-            if known {
+            if known && self.reach.finding.is_none() {
                 let key = self.reach.key.clone();
-                kad.get_providers(key);
+                self.reach.finding = Some(kad.get_providers(key));
                 self.reach.find_every = (self.reach.find_every * 2).min(FIND_AT_MOST_EVERY);
             }
             self.reach.next_find = now + self.reach.find_every;
@@ -1147,6 +1362,20 @@ impl Network {
                 self.reach.next_provide = Some(now + PROVIDE_EVERY);
                 // Others may have looked before this node was announced: look again soon.
                 self.reach.next_find = self.reach.next_find.min(Instant::now() + FIND_FIRST_EVERY);
+            }
+        }
+        let confident = self.swarm.behaviour().autonat.confidence() >= 2;
+        if self.reach.reachability == Reachability::Public
+            && confident
+            && !self.reach.reservations.is_empty()
+        {
+            self.give_back_reservations();
+        }
+        if now >= self.reach.next_reserve {
+            self.reach.next_reserve = now + RESERVE_RETRY;
+            let relays: Vec<PeerId> = self.reach.relays.iter().copied().collect();
+            for relay in relays {
+                self.reserve_on(relay);
             }
         }
         let reservations = self

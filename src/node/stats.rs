@@ -102,11 +102,13 @@ pub struct Stats {
     /// Relays this node holds a reservation on now (its relayed addresses).
     pub relay_reservations: usize,
     /// Hole punches tried (DCUtR, over a relayed connection), and of those the ones that
-    /// gave a direct connection.
+    /// gave a direct connection. The side that dialed through the relay counts its successes
+    /// only (DCUtR reports no failure there); the side that was dialed counts both.
     pub holepunch_attempts: u64,
     /// See `holepunch_attempts`.
     pub holepunch_successes: u64,
-    /// Peers of this app found through the DHT (provider records; one per peer per lookup).
+    /// Peers of this app named by DHT answers (provider records; a peer named by several
+    /// servers in one lookup counts once per server).
     pub dht_providers_found: u64,
     /// Of those, the ones dialed (not connected already, and within the DHT's share of the
     /// connection slots).
