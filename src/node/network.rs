@@ -790,6 +790,11 @@ impl Network {
                 endpoint,
                 ..
             } => {
+                // Before anything can return: these sets must forget the dial whatever happens
+                // to the connection.
+                let ours = self.reach.own_dials.remove(&connection_id)
+                    || self.dialing.contains_key(&connection_id);
+                let from_dht = self.reach.dht_dials.remove(&connection_id);
                 let addr = endpoint.get_remote_address();
                 let group = address_group(addr);
                 // A connection that came in through a relay names the remote by its peer id
@@ -814,9 +819,6 @@ impl Network {
                         self.inbound.insert(connection_id, group);
                     }
                 }
-                let ours = self.reach.own_dials.remove(&connection_id)
-                    || self.dialing.contains_key(&connection_id);
-                let from_dht = self.reach.dht_dials.remove(&connection_id);
                 if endpoint.is_dialer()
                     && (from_dht || !ours)
                     && !self.connected.contains_key(&peer_id)
@@ -984,7 +986,9 @@ impl Network {
             }) => {
                 tracing::debug!(%peer, %error, "sync message not delivered");
             }
-            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })
+                if self.connected.contains_key(&peer_id) =>
+            {
                 let banned = self.bans.contains_key(&peer_id);
                 if info.protocols.contains(&SYNC_PROTOCOL) {
                     if !banned {
@@ -1085,8 +1089,9 @@ impl Network {
     /// provider record carries it). Only relays this node dialed directly are used: their
     /// address is one it has reached.
     fn reserve_on(&mut self, relay: PeerId) {
+        let confident = self.swarm.behaviour().autonat.confidence() >= 2;
         if self.config.relay
-            || self.reach.reachability == Reachability::Public
+            || (self.reach.reachability == Reachability::Public && confident)
             || self.reach.reservations.len() >= MAX_RESERVATIONS
             || self.reach.reservations.contains_key(&relay)
         {
@@ -1213,7 +1218,7 @@ impl Network {
 
     /// The DHT's share of the connection slots: half.
     fn dht_budget(&self) -> usize {
-        self.config.max_connections as usize / 2
+        (self.config.max_connections as usize / 2).max(1)
     }
 
     /// As a DHT server, an ADD_PROVIDER from `record.provider` (kad checks the sender is the
@@ -1224,10 +1229,16 @@ impl Network {
     /// renewing honest nodes get back in.
     fn store_provider(&mut self, record: kad::ProviderRecord) {
         use libp2p::kad::store::RecordStore;
-        let group = self
-            .links
-            .get(&record.provider)
-            .and_then(|links| links.values().find_map(|(addr, _)| address_group(addr)));
+        // A provider connected through a relay is filed under the relay's address group.
+        let group = self.links.get(&record.provider).and_then(|links| {
+            links.values().find_map(|(addr, _)| {
+                let direct: Multiaddr = addr
+                    .iter()
+                    .take_while(|p| !matches!(p, Protocol::P2pCircuit))
+                    .collect();
+                address_group(&direct)
+            })
+        });
         if self.reach.provider_groups.len() >= MAX_PROVIDER_GROUPS
             && !self.reach.provider_groups.contains_key(&record.provider)
         {
@@ -1237,11 +1248,11 @@ impl Network {
         let me = *self.swarm.local_peer_id();
         let groups = &self.reach.provider_groups;
         let store = self.swarm.behaviour_mut().kad.store_mut();
-        let existing: Vec<kad::ProviderRecord> = store
-            .providers(&record.key)
-            .into_iter()
-            .filter(|r| r.provider != me)
-            .collect();
+        let all = store.providers(&record.key);
+        // The cap counts the node's own record too; that one is never evicted.
+        let full = all.len() >= PROVIDERS_PER_KEY;
+        let existing: Vec<kad::ProviderRecord> =
+            all.into_iter().filter(|r| r.provider != me).collect();
         if !existing.iter().any(|r| r.provider == record.provider) {
             let oldest = |records: Vec<&kad::ProviderRecord>| {
                 records
@@ -1255,7 +1266,7 @@ impl Network {
                 .collect();
             let victim = if same.len() >= PROVIDERS_PER_GROUP {
                 oldest(same)
-            } else if existing.len() >= PROVIDERS_PER_KEY {
+            } else if full {
                 oldest(existing.iter().collect())
             } else {
                 None
