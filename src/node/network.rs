@@ -1248,32 +1248,14 @@ impl Network {
         let me = *self.swarm.local_peer_id();
         let groups = &self.reach.provider_groups;
         let store = self.swarm.behaviour_mut().kad.store_mut();
-        let all = store.providers(&record.key);
-        // The cap counts the node's own record too; that one is never evicted.
-        let full = all.len() >= PROVIDERS_PER_KEY;
-        let existing: Vec<kad::ProviderRecord> =
-            all.into_iter().filter(|r| r.provider != me).collect();
-        if !existing.iter().any(|r| r.provider == record.provider) {
-            let oldest = |records: Vec<&kad::ProviderRecord>| {
-                records
-                    .into_iter()
-                    .min_by_key(|r| r.expires)
-                    .map(|r| r.provider)
-            };
-            let same: Vec<&kad::ProviderRecord> = existing
-                .iter()
-                .filter(|r| group.is_some() && groups.get(&r.provider).copied().flatten() == group)
-                .collect();
-            let victim = if same.len() >= PROVIDERS_PER_GROUP {
-                oldest(same)
-            } else if full {
-                oldest(existing.iter().collect())
-            } else {
-                None
-            };
-            if let Some(victim) = victim {
-                store.remove_provider(&record.key, &victim);
-            }
+        let held: Vec<(PeerId, Option<std::time::Instant>)> = store
+            .providers(&record.key)
+            .into_iter()
+            .map(|r| (r.provider, r.expires))
+            .collect();
+        let group_of = |peer: &PeerId| groups.get(peer).copied().flatten();
+        if let Some(victim) = provider_to_evict(&held, me, record.provider, group, group_of) {
+            store.remove_provider(&record.key, &victim);
         }
         if let Err(error) = store.add_provider(record) {
             tracing::debug!(%error, "provider record not stored");
@@ -1637,6 +1619,37 @@ impl Network {
     }
 }
 
+/// Which provider record of a key makes room for one from `new` (in address group `group`),
+/// given the records `held` (provider, expiry; the node's own, `me`, included and never
+/// chosen): the oldest of `new`'s group once that holds [`PROVIDERS_PER_GROUP`], else the
+/// oldest of all once the key holds [`PROVIDERS_PER_KEY`], else none. A renewal (`new` holds
+/// a record already) replaces its own record and evicts nothing.
+fn provider_to_evict(
+    held: &[(PeerId, Option<std::time::Instant>)],
+    me: PeerId,
+    new: PeerId,
+    group: Option<Group>,
+    group_of: impl Fn(&PeerId) -> Option<Group>,
+) -> Option<PeerId> {
+    if held.iter().any(|(p, _)| *p == new) {
+        return None;
+    }
+    let others = || held.iter().filter(|(p, _)| *p != me);
+    let oldest = |records: Vec<&(PeerId, Option<std::time::Instant>)>| {
+        records.into_iter().min_by_key(|(_, e)| *e).map(|(p, _)| *p)
+    };
+    let same: Vec<_> = others()
+        .filter(|(p, _)| group.is_some() && group_of(p) == group)
+        .collect();
+    if same.len() >= PROVIDERS_PER_GROUP {
+        oldest(same)
+    } else if held.len() >= PROVIDERS_PER_KEY {
+        oldest(others().collect())
+    } else {
+        None
+    }
+}
+
 /// `error` and its sources on one line, `: `-separated. libp2p's errors often keep the cause
 /// out of their own text (a `TransportError::Other` displays as nothing, the OS error is
 /// its source), and span lines; logs and CLI errors are one line each, with the cause.
@@ -1665,6 +1678,52 @@ fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn peer() -> PeerId {
+        libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id()
+    }
+
+    #[test]
+    fn one_host_holds_at_most_two_provider_slots_of_a_key_and_a_full_key_lets_newcomers_in() {
+        let me = peer();
+        let start = std::time::Instant::now();
+        let attacker = Some(Group::V4([192, 0, 2, 1].into()));
+        let honest = Some(Group::V4([198, 51, 100, 7].into()));
+        let mut held: Vec<(PeerId, Option<std::time::Instant>)> = vec![(me, None)];
+        let mut groups: BTreeMap<PeerId, Option<Group>> = BTreeMap::new();
+        // Twenty sybils from one address: each past the second pushes out the group's oldest.
+        for i in 0..20u64 {
+            let sybil = peer();
+            let group_of = |p: &PeerId| groups.get(p).copied().flatten();
+            let victim = provider_to_evict(&held, me, sybil, attacker, group_of);
+            assert_eq!(victim.is_some(), i >= 2, "sybil {i}");
+            held.retain(|(p, _)| Some(*p) != victim);
+            held.push((sybil, Some(start + Duration::from_secs(i))));
+            groups.insert(sybil, attacker);
+        }
+        assert_eq!(held.len(), 3, "the node's own record and two sybils");
+        assert!(held.iter().any(|(p, _)| *p == me));
+        // A renewal evicts nothing.
+        let (renewing, _) = held[1];
+        assert_eq!(
+            provider_to_evict(&held, me, renewing, attacker, |p| groups
+                .get(p)
+                .copied()
+                .flatten()),
+            None
+        );
+        // A full key of distinct hosts: the newcomer takes the oldest record's place, never
+        // the node's own.
+        let mut full: Vec<(PeerId, Option<std::time::Instant>)> = vec![(me, None)];
+        full.extend((0..19u64).map(|i| (peer(), Some(start + Duration::from_secs(100 + i)))));
+        let oldest = full[1].0;
+        assert_eq!(
+            provider_to_evict(&full, me, peer(), honest, |_| None),
+            Some(oldest)
+        );
+    }
 
     #[test]
     fn the_first_failure_is_warned_at_once_then_one_line_a_minute_counts_the_rest() {
