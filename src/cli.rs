@@ -78,12 +78,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             seed,
             peers,
             svg,
+            html,
         } => {
             let args = blockend_sim::cli::Args {
                 scenario,
                 seed,
                 peers,
                 svg,
+                html,
             };
             // The simulator is CPU-bound and synchronous: keep it off the async workers.
             tokio::task::spawn_blocking(move || blockend_sim::cli::run(&args)).await??;

@@ -126,9 +126,13 @@ pub enum Error {
         /// Its reason.
         reason: String,
     },
-    /// No slice accepts the new block; nothing was stored.
-    #[error("no slice accepts the block")]
-    Ignored,
+    /// No slice accepts the new block; nothing was stored. `expected` holds what each slice
+    /// that describes its bodies ([`crate::Slice::expects`]) accepts, as `slice: shape`.
+    #[error("no slice accepts the block{}", expected_text(expected))]
+    Ignored {
+        /// What the slices accept, one `slice: shape` each (empty when none says).
+        expected: Vec<String>,
+    },
     /// The new block is invalid in itself (e.g. its body is over the size limit).
     #[error("invalid block: {0}")]
     Invalid(#[from] BlockError),
@@ -144,6 +148,15 @@ pub enum Error {
         /// The bound.
         max: usize,
     },
+}
+
+/// The tail of [`Error::Ignored`]'s message: what the slices expect, if any says.
+fn expected_text(expected: &[String]) -> String {
+    if expected.is_empty() {
+        String::new()
+    } else {
+        format!("; expected {}", expected.join(", or "))
+    }
 }
 
 /// The newest counted block of a feed, as exchanged by the sync protocol.
@@ -591,7 +604,14 @@ impl Kernel {
                 slice: self.fold.slices[*slice].name().to_owned(),
                 reason: reason.to_string(),
             }),
-            _ => Some(Error::Ignored),
+            _ => Some(Error::Ignored {
+                expected: self
+                    .fold
+                    .slices
+                    .iter()
+                    .filter_map(|s| s.expects().map(|shape| format!("{}: {shape}", s.name())))
+                    .collect(),
+            }),
         };
         if let Some(error) = refusal {
             // It did not count, so no state depends on it: removing it needs no re-fold.

@@ -138,6 +138,13 @@ pub trait Slice: Send + Sync + 'static {
         None
     }
 
+    /// The bodies this slice accepts, in a few words a user can act on, such as
+    /// `{"value": <n>} with n above your last value`: what [`crate::Error::Ignored`] tells the
+    /// author of a block no slice accepts. Defaults to `None` (the error then names no shape).
+    fn expects(&self) -> Option<String> {
+        None
+    }
+
     /// Whether the slice is order-insensitive (see the trait docs). Defaults to `false`, the
     /// safe choice.
     fn commutative(&self) -> bool {
@@ -211,6 +218,7 @@ pub(crate) trait AnySlice: Send + Sync {
     fn filter(&self, ctx: &Context<'_>) -> Verdict;
     fn reduce(&mut self, ctx: &Context<'_>);
     fn expires_at(&self, ctx: &Context<'_>) -> Option<u64>;
+    fn expects(&self) -> Option<String>;
     fn snapshot(&self) -> Box<dyn Any + Send + Sync>;
     /// The state, postcard-encoded, for persisted snapshots.
     fn state_bytes(&self) -> Vec<u8>;
@@ -284,6 +292,9 @@ impl<S: Slice> AnySlice for Cell<S> {
     }
     fn expires_at(&self, ctx: &Context<'_>) -> Option<u64> {
         self.slice.expires_at(ctx)
+    }
+    fn expects(&self) -> Option<String> {
+        self.slice.expects()
     }
     fn snapshot(&self) -> Box<dyn Any + Send + Sync> {
         Box::new(self.state.clone())

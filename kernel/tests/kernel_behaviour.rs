@@ -154,7 +154,7 @@ fn a_rejected_create_block_leaves_state_and_store_untouched() {
     );
     assert!(matches!(
         kernel.create_block(vec![1, 1]),
-        Err(Error::Ignored)
+        Err(Error::Ignored { .. })
     ));
     assert_eq!(kernel.state::<Sum>(), Some(&state));
     assert_eq!(kernel.digest::<Sum>(), digest);

@@ -77,7 +77,7 @@ fn counter_requires_growth_and_totals_latest_values() {
     ));
     assert!(matches!(
         k.create_block(br#"{"text": "hi"}"#.to_vec()),
-        Err(Error::Ignored)
+        Err(Error::Ignored { .. })
     ));
     // Four authors writing 1..10 give a total of 40 (plus this kernel's own 2, then 10).
     for n in 1..=4u8 {

@@ -19,6 +19,8 @@ pub struct Args {
     /// Where to write the SVG plot (default: next to the system's temp files, named after the
     /// scenario, seed and peers).
     pub svg: Option<PathBuf>,
+    /// Where to write the self-contained HTML report (none unless given).
+    pub html: Option<PathBuf>,
 }
 
 /// Runs a scenario file: progress on stderr, the JSON report as the last line on stdout,

@@ -171,6 +171,10 @@ pub enum Command {
         /// Where to write the SVG plot of convergence over time.
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
+        /// Where to write a self-contained HTML report (no network needed to view it):
+        /// convergence, bytes per peer by kind, delivery times and hops, rejections.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// Benchmarks.
     Bench {
