@@ -24,13 +24,15 @@ pub struct Args {
 }
 
 /// Runs a scenario file: progress on stderr, the JSON report as the last line on stdout,
-/// the SVG path on stderr. On an invariant failure prints the reproducing command line on
-/// stderr and returns Err.
+/// the SVG plot's path on stderr and, when [`Args::html`] is given, the HTML report
+/// ([`Report::html`]) written there and its path on stderr. Both files are written before the
+/// outcome is decided, so a failing run has them too. On an invariant failure prints the
+/// reproducing command line on stderr and returns Err.
 ///
 /// # Errors
 /// [`Error::Read`], [`Error::Parse`] or [`Error::Invalid`] for a bad scenario, [`Error::Kernel`]
-/// if a kernel fails, [`Error::Write`] if the plot cannot be written, [`Error::Invariant`] when
-/// the run broke an invariant (the report is printed first).
+/// if a kernel fails, [`Error::Write`] if the plot or the HTML report cannot be written,
+/// [`Error::Invariant`] when the run broke an invariant (the report is printed first).
 pub fn run(args: &Args) -> Result<Report, Error> {
     let mut scenario = Scenario::load(&args.scenario)?;
     if let Some(seed) = args.seed {
@@ -54,6 +56,13 @@ pub fn run(args: &Args) -> Result<Report, Error> {
         source,
     })?;
     eprintln!("blockend-sim: convergence plot: {}", svg.display());
+    if let Some(html) = &args.html {
+        std::fs::write(html, report.html()).map_err(|source| Error::Write {
+            path: html.clone(),
+            source,
+        })?;
+        eprintln!("blockend-sim: HTML report: {}", html.display());
+    }
     println!("{}", report.to_json());
     if let Some(violation) = report.violations.first() {
         eprintln!("blockend-sim: FAILED: {violation}");

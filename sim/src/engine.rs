@@ -191,6 +191,13 @@ pub(crate) struct Tracked {
     pub blocks: Vec<Arc<Block>>,
     /// Hop at which each peer first counted each block: `hops[block * peers + peer]`.
     pub hops: Vec<u16>,
+    /// When each block was written, µs.
+    pub created: Vec<u64>,
+    /// Each time an honest peer newly counted a block it did not write: how many times at
+    /// each hop (index = hop), for the report's histogram.
+    pub hop_counts: Vec<u64>,
+    /// The same events by virtual ms from the block's writing to its counting: (ms, times).
+    pub delivery_ms: BTreeMap<u64, u64>,
     /// What gossipsub at each peer knows of each block, `pushed[block * peers + peer]`:
     /// [`UNSEEN`], [`PENDING`] (a pushed copy came, its verdict waits for the kernel's, as the
     /// node's does for a block that waits in the mempool) or [`DECIDED`] (forwarded or

@@ -58,7 +58,8 @@
 //! - [`workload`]: the application under test and the blocks its users write.
 //! - `engine`: the event loop, deliveries, adversaries and Sybil floods, the checks after
 //!   quiescence.
-//! - [`report`]: the JSON report and the SVG plot; [`cli`]: what `blockend sim` calls.
+//! - [`report`]: the JSON report and the SVG plot; `html`: the self-contained HTML page
+//!   ([`Report::html`]); [`cli`]: what `blockend sim` calls.
 //!
 //! ## Example
 //! ```
@@ -82,6 +83,7 @@ pub mod cli;
 pub mod config;
 mod engine;
 mod error;
+mod html;
 pub mod network;
 mod progress;
 pub mod report;

@@ -79,6 +79,75 @@ impl Percentiles {
             max: values.last().copied().unwrap_or(0),
         }
     }
+
+    /// Nearest-rank percentiles of a tally: `(value, times)` pairs sorted by value.
+    pub fn of_tally(tally: &[(u64, u64)]) -> Self {
+        let total: u64 = tally.iter().map(|(_, n)| n).sum();
+        let at = |q: f64| -> u64 {
+            let rank = ((q * total as f64).ceil() as u64).clamp(1, total.max(1));
+            let mut seen = 0;
+            for &(value, n) in tally {
+                seen += n;
+                if seen >= rank {
+                    return value;
+                }
+            }
+            0
+        };
+        Self {
+            p50: at(0.50),
+            p99: at(0.99),
+            max: tally
+                .iter()
+                .rev()
+                .find(|(_, n)| *n > 0)
+                .map_or(0, |(v, _)| *v),
+        }
+    }
+}
+
+/// Counts of values in buckets that grow with the values, so one plot shows a fast bulk and a
+/// slow tail: `[0, 1)`, then 1, 2, 3, 5 and 7 times each power of ten as edges (`[1, 2)`,
+/// `[2, 3)`, `[3, 5)`, `[5, 7)`, `[7, 10)`, `[10, 20)`, ...), up to the largest value's bucket.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Histogram {
+    /// Bucket edges, one more than `counts`: bucket `i` counts the values in
+    /// `[edges[i], edges[i + 1])`. Empty when there were no values.
+    pub edges: Vec<u64>,
+    /// Values in each bucket.
+    pub counts: Vec<u64>,
+}
+
+impl Histogram {
+    /// Buckets a tally of `(value, times)` pairs, in any order.
+    pub fn of_tally(tally: &[(u64, u64)]) -> Self {
+        let Some(largest) = tally.iter().filter(|(_, n)| *n > 0).map(|(v, _)| *v).max() else {
+            return Self::default();
+        };
+        let mut edges = vec![0u64];
+        'grow: for power in 0..=19u32 {
+            for mantissa in [1u64, 2, 3, 5, 7] {
+                let Some(edge) = 10u64
+                    .checked_pow(power)
+                    .and_then(|p| p.checked_mul(mantissa))
+                else {
+                    edges.push(u64::MAX);
+                    break 'grow;
+                };
+                edges.push(edge);
+                if edge > largest {
+                    break 'grow;
+                }
+            }
+        }
+        let mut counts = vec![0; edges.len() - 1];
+        for &(value, n) in tally {
+            // The bucket whose upper edge is the first one above the value.
+            let upper = edges.partition_point(|e| *e <= value).min(counts.len());
+            counts[upper - 1] += n;
+        }
+        Self { edges, counts }
+    }
 }
 
 /// Mean and largest value over peers.
@@ -186,6 +255,14 @@ pub struct Report {
     pub byte_redundancy: f64,
     /// Largest hop count at which a peer first counted an honest block.
     pub last_delivery_hop: u16,
+    /// Each time an honest peer newly counted an honest block it did not write (again after
+    /// an eviction or a restart without its store): how many times at each hop, index = hop
+    /// (so index 0, a peer's own writing, stays zero). Sums to the deliveries below.
+    pub hop_histogram: Vec<u64>,
+    /// The same events: virtual ms from the block's writing until the peer counted it.
+    pub delivery_ms: Percentiles,
+    /// The same events bucketed by those ms, in buckets that grow with the time.
+    pub delivery_ms_histogram: Histogram,
     /// Bytes each honest peer's kernel holds (as counted for retention).
     pub storage_bytes_per_peer: PerPeer,
     /// What honest peers refused.
@@ -346,6 +423,31 @@ mod tests {
             }
         );
         assert_eq!(Percentiles::of(&mut []), Percentiles::default());
+    }
+
+    #[test]
+    fn tally_percentiles_weigh_each_value_by_its_count() {
+        let tally = [(10, 49), (20, 50), (30, 1)];
+        assert_eq!(
+            Percentiles::of_tally(&tally),
+            Percentiles {
+                p50: 20,
+                p99: 20,
+                max: 30
+            }
+        );
+        assert_eq!(Percentiles::of_tally(&[]), Percentiles::default());
+    }
+
+    #[test]
+    fn histogram_buckets_grow_one_two_three_five_seven() {
+        let hist = Histogram::of_tally(&[(0, 1), (1, 2), (4, 3), (9, 1), (10, 5), (250, 7)]);
+        assert_eq!(
+            hist.edges,
+            [0, 1, 2, 3, 5, 7, 10, 20, 30, 50, 70, 100, 200, 300]
+        );
+        assert_eq!(hist.counts, [1, 2, 0, 3, 0, 1, 5, 0, 0, 0, 0, 0, 7]);
+        assert_eq!(Histogram::of_tally(&[(5, 0)]), Histogram::default());
     }
 
     #[test]

@@ -81,6 +81,7 @@ fn the_cli_entry_writes_the_plot_and_reports() {
         seed: Some(3),
         peers: Some(20),
         svg: Some(svg.clone()),
+        html: None,
     };
     let report = cli::run(&args).expect("passes");
     assert_eq!((report.seed, report.peers), (3, 20));
@@ -122,6 +123,7 @@ fn a_failing_run_names_the_command_that_reproduces_it() {
         seed: Some(5),
         peers: None,
         svg: Some(dir.join(format!("blockend-sim-failing-{}.svg", std::process::id()))),
+        html: None,
     })
     .expect_err("cut short before convergence");
     let expected = format!("blockend sim {} --seed 5 --peers 20", file.display());

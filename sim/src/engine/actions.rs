@@ -69,6 +69,7 @@ impl Simulation {
         let idx = self.tracked.blocks.len();
         self.tracked.ids.insert(block.id(), idx as u32);
         self.tracked.blocks.push(block.clone());
+        self.tracked.created.push(self.now);
         self.tracked.hops.resize((idx + 1) * n, NO_HOP);
         self.tracked.hops[idx * n + author] = 0;
         self.tracked.pushed.resize((idx + 1) * n, super::UNSEEN);

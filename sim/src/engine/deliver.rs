@@ -359,6 +359,16 @@ impl Simulation {
                 }
             };
             self.tracked.hops[slot] = hop;
+            if self.peers[t].role == Role::Honest {
+                let tracked = &mut self.tracked;
+                let h = usize::from(hop);
+                if tracked.hop_counts.len() <= h {
+                    tracked.hop_counts.resize(h + 1, 0);
+                }
+                tracked.hop_counts[h] += 1;
+                let ms = self.now.saturating_sub(tracked.created[idx as usize]) / 1_000;
+                *tracked.delivery_ms.entry(ms).or_insert(0) += 1;
+            }
             let peer = &mut self.peers[t];
             peer.count += 1;
             peer.last_gain = self.now;

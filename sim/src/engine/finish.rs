@@ -9,7 +9,7 @@ use blockend_kernel::Digest;
 use super::{Role, Simulation, EPOCH_MS};
 use crate::error::Error;
 use crate::network::{block_bytes, Bytes};
-use crate::report::{peak_memory_bytes, BytesPerPeer, PerPeer, Percentiles, Report};
+use crate::report::{peak_memory_bytes, BytesPerPeer, Histogram, PerPeer, Percentiles, Report};
 
 impl Simulation {
     pub(crate) fn finish(mut self, started: Instant) -> Result<Report, Error> {
@@ -152,6 +152,12 @@ impl Simulation {
             }
         }
         let converged_peers = times.len();
+        let delivery: Vec<(u64, u64)> = self
+            .tracked
+            .delivery_ms
+            .iter()
+            .map(|(ms, n)| (*ms, *n))
+            .collect();
         let sent_bytes: Vec<Bytes> = self.peers.iter().map(|p| p.sent_bytes).collect();
         let summary = format!(
             "{converged_peers} of {} honest peers converged; virtual {} ms; {} violations",
@@ -177,6 +183,9 @@ impl Simulation {
             rmr,
             byte_redundancy,
             last_delivery_hop,
+            hop_histogram: self.tracked.hop_counts.clone(),
+            delivery_ms: Percentiles::of_tally(&delivery),
+            delivery_ms_histogram: Histogram::of_tally(&delivery),
             storage_bytes_per_peer: storage,
             rejections: self.counters.rejections.clone(),
             honest_feeds: flood.honest_feeds,
