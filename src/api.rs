@@ -6,10 +6,13 @@
 //! that path into `DIR/node.sock.path`, where clients look first.
 //!
 //! Requests (`op` names the verb):
-//! `{"op":"append","body":<json>}`, `{"op":"cat","author":"<hex>"|null,"follow":bool}`,
+//! `{"op":"append","body":<json>}`,
+//! `{"op":"cat","author":"<hex>"|null,"follow":bool,"since":"<id>"|null,"by_feed":bool}`,
 //! `{"op":"state","slice":"<name>"|null,"follow":bool}`, `{"op":"peers"}`, `{"op":"stats"}`,
 //! `{"op":"follow","author":"<hex>"}`, `{"op":"unfollow","author":"<hex>"}`,
-//! `{"op":"feeds"}`.
+//! `{"op":"feeds"}`, `{"op":"id"}`, `{"op":"head","author":"<hex>"|null}`,
+//! `{"op":"get","id":"<hex>"}`, `{"op":"export","author":"<hex>"|null}`,
+//! `{"op":"import","blocks":["<hex>", ...]}` (see [`Request`]).
 //! Every answer is one or more JSON lines; a failure is one line `{"error":"..."}`.
 //!
 //! A `follow` answer ends only when the node goes away (the connection closes), which the
@@ -22,7 +25,9 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use blockend_kernel::{Block, FeedStanding, Kernel, PublicKey, Standing};
+use blockend_kernel::{
+    Block, BlockId, BlockStatus, FeedStanding, Kernel, Outcome, PublicKey, Report, Standing,
+};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -48,12 +53,43 @@ pub enum Request {
         /// The body, as JSON.
         body: serde_json::Value,
     },
-    /// Stored blocks, then (with `follow`) new ones as they arrive.
+    /// Stored blocks ([`listing`]), then (with `follow`) new ones as they arrive.
     Cat {
         /// Only this author's feed (hex).
         author: Option<String>,
         /// Keep streaming.
         follow: bool,
+        /// Only the blocks listed after this one (hex id).
+        #[serde(default)]
+        since: Option<String>,
+        /// Feed by feed, in seq order, instead of by time.
+        #[serde(default)]
+        by_feed: bool,
+    },
+    /// The node's author and libp2p peer id.
+    Id,
+    /// The newest block of every feed, or of one ([`head_json`]).
+    Head {
+        /// Only this author's feed (hex).
+        author: Option<String>,
+    },
+    /// One block with its status ([`get_json`]).
+    Get {
+        /// The block id (hex).
+        id: String,
+    },
+    /// The feeds as archive records (see [`crate::archive`]), one JSON line each:
+    /// `{"about": totals}`, then `{"feed": "<hex of a feed run>"}` and
+    /// `{"proof": ["<hex block>", "<hex block>"]}`, then `{"end": totals}`.
+    Export {
+        /// Only this author's feed (hex).
+        author: Option<String>,
+    },
+    /// Blocks to take in as from a peer (one bounded batch of an import); answers
+    /// `{"import": <ImportCounts>}`.
+    Import {
+        /// The blocks, each its hex encoding ([`Block::encode`]).
+        blocks: Vec<String>,
     },
     /// A slice's state, then (with `follow`) each new state.
     State {
@@ -197,28 +233,197 @@ pub fn blocks(kernel: &Kernel, author: Option<PublicKey>) -> Vec<Arc<Block>> {
         .collect()
 }
 
-/// A slice state as `state` prints it: its own top-level fields (or `{"state": ...}` when it
-/// is not an object) plus `digest` and `set_hash`.
+/// A slice state as `state` prints it, one shape for every app:
+/// `{"slice": <name>, "state": <the slice's state>, "digest": <hex>, "set_hash": <hex>}`.
 pub fn state_with_digests(
     kernel: &Kernel,
     slice: &str,
     state: serde_json::Value,
 ) -> serde_json::Value {
-    let mut object = match state {
-        serde_json::Value::Object(map) => map,
-        other => {
-            let mut map = serde_json::Map::new();
-            map.insert("state".to_owned(), other);
-            map
-        }
-    };
     let digest = kernel
         .digest_of(slice)
         .map(|d| d.to_hex())
         .unwrap_or_default();
-    object.insert("digest".to_owned(), digest.into());
-    object.insert("set_hash".to_owned(), kernel.set_hash().to_hex().into());
-    serde_json::Value::Object(object)
+    serde_json::json!({
+        "slice": slice,
+        "state": state,
+        "digest": digest,
+        "set_hash": kernel.set_hash().to_hex(),
+    })
+}
+
+/// The order `cat` lists blocks in: by time, then author and seq (the canonical order), or
+/// (`by_feed`) feed by feed in seq order. `since` keeps the blocks after that one in this
+/// listing: a position in the listing, not in arrival order, so a block that arrives later
+/// with an older time sorts before it and is not listed after it (`cat --follow` streams
+/// arrivals as they come).
+pub fn listing(
+    kernel: &Kernel,
+    author: Option<PublicKey>,
+    by_feed: bool,
+    since: Option<&BlockId>,
+) -> Result<Vec<Arc<Block>>, String> {
+    order(blocks(kernel, author), author.is_some(), by_feed, since)
+}
+
+/// [`listing`] of `blocks` (every block held, or one feed's when `one_feed`).
+fn order(
+    mut blocks: Vec<Arc<Block>>,
+    one_feed: bool,
+    by_feed: bool,
+    since: Option<&BlockId>,
+) -> Result<Vec<Arc<Block>>, String> {
+    if !by_feed {
+        blocks.sort_by_key(|b| (b.time(), b.author(), b.seq()));
+    }
+    if let Some(since) = since {
+        let Some(at) = blocks.iter().position(|b| b.id() == *since) else {
+            return Err(format!(
+                "no block {} among the blocks listed here (cat --since needs a block this store holds{})",
+                since.to_hex(),
+                if one_feed { " in that feed" } else { "" }
+            ));
+        };
+        blocks.drain(..=at);
+    }
+    Ok(blocks)
+}
+
+/// A block's standing as `get` and `head` print it: `status` is `counted`, `ignored` (no
+/// slice wants it), `rejected` (with `slice` and `reason`), `collected` (expired or arrived
+/// without its body: the header keeps the chain whole) or `waiting` (for its parent, or for
+/// its time to come); `counted` is true for a counted block only.
+pub fn status_fields(status: &BlockStatus, object: &mut serde_json::Value) {
+    let name = match status {
+        BlockStatus::Counted => "counted",
+        BlockStatus::Ignored => "ignored",
+        BlockStatus::Rejected { slice, reason } => {
+            object["slice"] = slice.as_str().into();
+            object["reason"] = reason.as_str().into();
+            "rejected"
+        }
+        BlockStatus::Collected => "collected",
+        BlockStatus::Waiting => "waiting",
+        _ => "other",
+    };
+    object["status"] = name.into();
+    object["counted"] = matches!(status, BlockStatus::Counted).into();
+}
+
+/// One block as `get` prints it: [`block_json`] plus [`status_fields`]; `None` when this
+/// kernel holds no such block.
+pub fn get_json(kernel: &Kernel, id: &BlockId) -> Option<serde_json::Value> {
+    let block = kernel.held_block(id)?;
+    let status = kernel.status(id)?;
+    let mut object = block_json(&block);
+    status_fields(&status, &mut object);
+    Some(object)
+}
+
+/// The newest block of each feed (or of `author`'s), as `head` prints it: [`get_json`]'s
+/// shape, plus `frozen_at` for a feed a fork froze. Empty for a feed not held.
+pub fn head_json(kernel: &Kernel, author: Option<PublicKey>) -> Vec<serde_json::Value> {
+    let heads = match author {
+        Some(author) => kernel.head(&author).into_iter().collect(),
+        None => kernel.heads(),
+    };
+    let frozen: std::collections::BTreeMap<PublicKey, u64> =
+        kernel.frozen_feeds().into_iter().collect();
+    heads
+        .iter()
+        .filter_map(|head| {
+            let mut object = get_json(kernel, &head.id)?;
+            if let Some(at) = frozen.get(&head.author) {
+                object["frozen_at"] = (*at).into();
+            }
+            Some(object)
+        })
+        .collect()
+}
+
+/// What an import did with its blocks, summed over its batches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportCounts {
+    /// Blocks read from the archive and offered.
+    pub offered: u64,
+    /// New, valid and counted.
+    pub accepted: u64,
+    /// Held already.
+    pub already_had: u64,
+    /// Valid and kept, but no slice wants them.
+    pub ignored: u64,
+    /// Valid and kept, but a slice rejects them in the current state.
+    pub rejected: u64,
+    /// Valid, kept as headers: expired, or in the archive without their bodies.
+    pub collected: u64,
+    /// Waiting for a parent the archive did not hold, or dated in the future. A running
+    /// node keeps them until they can be placed; an import without a node loses them.
+    pub waiting: u64,
+    /// Invalid in themselves (signature, link): dropped.
+    pub invalid: u64,
+    /// Refused because their feed is frozen by a fork.
+    pub frozen: u64,
+    /// Forks found (each freezes its feed; the proof is kept).
+    pub forks: u64,
+    /// Refused because the store is full and their feed ranks last, or was evicted a short
+    /// while ago, or evicted in this import to make room.
+    pub over_capacity: u64,
+}
+
+impl ImportCounts {
+    /// Counts the outcomes `report` gives the blocks `ids` (the ones offered).
+    pub fn count(&mut self, ids: &[BlockId], report: &Report) {
+        // A fork proof's first block is often in the feed run too: count each block once.
+        let mut seen = BTreeSet::new();
+        for id in ids {
+            if !seen.insert(*id) {
+                continue;
+            }
+            self.offered += 1;
+            match report.outcome(id) {
+                Some(Outcome::Accepted) => self.accepted += 1,
+                Some(Outcome::Duplicate) => self.already_had += 1,
+                Some(Outcome::Ignored) => self.ignored += 1,
+                Some(Outcome::Rejected { .. }) => self.rejected += 1,
+                Some(Outcome::Collected) => self.collected += 1,
+                Some(Outcome::Invalid(_)) => self.invalid += 1,
+                Some(Outcome::Frozen { .. }) => self.frozen += 1,
+                Some(Outcome::Fork { .. }) => self.forks += 1,
+                Some(Outcome::OverCapacity | Outcome::Tombstoned { .. } | Outcome::Evicted) => {
+                    self.over_capacity += 1
+                }
+                // Orphans, future blocks, deferred ones, and anything newer.
+                _ => self.waiting += 1,
+            }
+        }
+    }
+
+    /// Adds another batch's counts.
+    pub fn add(&mut self, other: &ImportCounts) {
+        self.offered += other.offered;
+        self.accepted += other.accepted;
+        self.already_had += other.already_had;
+        self.ignored += other.ignored;
+        self.rejected += other.rejected;
+        self.collected += other.collected;
+        self.waiting += other.waiting;
+        self.invalid += other.invalid;
+        self.frozen += other.frozen;
+        self.forks += other.forks;
+        self.over_capacity += other.over_capacity;
+    }
+}
+
+/// Parses a block id given in hex.
+///
+/// # Errors
+/// A one-line message when it is not 64 hex digits.
+pub fn parse_block_id(hex_id: &str) -> Result<BlockId, String> {
+    let bytes = hex::decode(hex_id).map_err(|e| format!("block id {hex_id:?} is not hex: {e}"))?;
+    let id: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| format!("block id {hex_id:?} is not 32 bytes (64 hex digits)"))?;
+    Ok(BlockId(id))
 }
 
 /// Parses an author given in hex.
@@ -358,17 +563,29 @@ async fn answer<W: AsyncWrite + Unpin>(
             let block = handle.append(bytes).await?;
             write_line(out, &block_json(&block)).await?;
         }
-        Request::Cat { author, follow } => {
+        Request::Cat {
+            author,
+            follow,
+            since,
+            by_feed,
+        } => {
             let author = author
                 .as_deref()
                 .map(parse_author)
                 .transpose()
                 .map_err(Failure::Node)?;
+            let since = since
+                .as_deref()
+                .map(parse_block_id)
+                .transpose()
+                .map_err(Failure::Node)?;
             // Subscribe first, so nothing falls between the listing and the stream.
             let mut fresh = handle.subscribe_blocks();
-            let mut seen = BTreeSet::new();
-            for block in handle.blocks(author).await? {
-                seen.insert(block.id());
+            // The kernel thread only collects the blocks; sorting happens here.
+            let held = handle.read(move |kernel| blocks(kernel, author)).await?;
+            let mut seen: BTreeSet<BlockId> = held.iter().map(|b| b.id()).collect();
+            let listed = order(held, author.is_some(), by_feed, since.as_ref());
+            for block in listed.map_err(Failure::Node)? {
                 write_line(out, &block_json(&block)).await?;
             }
             out.flush().await?;
@@ -427,6 +644,94 @@ async fn answer<W: AsyncWrite + Unpin>(
             let changed = handle.unfollow(key).await?;
             write_line(out, &follow_json(&key, false, changed)).await?;
         }
+        Request::Id => {
+            let line = serde_json::json!({
+                "author": handle.author().to_hex(),
+                "peer": handle.peer_id().to_base58(),
+            });
+            write_line(out, &line).await?;
+        }
+        Request::Head { author } => {
+            let author = author
+                .as_deref()
+                .map(parse_author)
+                .transpose()
+                .map_err(Failure::Node)?;
+            for line in handle.read(move |kernel| head_json(kernel, author)).await? {
+                write_line(out, &line).await?;
+            }
+        }
+        Request::Get { id } => {
+            let id = parse_block_id(&id).map_err(Failure::Node)?;
+            match handle.read(move |kernel| get_json(kernel, &id)).await? {
+                Some(line) => write_line(out, &line).await?,
+                None => return Err(Failure::Node(no_block(&id))),
+            }
+        }
+        Request::Export { author } => {
+            let author = author
+                .as_deref()
+                .map(parse_author)
+                .transpose()
+                .map_err(Failure::Node)?;
+            let (authors, about) = handle
+                .read(move |kernel| {
+                    let authors = crate::archive::authors(kernel, author);
+                    let about = crate::archive::about(kernel, &authors);
+                    (authors, about)
+                })
+                .await?;
+            write_line(out, &serde_json::json!({ "about": about })).await?;
+            let mut written = crate::archive::Totals::default();
+            let mut proofs = Vec::new();
+            for author in authors {
+                let mut from = 0;
+                let mut counted = false;
+                loop {
+                    let run = handle
+                        .read(move |kernel| crate::archive::run_of(kernel, &author, from))
+                        .await?;
+                    let Some(last) = run.last() else {
+                        break;
+                    };
+                    from = last.seq() + 1;
+                    written.blocks += run.len() as u64;
+                    if !counted {
+                        written.feeds += 1;
+                        counted = true;
+                    }
+                    let line = serde_json::json!({ "feed": hex::encode(run.encode()) });
+                    write_line(out, &line).await?;
+                }
+                if let Some((a, b)) = handle
+                    .read(move |kernel| kernel.fork_proof(&author))
+                    .await?
+                {
+                    proofs.push((a, b));
+                }
+            }
+            for (a, b) in proofs {
+                written.proofs += 1;
+                let line = serde_json::json!({ "proof": [hex::encode(a.encode()), hex::encode(b.encode())] });
+                write_line(out, &line).await?;
+            }
+            write_line(out, &serde_json::json!({ "end": written })).await?;
+        }
+        Request::Import { blocks } => {
+            let mut decoded = Vec::with_capacity(blocks.len());
+            for (n, text) in blocks.iter().enumerate() {
+                let block = hex::decode(text)
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| Block::decode(&bytes).map_err(|e| e.to_string()))
+                    .map_err(|e| Failure::Node(format!("block {n} of the batch: {e}")))?;
+                decoded.push(block);
+            }
+            let ids: Vec<BlockId> = decoded.iter().map(Block::id).collect();
+            let report = handle.import(decoded).await?;
+            let mut counts = ImportCounts::default();
+            counts.count(&ids, &report);
+            write_line(out, &serde_json::json!({ "import": counts })).await?;
+        }
         Request::Feeds => {
             for feed in handle.feeds().await? {
                 write_line(out, &feed_json(&feed)).await?;
@@ -435,6 +740,14 @@ async fn answer<W: AsyncWrite + Unpin>(
     }
     out.flush().await?;
     Ok(())
+}
+
+/// The error for a block id this kernel holds nowhere.
+pub fn no_block(id: &BlockId) -> String {
+    format!(
+        "no block {} here (never received, evicted with its feed, or dropped as invalid)",
+        id.to_hex()
+    )
 }
 
 /// The client side: connects to the node running on the store in `dir`, if any.

@@ -10,7 +10,7 @@ use blockend::app::StateError;
 use blockend::kernel::store::RocksStore;
 use blockend::kernel::PublicKey;
 use blockend::node::{self, Stats};
-use blockend::{store, Node, NodeApp, ReadyApp};
+use blockend::{archive, store, Node, NodeApp, ReadyApp};
 use libp2p::Multiaddr;
 
 mod args;
@@ -61,7 +61,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             store,
             follow,
             author,
-        } => cat(&store, author, follow).await,
+            since,
+            by_feed,
+        } => {
+            let listing = Listing {
+                author,
+                since,
+                by_feed,
+            };
+            cat(&store, listing, follow).await
+        }
+        Command::Id { store } => id(&store).await,
+        Command::Head { store, author } => head(&store, author).await,
+        Command::Get { store, id } => get(&store, &id).await,
+        Command::Export { store, author } => export(&store, author).await,
+        Command::Import { store, file } => import(&store, &file).await,
+        Command::Apps => {
+            for app in ReadyApp::ALL {
+                emit(&app.info())?;
+            }
+            Ok(())
+        }
         Command::State {
             store,
             slice,
@@ -413,14 +433,33 @@ fn dropped_append(
     }
 }
 
-async fn cat(dir: &Path, author: Option<String>, follow: bool) -> anyhow::Result<()> {
-    let key = author
+/// What `cat` lists.
+struct Listing {
+    author: Option<String>,
+    since: Option<String>,
+    by_feed: bool,
+}
+
+async fn cat(dir: &Path, listing: Listing, follow: bool) -> anyhow::Result<()> {
+    let key = listing
+        .author
         .as_deref()
         .map(api::parse_author)
         .transpose()
         .map_err(|e| anyhow::anyhow!(e))?;
+    let since = listing
+        .since
+        .as_deref()
+        .map(api::parse_block_id)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))?;
     if let Some(client) = Client::connect(dir).await {
-        let request = Request::Cat { author, follow };
+        let request = Request::Cat {
+            author: listing.author,
+            follow,
+            since: listing.since,
+            by_feed: listing.by_feed,
+        };
         if follow {
             return self::follow(dir, client, &request).await;
         }
@@ -429,15 +468,388 @@ async fn cat(dir: &Path, author: Option<String>, follow: bool) -> anyhow::Result
             return answer.map(drop);
         }
     }
-    let (kernel, _) = store::open_read_only(dir)?;
-    for block in api::blocks(&kernel, key) {
+    let (kernel, _) = store::open_view(dir)?;
+    let blocks = api::listing(&kernel, key, listing.by_feed, since.as_ref());
+    drop(kernel);
+    for block in blocks.map_err(|e| anyhow::anyhow!(e))? {
         emit(&api::block_json(&block))?;
     }
-    drop(kernel.close());
     if follow {
         return Err(no_node_to_follow(dir));
     }
     Ok(())
+}
+
+/// `id`: the store's author and the peer id its node has (the same key), from the running
+/// node or, without one, from the store's files (no lock, no secret needed).
+async fn id(dir: &Path) -> anyhow::Result<()> {
+    if let Some(client) = Client::connect(dir).await {
+        let answer = relay(client, &Request::Id).await;
+        if !node_stopped(&answer) {
+            return answer.map(drop);
+        }
+    }
+    let author = match store::recorded_author(dir)? {
+        Some(author) => author,
+        None => {
+            let (kernel, _) = store::open_read_only(dir)?;
+            let author = store::own_author(dir, &kernel);
+            drop(kernel.close());
+            author
+        }
+    };
+    let peer = node::peer_id_of(&author).map_err(|e| anyhow::anyhow!(e))?;
+    emit(&serde_json::json!({ "author": author.to_hex(), "peer": peer.to_base58() }))
+}
+
+async fn head(dir: &Path, author: Option<String>) -> anyhow::Result<()> {
+    let key = author
+        .as_deref()
+        .map(api::parse_author)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(client) = Client::connect(dir).await {
+        let answer = relay(client, &Request::Head { author }).await;
+        // No line at all may be the answer (no such feed) or a node that closed the
+        // connection; the store itself tells.
+        if !node_stopped(&answer) {
+            return answer.map(drop);
+        }
+    }
+    let (kernel, _) = store::open_view(dir)?;
+    let lines = api::head_json(&kernel, key);
+    drop(kernel);
+    for line in &lines {
+        emit(line)?;
+    }
+    Ok(())
+}
+
+async fn get(dir: &Path, id: &str) -> anyhow::Result<()> {
+    let block = api::parse_block_id(id).map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(client) = Client::connect(dir).await {
+        let answer = relay(client, &Request::Get { id: block.to_hex() }).await;
+        if !node_stopped(&answer) {
+            return answer.map(drop);
+        }
+    }
+    let (kernel, _) = store::open_view(dir)?;
+    let line = api::get_json(&kernel, &block);
+    drop(kernel);
+    match line {
+        Some(line) => emit(&line),
+        None => bail!("{}", api::no_block(&block)),
+    }
+}
+
+/// Progress lines on stderr for export and import: at most one per `STEP` blocks, and the
+/// last.
+const PROGRESS_STEP: u64 = 10_000;
+
+fn progress(verb: &str, done: u64, about: u64, last_told: &mut u64) {
+    if done < *last_told + PROGRESS_STEP {
+        return;
+    }
+    *last_told = done;
+    if about >= done && about > 0 {
+        eprintln!(
+            "{verb}: {done} of about {about} blocks ({}%)",
+            done * 100 / about
+        );
+    } else {
+        eprintln!("{verb}: {done} blocks");
+    }
+}
+
+async fn export(dir: &Path, author: Option<String>) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let key = author
+        .as_deref()
+        .map(api::parse_author)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if std::io::stdout().is_terminal() {
+        bail!(
+            "export writes a binary archive to stdout: redirect it to a file (blockend export --store {} > FILE)",
+            dir.display()
+        );
+    }
+    if !store::probe(dir)? {
+        return Err(store::Error::Missing {
+            path: dir.to_owned(),
+        }
+        .into());
+    }
+    let out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = match Client::connect(dir).await {
+        Some(client) => export_from_node(dir, client, author, out).await?,
+        None => {
+            let (kernel, _) = store::open_view(dir)?;
+            let result = export_from_kernel(&kernel, key, out);
+            drop(kernel);
+            result?
+        }
+    };
+    eprintln!(
+        "export: {} feeds, {} blocks, {} fork proofs",
+        written.feeds, written.blocks, written.proofs
+    );
+    Ok(())
+}
+
+fn export_from_kernel(
+    kernel: &blockend::kernel::Kernel,
+    author: Option<PublicKey>,
+    out: impl Write,
+) -> anyhow::Result<archive::Totals> {
+    let authors = archive::authors(kernel, author);
+    let about = archive::about(kernel, &authors);
+    let mut writer = archive::Writer::new(out, about)?;
+    let mut told = 0;
+    let mut done = 0;
+    for author in &authors {
+        let mut from = 0;
+        loop {
+            let run = archive::run_of(kernel, author, from);
+            let Some(last) = run.last() else {
+                break;
+            };
+            from = last.seq() + 1;
+            writer.feed(&run)?;
+            done += run.len() as u64;
+            progress("export", done, about.blocks, &mut told);
+        }
+    }
+    for author in &authors {
+        if let Some((a, b)) = kernel.fork_proof(author) {
+            writer.proof(&a, &b)?;
+        }
+    }
+    Ok(writer.finish()?)
+}
+
+/// An export through the running node: its lines (see [`Request::Export`]) become the
+/// archive's records. A node that stops before its end line leaves an archive without an
+/// end record, which import reads up to the cut and then refuses as cut short.
+async fn export_from_node(
+    dir: &Path,
+    client: Client,
+    author: Option<String>,
+    out: impl Write,
+) -> anyhow::Result<archive::Totals> {
+    let stopped = || {
+        anyhow::anyhow!(
+            "the node on {} stopped during the export: the archive is incomplete; run the export again",
+            dir.display()
+        )
+    };
+    let mut lines = client.request(&Request::Export { author }).await?;
+    let mut told = 0;
+    let first = lines
+        .next_line()
+        .await
+        .map_err(|_| stopped())?
+        .ok_or_else(stopped)?;
+    let value: serde_json::Value = serde_json::from_str(&first)?;
+    if let Some(error) = value.get("error").and_then(|e| e.as_str()) {
+        bail!("{error}");
+    }
+    let about: archive::Totals = match value.get("about") {
+        Some(totals) => serde_json::from_value(totals.clone())?,
+        None => bail!("the node sent an export line this build does not read: {first}"),
+    };
+    let mut writer = archive::Writer::new(out, about)?;
+    let mut done = 0;
+    while let Some(line) = lines.next_line().await.map_err(|_| stopped())? {
+        let value: serde_json::Value = serde_json::from_str(&line)?;
+        let bad = || anyhow::anyhow!("the node sent an export line this build does not read");
+        if let Some(run) = value.get("feed").and_then(|f| f.as_str()) {
+            let run = blockend::kernel::Feed::decode(&hex::decode(run)?)?;
+            writer.feed(&run)?;
+            done += run.len() as u64;
+            progress("export", done, about.blocks, &mut told);
+        } else if let Some(pair) = value.get("proof").and_then(|p| p.as_array()) {
+            let [a, b] = pair.as_slice() else {
+                return Err(bad());
+            };
+            let block = |v: &serde_json::Value| -> anyhow::Result<blockend::kernel::Block> {
+                Ok(blockend::kernel::Block::decode(&hex::decode(
+                    v.as_str().ok_or_else(bad)?,
+                )?)?)
+            };
+            writer.proof(&block(a)?, &block(b)?)?;
+        } else if value.get("end").is_some() {
+            return Ok(writer.finish()?);
+        } else if let Some(error) = value.get("error").and_then(|e| e.as_str()) {
+            bail!("{error}");
+        } else {
+            return Err(bad());
+        }
+    }
+    Err(stopped())
+}
+
+/// Most blocks an import hands the kernel at once.
+const IMPORT_BATCH_BLOCKS: usize = archive::CHUNK_BLOCKS;
+/// Most bytes of blocks in one import batch (one block may be larger): hex-encoded in a
+/// request to the node, twice this stays well under the socket's 16 MiB request limit.
+const IMPORT_BATCH_BYTES: usize = archive::CHUNK_BYTES;
+
+async fn import(dir: &Path, file: &Path) -> anyhow::Result<()> {
+    let input: Box<dyn Read + Send> = if file == Path::new("-") {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(
+            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
+        )
+    };
+    if !store::probe(dir)? {
+        return Err(store::Error::Missing {
+            path: dir.to_owned(),
+        }
+        .into());
+    }
+    let mut reader = archive::Reader::new(std::io::BufReader::new(input))
+        .with_context(|| format!("{}", file.display()))?;
+    let about = reader.about();
+    let mut target = if Client::connect(dir).await.is_some() {
+        ImportTarget::Node
+    } else {
+        let (kernel, _, _) = store::open_checked(dir, None, false)?;
+        ImportTarget::Kernel(Box::new(kernel))
+    };
+    let mut counts = api::ImportCounts::default();
+    let mut batch: Vec<blockend::kernel::Block> = Vec::new();
+    let mut batch_bytes = 0;
+    let mut told = 0;
+    let failure = 'records: loop {
+        let record = match reader.next_record() {
+            Ok(record) => record,
+            Err(error) => {
+                break Some(anyhow::Error::from(error).context(file.display().to_string()))
+            }
+        };
+        let done = record.is_none();
+        match record {
+            Some(archive::Record::Feed(run)) => {
+                for block in run.into_blocks() {
+                    let size = block.encoded_len();
+                    if !batch.is_empty()
+                        && (batch.len() >= IMPORT_BATCH_BLOCKS
+                            || batch_bytes + size > IMPORT_BATCH_BYTES)
+                    {
+                        let blocks = std::mem::take(&mut batch);
+                        batch_bytes = 0;
+                        if let Err(error) = target.take(dir, blocks, &mut counts).await {
+                            break 'records Some(error);
+                        }
+                        progress("import", counts.offered, about.blocks, &mut told);
+                    }
+                    batch_bytes += size;
+                    batch.push(block);
+                }
+            }
+            Some(archive::Record::Proof(pair)) => {
+                let (a, b) = *pair;
+                batch_bytes += a.encoded_len() + b.encoded_len();
+                batch.extend([a, b]);
+            }
+            None => {}
+        }
+        if done || batch.len() >= IMPORT_BATCH_BLOCKS || batch_bytes >= IMPORT_BATCH_BYTES {
+            let blocks = std::mem::take(&mut batch);
+            batch_bytes = 0;
+            if let Err(error) = target.take(dir, blocks, &mut counts).await {
+                break Some(error);
+            }
+            progress("import", counts.offered, about.blocks, &mut told);
+        }
+        if done {
+            break None;
+        }
+    };
+    // Whatever stopped the import, what came before is in: flush it, then report.
+    if failure.is_some() && !batch.is_empty() {
+        let blocks = std::mem::take(&mut batch);
+        if let Err(error) = target.take(dir, blocks, &mut counts).await {
+            tracing::warn!(%error, "the blocks read before the failure were not imported");
+        }
+    }
+    target.close();
+    let read = reader.read();
+    let mut line = serde_json::to_value(counts)?;
+    line["file"] = file.display().to_string().into();
+    line["feeds"] = read.feeds.into();
+    line["proofs"] = read.proofs.into();
+    line["complete"] = failure.is_none().into();
+    emit(&line)?;
+    eprintln!(
+        "import: {} blocks offered, {} accepted, {} already held, {} invalid",
+        counts.offered, counts.accepted, counts.already_had, counts.invalid
+    );
+    match failure {
+        Some(error) => Err(error.context("import stopped; the blocks before were imported")),
+        None => Ok(()),
+    }
+}
+
+/// Where an import's batches go: the running node, or the store itself.
+enum ImportTarget {
+    Node,
+    Kernel(Box<blockend::kernel::Kernel>),
+}
+
+impl ImportTarget {
+    async fn take(
+        &mut self,
+        dir: &Path,
+        blocks: Vec<blockend::kernel::Block>,
+        counts: &mut api::ImportCounts,
+    ) -> anyhow::Result<()> {
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<_> = blocks.iter().map(|b| b.id()).collect();
+        match self {
+            Self::Kernel(kernel) => {
+                let report = kernel.dispatch(blocks)?;
+                counts.count(&ids, &report);
+                Ok(())
+            }
+            Self::Node => {
+                let gone = || {
+                    anyhow::anyhow!(
+                        "the node on {} stopped during the import; run it again (blocks already imported count as already held)",
+                        dir.display()
+                    )
+                };
+                let client = Client::connect(dir).await.ok_or_else(gone)?;
+                let request = Request::Import {
+                    blocks: blocks.iter().map(|b| hex::encode(b.encode())).collect(),
+                };
+                let mut lines = client.request(&request).await.map_err(|_| gone())?;
+                let line = lines
+                    .next_line()
+                    .await
+                    .map_err(|_| gone())?
+                    .ok_or_else(gone)?;
+                let value: serde_json::Value = serde_json::from_str(&line)?;
+                if let Some(error) = value.get("error").and_then(|e| e.as_str()) {
+                    bail!("{error}");
+                }
+                let batch: api::ImportCounts =
+                    serde_json::from_value(value.get("import").cloned().ok_or_else(gone)?)?;
+                counts.add(&batch);
+                Ok(())
+            }
+        }
+    }
+
+    fn close(self) {
+        if let Self::Kernel(kernel) = self {
+            drop(kernel.close());
+        }
+    }
 }
 
 async fn state(dir: &Path, slice: Option<String>, follow: bool) -> anyhow::Result<()> {
@@ -454,7 +866,7 @@ async fn state(dir: &Path, slice: Option<String>, follow: bool) -> anyhow::Resul
             return answer.map(drop);
         }
     }
-    let (kernel, app) = store::open_read_only(dir)?;
+    let (kernel, app) = store::open_view(dir)?;
     let name = slice.unwrap_or_else(|| app.default_slice().to_owned());
     let result = app
         .state_json(&kernel, &name)

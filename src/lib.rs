@@ -15,6 +15,7 @@
 //! - [`node`]: [`Node`], the kernel actor and the libp2p network actor.
 //! - [`api`]: the local socket in the store directory, its server and client.
 //! - [`store`]: opening a store directory (identity, app name, capacity, lock) for the CLI.
+//! - [`archive`]: the file `blockend export` writes and `blockend import` reads.
 //!
 //! ## Example
 //! ```no_run
@@ -35,6 +36,7 @@
 
 pub mod api;
 pub mod app;
+pub mod archive;
 pub mod node;
 pub mod store;
 

@@ -111,7 +111,7 @@ mod stats;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use blockend_kernel::{sync, Block, FeedStanding, Kernel, PublicKey};
+use blockend_kernel::{sync, Block, FeedStanding, Kernel, PublicKey, Report};
 use libp2p::{gossipsub, Multiaddr, PeerId};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -435,6 +435,10 @@ pub fn transport_of(addr: &Multiaddr) -> &'static str {
 pub struct PeerInfo {
     /// The peer id (base58).
     pub peer: String,
+    /// The peer's author key (hex), which its peer id names ([`author_of`]); absent for a
+    /// peer whose id is not an ed25519 key (not a blockend node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
     /// The remote address of the connection the node prefers: a direct one over a relayed
     /// one, then the oldest.
     pub address: String,
@@ -450,8 +454,44 @@ pub struct PeerInfo {
     pub counters: PeerCounters,
 }
 
+/// The libp2p peer id of a node whose author is `author`: a node's libp2p identity is its
+/// author's ed25519 key, so one names the other.
+///
+/// # Errors
+/// A one-line message when the bytes are not an ed25519 public key.
+pub fn peer_id_of(author: &PublicKey) -> Result<PeerId, String> {
+    libp2p::identity::ed25519::PublicKey::try_from_bytes(&author.0)
+        .map(|key| libp2p::identity::PublicKey::from(key).to_peer_id())
+        .map_err(|e| {
+            format!(
+                "author {} is not an ed25519 public key: {e}",
+                author.to_hex()
+            )
+        })
+}
+
+/// The author a peer id names ([`peer_id_of`] backwards), or `None` for a peer id that does
+/// not embed an ed25519 key (a foreign libp2p node with another key type, or a hashed key).
+pub fn author_of(peer: &PeerId) -> Option<PublicKey> {
+    let hash = libp2p::multihash::Multihash::<64>::from_bytes(&peer.to_bytes()).ok()?;
+    // The identity multihash (code 0) holds the protobuf-encoded public key itself.
+    if hash.code() != 0 {
+        return None;
+    }
+    let key = libp2p::identity::PublicKey::try_decode_protobuf(hash.digest()).ok()?;
+    let key = key.try_into_ed25519().ok()?;
+    Some(PublicKey(key.to_bytes()))
+}
+
+/// A read of the kernel, run on the kernel actor's thread.
+type KernelRead = Box<dyn FnOnce(&Kernel) + Send>;
+
 /// Requests to the kernel actor.
 enum KernelCmd {
+    /// Run a read of the kernel ([`Handle::read`]).
+    Read(KernelRead),
+    /// Dispatch blocks from an import ([`Handle::import`]).
+    Import(Vec<Block>, oneshot::Sender<Result<Report, Error>>),
     Connected(PeerId),
     Disconnected(PeerId),
     Sync {
@@ -719,6 +759,35 @@ impl Handle {
         self.ask(|tx| KernelCmd::Blocks(author, tx)).await
     }
 
+    /// Runs `read` on the kernel, on the kernel actor's thread (between the node's other
+    /// requests), and returns what it returns. Keep it short: the node serves nothing else
+    /// meanwhile.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`].
+    pub async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Kernel) -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        self.ask(|tx| {
+            KernelCmd::Read(Box::new(move |kernel| {
+                let _ = tx.send(read(kernel));
+            }))
+        })
+        .await
+    }
+
+    /// Dispatches `blocks` (an import: one bounded batch) as if a peer had sent them, with
+    /// no peer to blame: each is verified and placed like any peer's block. Local
+    /// subscribers hear of what was accepted and fork proofs spread at once; peers get the
+    /// rest by reconciliation, not pushed. Returns the kernel's report.
+    ///
+    /// # Errors
+    /// [`Error::Kernel`] when the store fails; [`Error::Stopped`].
+    pub async fn import(&self, blocks: Vec<Block>) -> Result<Report, Error> {
+        self.ask(|tx| KernelCmd::Import(blocks, tx)).await?
+    }
+
     /// The node's counters.
     ///
     /// # Errors
@@ -785,6 +854,7 @@ impl Handle {
             })
             .map(|(peer, addr, connections)| PeerInfo {
                 peer: peer.to_base58(),
+                author: author_of(&peer).map(|a| a.to_hex()),
                 transport: transport_of(&addr),
                 connection: if is_relayed(&addr) {
                     "relayed"

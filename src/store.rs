@@ -6,8 +6,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use blockend_kernel::store::{Access, FeedLoss, RepairReport, RocksConfig, RocksStore, StoreError};
-use blockend_kernel::{Config, Kernel, PublicKey};
+use std::sync::Arc;
+
+use blockend_kernel::store::{
+    Access, Batch, FeedLoss, RepairReport, RocksConfig, RocksStore, StoreError,
+};
+use blockend_kernel::{Block, BlockId, BlockStore, Config, Kernel, PublicKey};
 
 use crate::app::{ReadyApp, UnknownApp};
 
@@ -68,6 +72,78 @@ pub fn open_read_only(dir: &Path) -> Result<(Kernel, ReadyApp), Error> {
         .with_config(kernel_config(capacity))
         .open()?;
     Ok((kernel, app))
+}
+
+/// Opens the existing store in `dir` as [`open_read_only`] does, and shows it as of now:
+/// blocks whose time-to-live has passed are collected (bodies dropped, contributions
+/// re-folded), as a running node would have done, in memory only. Nothing is written: the
+/// kernel's writes go nowhere ([`ViewStore`]), so what the read verbs (`state`, `cat`, `head`,
+/// `get`, `export`) show without a node matches what a node shows, while the store stays as
+/// it was. The view has no capacity (it evicts nothing), so drop it rather than close it,
+/// and do not read capacity figures or counters from it (`stats` and `feeds` use
+/// [`open_read_only`]).
+///
+/// # Errors
+/// As [`open_read_only`].
+pub fn open_view(dir: &Path) -> Result<(Kernel, ReadyApp), Error> {
+    let app = app_of(dir)?;
+    let capacity = capacity_of(dir)?;
+    let store = ViewStore(RocksStore::open_read_only(dir)?);
+    // No capacity: a view never evicts. A reader that may not read the secret key opens with
+    // a throwaway one, so the own feed would rank as another author's and could be evicted
+    // from the view; and what is evicted is the node's to decide, not a reader's.
+    let _ = capacity;
+    let mut kernel = Kernel::builder(&app)
+        .with_store(store)
+        .with_config(kernel_config(u64::MAX))
+        .open()?;
+    let now = kernel.now();
+    kernel.gc(now)?;
+    Ok((kernel, app))
+}
+
+/// A read-only store whose commits are accepted and dropped: the store of a kernel that only
+/// shows a view ([`open_view`]). Reads go to the store; no write reaches it. Never hand it a
+/// kernel whose writes should last: they vanish without an error.
+pub struct ViewStore(pub RocksStore);
+
+impl BlockStore for ViewStore {
+    fn commit(&mut self, _: Batch) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn blocks(&self) -> Result<Vec<Arc<Block>>, StoreError> {
+        self.0.blocks()
+    }
+    fn get(&self, id: &BlockId) -> Result<Option<Arc<Block>>, StoreError> {
+        self.0.get(id)
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn timers(&self) -> Result<Vec<(u64, BlockId)>, StoreError> {
+        self.0.timers()
+    }
+    fn gc_time(&self) -> Result<u64, StoreError> {
+        self.0.gc_time()
+    }
+    fn tombstones(&self) -> Result<Vec<(PublicKey, u64)>, StoreError> {
+        self.0.tombstones()
+    }
+    fn arrivals(&self) -> Result<Vec<(PublicKey, u64)>, StoreError> {
+        self.0.arrivals()
+    }
+    fn follows(&self) -> Result<Vec<PublicKey>, StoreError> {
+        self.0.follows()
+    }
+    fn snapshot(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.snapshot()
+    }
+    fn identity(&self) -> Result<Option<[u8; 32]>, StoreError> {
+        self.0.identity()
+    }
+    fn set_identity(&mut self, secret: [u8; 32]) -> Result<(), StoreError> {
+        self.0.set_identity(secret)
+    }
 }
 
 /// The kernel configuration for a store of `capacity` bytes: the defaults, with that budget
@@ -286,6 +362,30 @@ pub fn own_author(dir: &Path, kernel: &Kernel) -> PublicKey {
         .and_then(|text| hex::decode(text.trim()).ok())
         .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
         .map_or_else(|| kernel.author(), PublicKey)
+}
+
+/// The author `DIR/author` records, read without opening the store (no lock, no secret);
+/// `None` when the file is missing or does not hold a key (a store from before the file).
+///
+/// # Errors
+/// [`Error::Missing`] when `dir` holds no store, a [`StoreError::PermissionDenied`] when this
+/// user may not read the file.
+pub fn recorded_author(dir: &Path) -> Result<Option<PublicKey>, Error> {
+    if !probe(dir)? {
+        return Err(Error::Missing {
+            path: dir.to_owned(),
+        });
+    }
+    let path = dir.join(AUTHOR_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(io(path, Access::Read, source)),
+    };
+    Ok(hex::decode(text.trim())
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .map(PublicKey))
 }
 
 /// Records the store's author in `DIR/author` when it does not name it yet.

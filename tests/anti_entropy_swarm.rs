@@ -454,7 +454,7 @@ fn sixteen_nodes_holding_thousands_of_feeds_spend_little_per_tick_and_still_spre
         .collect();
     let total = FEEDS as u64 + 2;
     for (i, state) in states.iter().enumerate() {
-        assert_eq!(state["total"], total, "node {i}: {state}");
+        assert_eq!(state["state"]["total"], total, "node {i}: {state}");
         assert_eq!(state["digest"], states[0]["digest"], "node {i}");
     }
 

@@ -93,7 +93,7 @@ fn append_prints_the_block_and_cat_and_state_show_it() {
     assert_eq!(blocks[0], block);
     let only = run(&["cat", "--store", s(&store), "--author", &author]);
     assert_eq!(json_lines(&only).len(), 2);
-    assert_eq!(state(&store)["total"], 7);
+    assert_eq!(state(&store)["state"]["total"], 7);
 }
 
 #[test]
@@ -139,9 +139,9 @@ fn a_store_locked_by_another_process_fails_in_one_line() {
     let line = one_line_error(&run(&["append", "--store", s(&store), r#"{"value":1}"#]));
     assert!(line.contains("locked"), "{line}");
     // Reads take no lock (see tests/concurrent_use.rs).
-    assert_eq!(state(&store)["total"], 0);
+    assert_eq!(state(&store)["state"]["total"], 0);
     drop(held);
-    assert_eq!(state(&store)["total"], 0);
+    assert_eq!(state(&store)["state"]["total"], 0);
 }
 
 #[test]
@@ -168,7 +168,7 @@ fn bad_arguments_fail_in_one_line() {
     one_line_error(&run(&["cat", "--store", s(&store), "--author", "xyz"]));
     one_line_error(&run(&["state", "--store", s(&store), "no-such-slice"]));
     one_line_error(&run(&["frobnicate"]));
-    assert_eq!(state(&store)["total"], 0);
+    assert_eq!(state(&store)["state"]["total"], 0);
 }
 
 #[test]
@@ -196,7 +196,7 @@ fn a_running_node_serves_every_verb_through_its_socket() {
     let output = run(&["append", "--store", s(&store), r#"{"value":4}"#]);
     assert!(output.status.success(), "{output:?}");
     assert_eq!(cat(&store).len(), 1);
-    assert_eq!(state(&store)["total"], 4);
+    assert_eq!(state(&store)["state"]["total"], 4);
     let output = run(&["stats", "--store", s(&store)]);
     assert_eq!(json_lines(&output)[0]["blocks_stored"], 1);
     let output = run(&["peers", "--store", s(&store)]);
@@ -215,7 +215,7 @@ fn a_running_node_serves_every_verb_through_its_socket() {
         !store.join("node.sock").exists(),
         "the socket outlived the node"
     );
-    assert_eq!(state(&store)["total"], 4);
+    assert_eq!(state(&store)["state"]["total"], 4);
 }
 
 #[test]
@@ -242,7 +242,7 @@ fn the_local_socket_works_from_a_deep_directory() {
     // append works while the node owns the store: it went through the socket.
     let output = run(&["append", "--store", s(&store), r#"{"value":2}"#]);
     assert!(output.status.success(), "{output:?}");
-    assert_eq!(state(&store)["total"], 2);
+    assert_eq!(state(&store)["state"]["total"], 2);
     node.stop();
 }
 
@@ -262,7 +262,7 @@ fn an_unreachable_peer_is_reported_in_one_line_and_the_node_keeps_running() {
     let output = run(&["append", "--store", s(&store), r#"{"value":1}"#]);
     assert!(output.status.success(), "{output:?}");
     node.stop();
-    assert_eq!(state(&store)["total"], 1);
+    assert_eq!(state(&store)["state"]["total"], 1);
 }
 
 #[test]
@@ -289,7 +289,7 @@ fn state_follow_streams_each_new_state() {
     });
     let first: serde_json::Value =
         serde_json::from_str(&rx.recv_timeout(Duration::from_secs(30)).unwrap()).unwrap();
-    assert_eq!(first["total"], 0);
+    assert_eq!(first["state"]["total"], 0);
     for value in [1, 2, 3] {
         let body = format!(r#"{{"value":{value}}}"#);
         assert!(run(&["append", "--store", s(&store), &body])
@@ -299,7 +299,7 @@ fn state_follow_streams_each_new_state() {
     let reached = eventually(Duration::from_secs(30), || {
         let line = rx.recv_timeout(Duration::from_millis(100)).ok()?;
         let state: serde_json::Value = serde_json::from_str(&line).ok()?;
-        (state["total"] == 3).then_some(())
+        (state["state"]["total"] == 3).then_some(())
     });
     let _ = follower.kill();
     let _ = follower.wait();

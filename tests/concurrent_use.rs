@@ -33,7 +33,7 @@ fn init(store: &Path) {
 fn total(store: &Path) -> serde_json::Value {
     let output = run(&["state", "--store", s(store)]);
     assert!(output.status.success(), "{output:?}");
-    json_lines(&output).remove(0)["total"].clone()
+    json_lines(&output).remove(0)["state"]["total"].clone()
 }
 
 #[test]
@@ -84,7 +84,7 @@ fn a_node_starts_every_time_while_state_runs_in_a_loop() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let output = run(&["state", "--store", s(&store)]);
                 assert!(output.status.success(), "a read failed: {output:?}");
-                assert_eq!(json_lines(&output)[0]["total"], 3, "{output:?}");
+                assert_eq!(json_lines(&output)[0]["state"]["total"], 3, "{output:?}");
                 reads += 1;
             }
             reads

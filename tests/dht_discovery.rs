@@ -64,7 +64,7 @@ async fn two_nodes_that_know_only_a_relay_find_each_other_through_the_dht_and_sy
         .expect("append");
     let synced = eventually(Duration::from_secs(30), || async {
         let (sa, sb) = (a.handle().state(None).await, b.handle().state(None).await);
-        matches!((sa, sb), (Ok(sa), Ok(sb)) if sa["total"] == 7 && sb["total"] == 7)
+        matches!((sa, sb), (Ok(sa), Ok(sb)) if sa["state"]["total"] == 7 && sb["state"]["total"] == 7)
     })
     .await;
     assert!(synced, "blocks did not cross the relayed connection");

@@ -206,7 +206,7 @@ async fn converge(a: &Node, b: &Node, total: u64) -> bool {
     eventually(Duration::from_secs(30), || async {
         let x = a.handle().state(None).await.expect("state");
         let y = b.handle().state(None).await.expect("state");
-        x["total"] == total && x["digest"] == y["digest"]
+        x["state"]["total"] == total && x["digest"] == y["digest"]
     })
     .await
 }

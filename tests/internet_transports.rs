@@ -21,7 +21,7 @@ fn total(store: &Path) -> Option<u64> {
     if !output.status.success() {
         return None;
     }
-    json_lines(&output).first()?["total"].as_u64()
+    json_lines(&output).first()?["state"]["total"].as_u64()
 }
 
 fn peers(store: &Path) -> Vec<serde_json::Value> {

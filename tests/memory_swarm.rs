@@ -37,7 +37,7 @@ async fn three_nodes_in_a_line_over_the_memory_transport_converge() {
         }
         states
             .iter()
-            .all(|s| s["total"] == 30 && s["digest"] == states[0]["digest"])
+            .all(|s| s["state"]["total"] == 30 && s["digest"] == states[0]["digest"])
     })
     .await;
     let states: Vec<_> =

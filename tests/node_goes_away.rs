@@ -104,7 +104,7 @@ fn follow_until_the_node_goes_away(kill: impl FnOnce(NodeProcess)) {
     let cat = Follower::start("cat", &store);
     let state = Follower::start("state", &store);
     assert_eq!(cat.first_line()["body"]["value"], 3);
-    assert_eq!(state.first_line()["total"], 3);
+    assert_eq!(state.first_line()["state"]["total"], 3);
     kill(node);
     assert_went_away("cat", cat.exit());
     assert_went_away("state", state.exit());
@@ -252,5 +252,5 @@ fn a_read_whose_node_resets_the_connection_reads_the_store() {
     });
     let output = run(&["state", "--store", s(&store)]);
     assert!(output.status.success(), "{output:?}");
-    assert_eq!(json_lines(&output)[0]["total"], 3, "{output:?}");
+    assert_eq!(json_lines(&output)[0]["state"]["total"], 3, "{output:?}");
 }

@@ -89,9 +89,9 @@ fn a_counter_total_past_u64_renders_as_a_decimal_string_and_both_authors_append_
 
     for store in [&alice_store, &bob_store] {
         let shown = state(store);
-        assert_eq!(shown["total"], "18446744073709551620", "{shown}");
-        assert_eq!(shown["by_author"][&alice], u64::MAX, "{shown}");
-        assert_eq!(shown["by_author"][&bob], 5, "{shown}");
+        assert_eq!(shown["state"]["total"], "18446744073709551620", "{shown}");
+        assert_eq!(shown["state"]["by_author"][&alice], u64::MAX, "{shown}");
+        assert_eq!(shown["state"]["by_author"][&bob], 5, "{shown}");
         assert!(shown["digest"].is_string() && shown["set_hash"].is_string());
     }
     assert_eq!(state(&alice_store)["digest"], state(&bob_store)["digest"]);
@@ -107,14 +107,17 @@ fn a_counter_total_past_u64_renders_as_a_decimal_string_and_both_authors_append_
         r#"{"value": 7}"#,
     ]));
     assert!(line.contains("does not exceed"), "{line}");
-    assert_eq!(state(&alice_store)["total"], "18446744073709551620");
+    assert_eq!(
+        state(&alice_store)["state"]["total"],
+        "18446744073709551620"
+    );
     // Bob is judged against his own 5 only.
     let block = append(&bob_store, r#"{"value": 6}"#);
     assert_eq!(
         (&block["author"], &block["seq"]),
         (&bob.as_str().into(), &1.into())
     );
-    assert_eq!(state(&bob_store)["total"], "18446744073709551621");
+    assert_eq!(state(&bob_store)["state"]["total"], "18446744073709551621");
 }
 
 #[test]
@@ -130,7 +133,7 @@ fn a_running_node_serves_the_same_state_and_keeps_the_author_writable() {
     );
     let block = append(&store, &format!(r#"{{"value": {MAX}}}"#));
     assert_eq!(block["author"], alice.as_str());
-    assert_eq!(state(&store)["total"], "18446744073709551620");
+    assert_eq!(state(&store)["state"]["total"], "18446744073709551620");
     node.stop();
 }
 

@@ -24,6 +24,7 @@ use rayon::prelude::*;
 
 pub use capacity::{FeedStanding, Standing, MAX_FOLLOWS};
 pub use gc::GcReport;
+pub use query::BlockStatus;
 pub use report::{Outcome, Report, Source};
 pub use verdicts::{VerdictCache, DEFAULT_VERDICTS};
 

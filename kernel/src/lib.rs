@@ -146,8 +146,8 @@ pub use config::Config;
 pub use feed::{Diff, Feed, FeedError, Merged};
 pub use identity::{Identity, PublicKey};
 pub use kernel::{
-    Application, Error, FeedStanding, Head, Kernel, KernelBuilder, Outcome, Registry, Report,
-    Source, Standing, Stats, MAX_FOLLOWS,
+    Application, BlockStatus, Error, FeedStanding, Head, Kernel, KernelBuilder, Outcome, Registry,
+    Report, Source, Standing, Stats, MAX_FOLLOWS,
 };
 pub use retention::{FeedSummary, Observed, OldestLongest, Retention};
 pub use slice::{Context, Digest, Slice, Subscription, Verdict};

@@ -75,6 +75,14 @@ fn post(ctx: &Context<'_>) -> Option<Post> {
     serde_json::from_slice(ctx.body()).ok()
 }
 
+/// The room name's length, as a rejection reason says it.
+fn room_length(room: &str) -> String {
+    match room.len() {
+        0 => "the room name is empty".to_owned(),
+        n => format!("the room name is {n} bytes long"),
+    }
+}
+
 impl Slice for Chat {
     type State = Rooms;
 
@@ -91,10 +99,17 @@ impl Slice for Chat {
             return Verdict::Ignore;
         };
         if post.room.is_empty() || post.room.len() > MAX_ROOM_BYTES {
-            return Verdict::Reject(format!("room names are 1 to {MAX_ROOM_BYTES} bytes"));
+            return Verdict::Reject(format!(
+                "{}; a room name is 1 to {MAX_ROOM_BYTES} bytes",
+                room_length(&post.room)
+            ));
         }
         if post.ttl_ms == 0 || post.ttl_ms > MAX_TTL_MS {
-            return Verdict::Reject(format!("ttl_ms must be 1 to {MAX_TTL_MS}"));
+            return Verdict::Reject(format!(
+                "ttl_ms {} is out of range; a message lives 1 to {MAX_TTL_MS} ms ({} days)",
+                post.ttl_ms,
+                MAX_TTL_MS / (24 * 60 * 60 * 1000)
+            ));
         }
         Verdict::Accept
     }
@@ -118,6 +133,12 @@ impl Slice for Chat {
 
     fn expires_at(&self, ctx: &Context<'_>) -> Option<u64> {
         post(ctx).map(|p| ctx.time().saturating_add(p.ttl_ms.min(MAX_TTL_MS)))
+    }
+
+    fn expects(&self) -> Option<String> {
+        Some(format!(
+            r#"{{"room": "<1-{MAX_ROOM_BYTES} bytes>", "text": "<text>", "ttl_ms": <1..{MAX_TTL_MS}>}}"#
+        ))
     }
 
     fn commutative(&self) -> bool {

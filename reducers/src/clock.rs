@@ -1,8 +1,8 @@
 //! `clock`: picostack's clock. Bodies are `{"tick": <ms>}`; the state is the latest tick.
 //!
 //! Consistency: commutative. The state is the largest tick among accepted blocks, whatever
-//! the order. A tick later than its own block's time is rejected (`TimestampFromFuture`); blocks
-//! dated in the future are held by the kernel until their time comes.
+//! the order. A tick later than its own block's time is rejected, with a reason that names both
+//! times; blocks dated in the future are held by the kernel until their time comes.
 //!
 //! ```
 //! use blockend_kernel::{Application, Kernel, ManualClock, Registry};
@@ -49,7 +49,11 @@ impl Slice for Clock {
     fn filter(&self, ctx: &Context<'_>, _: &u64) -> Verdict {
         match serde_json::from_slice::<Tick>(ctx.body()) {
             Err(_) => Verdict::Ignore,
-            Ok(Tick { tick }) if tick > ctx.time() => Verdict::Reject("TimestampFromFuture".into()),
+            Ok(Tick { tick }) if tick > ctx.time() => Verdict::Reject(format!(
+                "tick {tick} is later than the block's own time {} (a tick may not be from the \
+                 future)",
+                ctx.time()
+            )),
             Ok(_) => Verdict::Accept,
         }
     }
@@ -58,6 +62,10 @@ impl Slice for Clock {
         if let Ok(Tick { tick }) = serde_json::from_slice::<Tick>(ctx.body()) {
             *state = (*state).max(tick);
         }
+    }
+
+    fn expects(&self) -> Option<String> {
+        Some(r#"{"tick": <ms since the Unix epoch>}, not after the block's own time"#.into())
     }
 
     fn commutative(&self) -> bool {

@@ -86,9 +86,10 @@ impl Slice for Counter {
         match previous {
             // A full counter may repeat its value: nothing else could ever follow it.
             Some(u64::MAX) if value == u64::MAX => Verdict::Accept,
-            Some(p) if value <= p => {
-                Verdict::Reject(format!("value {value} does not exceed the previous {p}"))
-            }
+            Some(p) if value <= p => Verdict::Reject(format!(
+                "value {value} does not exceed the author's last value {p} (each value must be \
+                 above the last)"
+            )),
             _ => Verdict::Accept,
         }
     }
@@ -108,6 +109,13 @@ impl Slice for Counter {
                 .saturating_sub(u128::from(previous.unwrap_or(0)))
                 .saturating_add(u128::from(value));
         }
+    }
+
+    fn expects(&self) -> Option<String> {
+        Some(format!(
+            r#"{{"value": <n>}}, n a whole number from 0 to {}, above your last value"#,
+            u64::MAX
+        ))
     }
 
     fn commutative(&self) -> bool {

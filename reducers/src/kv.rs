@@ -79,6 +79,14 @@ fn op(ctx: &Context<'_>) -> Option<Op> {
     serde_json::from_slice(ctx.body()).ok()
 }
 
+/// The key's length, as a rejection reason says it.
+fn key_length(key: &str) -> String {
+    match key.len() {
+        0 => "the key is empty".to_owned(),
+        n => format!("the key is {n} bytes long"),
+    }
+}
+
 impl Slice for Kv {
     type State = Map;
 
@@ -98,7 +106,10 @@ impl Slice for Kv {
             Op::Set { key, .. } | Op::Delete(key) => key,
         };
         if key.is_empty() || key.len() > MAX_KEY_BYTES {
-            return Verdict::Reject(format!("keys are 1 to {MAX_KEY_BYTES} bytes"));
+            return Verdict::Reject(format!(
+                "{}; a key is 1 to {MAX_KEY_BYTES} bytes",
+                key_length(key)
+            ));
         }
         Verdict::Accept
     }
@@ -122,6 +133,12 @@ impl Slice for Kv {
                 state.entries.insert(key, write);
             }
         }
+    }
+
+    fn expects(&self) -> Option<String> {
+        Some(format!(
+            r#"{{"set": {{"key": "<1-{MAX_KEY_BYTES} bytes>", "value": <any JSON>}}}} or {{"delete": "<key>"}}"#
+        ))
     }
 
     fn commutative(&self) -> bool {

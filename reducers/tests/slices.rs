@@ -60,7 +60,11 @@ fn clock_accepts_ticks_ignores_others_and_rejects_ticks_from_the_future() {
     let other = feed(2, &[format!(r#"{{"tick": {}}}"#, T0 + 50_000)], T0);
     assert!(matches!(
         outcome(&mut k, &other[0]),
-        Outcome::Rejected { reason, .. } if reason == "TimestampFromFuture"
+        Outcome::Rejected { reason, .. }
+            if reason == format!(
+                "tick {} is later than the block's own time {T0} (a tick may not be from the future)",
+                T0 + 50_000
+            )
     ));
     assert_eq!(k.state::<Clock>(), Some(&T0));
 }
@@ -164,6 +168,67 @@ fn kv_delete_is_not_undone_by_a_late_concurrent_set() {
 }
 
 /// Three authors' feeds for `slice`, delivered in `order` one block at a time.
+/// The reason a slice gives for refusing `body` on a fresh kernel.
+fn rejection<S: Slice>(make: fn() -> S, body: &str) -> String {
+    let clock = ManualClock::new(T0);
+    match kernel(make, &clock).create_block(body.as_bytes().to_vec()) {
+        Err(Error::Rejected { reason, .. }) => reason,
+        other => panic!("{body} was not rejected: {other:?}"),
+    }
+}
+
+#[test]
+fn rejection_reasons_say_what_was_wrong_and_what_is_allowed() {
+    let clock = ManualClock::new(T0);
+    let mut counter = kernel(|| Counter, &clock);
+    counter
+        .create_block(br#"{"value": 5}"#.to_vec())
+        .expect("accepted");
+    let Err(Error::Rejected { reason, .. }) = counter.create_block(br#"{"value": 3}"#.to_vec())
+    else {
+        panic!("a shrinking counter was not rejected");
+    };
+    assert_eq!(
+        reason,
+        "value 3 does not exceed the author's last value 5 (each value must be above the last)"
+    );
+    assert_eq!(
+        rejection(|| Clock, &format!(r#"{{"tick": {}}}"#, T0 + 1)),
+        format!(
+            "tick {} is later than the block's own time {T0} (a tick may not be from the future)",
+            T0 + 1
+        )
+    );
+    let long_room = "r".repeat(blockend_reducers::chat::MAX_ROOM_BYTES + 1);
+    assert_eq!(
+        rejection(
+            || Chat,
+            &format!(r#"{{"room": "{long_room}", "text": "hi", "ttl_ms": 1}}"#)
+        ),
+        "the room name is 65 bytes long; a room name is 1 to 64 bytes"
+    );
+    assert_eq!(
+        rejection(|| Chat, r#"{"room": "", "text": "hi", "ttl_ms": 1}"#),
+        "the room name is empty; a room name is 1 to 64 bytes"
+    );
+    assert_eq!(
+        rejection(|| Chat, r#"{"room": "lobby", "text": "hi", "ttl_ms": 0}"#),
+        "ttl_ms 0 is out of range; a message lives 1 to 2592000000 ms (30 days)"
+    );
+    let long_key = "k".repeat(blockend_reducers::kv::MAX_KEY_BYTES + 1);
+    assert_eq!(
+        rejection(
+            || Kv,
+            &format!(r#"{{"set": {{"key": "{long_key}", "value": 1}}}}"#)
+        ),
+        "the key is 257 bytes long; a key is 1 to 256 bytes"
+    );
+    assert_eq!(
+        rejection(|| Kv, r#"{"delete": ""}"#),
+        "the key is empty; a key is 1 to 256 bytes"
+    );
+}
+
 fn digests_in_order<S: Slice>(
     make: fn() -> S,
     blocks: &[Block],

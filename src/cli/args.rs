@@ -7,9 +7,18 @@ use blockend::{api, store, ReadyApp};
 use clap::{Parser, Subcommand};
 use libp2p::Multiaddr;
 
+/// The environment variable that gives `--store` when the flag is left out.
+pub const STORE_ENV: &str = "BLOCKEND_STORE";
+
 /// blockend: signed block feeds, deterministic slices, gossip between peers.
 #[derive(Debug, Parser)]
-#[command(name = "blockend", version, about, arg_required_else_help = true)]
+#[command(
+    name = "blockend",
+    version,
+    about,
+    arg_required_else_help = true,
+    after_help = blockend::app::apps_help()
+)]
 pub struct Args {
     #[command(subcommand)]
     pub command: Command,
@@ -20,7 +29,7 @@ pub enum Command {
     /// Create a store and its identity; prints {"author": "<hex>"}.
     Init {
         /// The store directory.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = STORE_ENV)]
         store: PathBuf,
         /// The app the store runs: clock, counter, chat or kv.
         #[arg(long, default_value = "counter")]
@@ -34,7 +43,7 @@ pub enum Command {
     /// Run a node on the store until SIGINT or SIGTERM; prints {"listening": ...} per address.
     Node {
         /// The store directory (created when missing).
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = STORE_ENV)]
         store: PathBuf,
         /// The app (must match the store's; default: the store's, or counter for a new store).
         #[arg(long)]
@@ -81,15 +90,15 @@ pub enum Command {
     /// Create a block; BODY is JSON, or - to read it from stdin. Prints the block.
     Append {
         /// The store directory.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = STORE_ENV)]
         store: PathBuf,
         /// The body, as JSON (- reads stdin).
         body: String,
     },
-    /// Print stored blocks as JSON lines.
+    /// Print stored blocks as JSON lines, oldest first by time (then author and seq).
     Cat {
         /// The store directory.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = STORE_ENV)]
         store: PathBuf,
         /// Keep printing new blocks as they arrive (needs a running node).
         #[arg(long)]
@@ -97,11 +106,70 @@ pub enum Command {
         /// Only this author's feed (hex).
         #[arg(long, value_name = "HEX")]
         author: Option<String>,
+        /// Start after this block (its id, as cat printed it) in this listing's order; with
+        /// --follow, then stream what arrives. A block that arrives later with an older time
+        /// sorts before it: keep --follow running to see every arrival.
+        #[arg(long, value_name = "ID")]
+        since: Option<String>,
+        /// List feed by feed, each in seq order, instead of by time.
+        #[arg(long)]
+        by_feed: bool,
     },
+    /// Print the store's author (hex) and its node's libp2p peer id, which names the same key:
+    /// {"author", "peer"}. Works while a node runs.
+    Id {
+        /// The store directory.
+        #[arg(long, value_name = "DIR", env = STORE_ENV)]
+        store: PathBuf,
+    },
+    /// Print the newest block of every feed (or of one), with its status.
+    Head {
+        /// The store directory.
+        #[arg(long, value_name = "DIR", env = STORE_ENV)]
+        store: PathBuf,
+        /// Only this author's feed (hex).
+        #[arg(long, value_name = "HEX")]
+        author: Option<String>,
+    },
+    /// Print one block with its status: counted, ignored, rejected (with the slice's reason),
+    /// collected (expired; the header stays) or waiting (for its parent or its time).
+    Get {
+        /// The block id (64 hex digits, as cat prints it).
+        #[arg(value_name = "ID")]
+        id: String,
+        /// The store directory.
+        #[arg(long, value_name = "DIR", env = STORE_ENV)]
+        store: PathBuf,
+    },
+    /// Write feeds to stdout as a feed archive (binary: redirect it, `> FILE`): every feed
+    /// held, or one, with the fork proofs of frozen feeds. Progress on stderr. Works while a
+    /// node runs.
+    Export {
+        /// The store directory.
+        #[arg(long, value_name = "DIR", env = STORE_ENV)]
+        store: PathBuf,
+        /// Only this author's feed (hex).
+        #[arg(long, value_name = "HEX")]
+        author: Option<String>,
+    },
+    /// Take in the feeds of an archive `blockend export` wrote (- reads stdin): every block is
+    /// verified as a peer's would be, in bounded batches, through the running node if there is
+    /// one. Progress on stderr; prints what was accepted as one JSON line.
+    Import {
+        /// The archive file (- for stdin).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The store directory.
+        #[arg(long, value_name = "DIR", env = STORE_ENV)]
+        store: PathBuf,
+    },
+    /// Print the ready-made apps: their slices, the bodies each accepts, an example body, and
+    /// what `state` shows, one JSON line per app.
+    Apps,
     /// Print a slice's state with its digest and the store's set_hash.
     State {
         /// The store directory.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = STORE_ENV)]
         store: PathBuf,
         /// The slice (default: the app's).
         slice: Option<String>,
@@ -112,14 +180,14 @@ pub enum Command {
     /// Print the running node's connected peers.
     Peers {
         /// The store directory.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = STORE_ENV)]
         store: PathBuf,
     },
     /// Print counters: blocks stored, received, sent, rejected, evicted, collected, and the
     /// capacity (capacity_bytes, capacity_used, capacity_free, own_bytes).
     Stats {
         /// The store directory.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = STORE_ENV)]
         store: PathBuf,
     },
     /// Print every feed in the order retention keeps them, one JSON line each: the own feed
@@ -127,7 +195,7 @@ pub enum Command {
     /// evicted ones.
     Feeds {
         /// The store directory.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = STORE_ENV)]
         store: PathBuf,
     },
     /// Follow an author: its feed is kept before every feed not followed when the store is
@@ -138,7 +206,7 @@ pub enum Command {
         #[arg(value_name = "AUTHOR", value_parser = api::parse_author)]
         author: PublicKey,
         /// The store directory.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = STORE_ENV)]
         store: PathBuf,
     },
     /// Stop following an author: its feed is ranked by when it was first stored again.
@@ -148,14 +216,14 @@ pub enum Command {
         #[arg(value_name = "AUTHOR", value_parser = api::parse_author)]
         author: PublicKey,
         /// The store directory.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = STORE_ENV)]
         store: PathBuf,
     },
     /// Repair a damaged store: keep every block that still links to its feed, set the rest
     /// aside in DIR/lost/, and print what was kept and lost as one JSON line.
     Repair {
         /// The store directory (no node may be running on it).
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = STORE_ENV)]
         store: PathBuf,
     },
     /// Run a swarm simulation scenario (TOML); the JSON report is the last line on stdout.

@@ -117,6 +117,10 @@ impl Actor {
                         self.recovering = Some((seq, until));
                     }
                 }
+                KernelCmd::Read(read) => read(&self.kernel),
+                KernelCmd::Import(blocks, reply) => {
+                    let _ = reply.send(self.import(blocks));
+                }
                 KernelCmd::Shutdown => break,
             }
         }
@@ -312,6 +316,21 @@ impl Actor {
         }
         let _ = self.net.blocking_send(NetCmd::Publish(block.clone()));
         Ok(block)
+    }
+
+    /// An import's batch: dispatched with no source; subscribers hear of it, fork proofs
+    /// spread, and the accepted blocks reach peers by reconciliation (pushing a whole import
+    /// to every peer would flood them).
+    fn import(&mut self, blocks: Vec<Block>) -> Result<Report, Error> {
+        let report = self.kernel.dispatch(blocks)?;
+        self.settle_verdicts(&report);
+        self.published(&report);
+        if !report.proofs.is_empty() {
+            let mut proofs = report.clone();
+            proofs.accepted.clear();
+            self.event(Event::Local(proofs));
+        }
+        Ok(report)
     }
 
     /// Follows or unfollows `author`; returns whether that changed anything.

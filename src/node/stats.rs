@@ -8,6 +8,10 @@ use serde::Serialize;
 /// Traffic with one peer.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PeerCounters {
+    /// The peer's author key (hex), which its peer id names: a blockend node's libp2p
+    /// identity is its author's key. Absent for a peer whose id is not an ed25519 key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
     /// Blocks received from the peer (sync and gossip, duplicates included).
     pub blocks_received: u64,
     /// Bytes of sync messages and gossip payloads received from the peer.
@@ -174,7 +178,12 @@ impl Stats {
 
     /// The counters of one peer, created on first use.
     pub(crate) fn peer(&mut self, peer: &libp2p::PeerId) -> &mut PeerCounters {
-        self.peers.entry(peer.to_base58()).or_default()
+        self.peers
+            .entry(peer.to_base58())
+            .or_insert_with(|| PeerCounters {
+                author: super::author_of(peer).map(|a| a.to_hex()),
+                ..PeerCounters::default()
+            })
     }
 
     /// Counts the outcome of one received block.

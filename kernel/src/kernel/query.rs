@@ -2,11 +2,35 @@
 
 use std::sync::Arc;
 
+use super::fold::Status;
 use super::{Error, Head, Kernel, Stats};
 use crate::block::{Block, BlockId};
 use crate::identity::PublicKey;
 use crate::slice::{AnySlice, Cell, Digest, Slice, Subscription};
 use crate::store::BlockStore;
+
+/// Where a held block stands ([`Kernel::status`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BlockStatus {
+    /// Reduced into the slice states.
+    Counted,
+    /// Valid, but no slice wants it: kept, contributing nothing, judged again when the set
+    /// changes.
+    Ignored,
+    /// A slice rejects it in the current state: kept, contributing nothing, judged again on
+    /// the next fold.
+    Rejected {
+        /// The rejecting slice.
+        slice: String,
+        /// The slice's reason.
+        reason: String,
+    },
+    /// Its body is gone (it expired, or arrived without it): the header keeps the chain whole.
+    Collected,
+    /// Waiting in the mempool for its parent or for its time to come.
+    Waiting,
+}
 
 /// Most waiting ancestors [`Kernel::diverging_parent`] walks through.
 const MAX_WALK: usize = 1024;
@@ -234,6 +258,31 @@ impl Kernel {
     /// Whether the block counts (is reduced into the state).
     pub fn counts(&self, id: &BlockId) -> bool {
         self.fold.counts(id)
+    }
+
+    /// Where a block stands here, or `None` when this kernel holds it nowhere (never seen,
+    /// evicted with its feed, or dropped as invalid).
+    pub fn status(&self, id: &BlockId) -> Option<BlockStatus> {
+        if let Some(block) = self.index.blocks.get(id) {
+            return Some(match self.fold.status(id) {
+                Some(Status::Counted) => BlockStatus::Counted,
+                Some(Status::Rejected { slice, reason }) => BlockStatus::Rejected {
+                    slice: self.fold.slices[*slice].name().to_owned(),
+                    reason: reason.to_string(),
+                },
+                Some(Status::Collected) => BlockStatus::Collected,
+                _ if block.body().is_none() => BlockStatus::Collected,
+                // Not judged yet counts as ignored: no slice took it in the last fold.
+                Some(Status::Ignored) | None => BlockStatus::Ignored,
+            });
+        }
+        self.mempool.get(id).map(|_| BlockStatus::Waiting)
+    }
+
+    /// A block this kernel holds by id: in the candidate set, or waiting in the mempool (for
+    /// its parent, or for its time to come).
+    pub fn held_block(&self, id: &BlockId) -> Option<Arc<Block>> {
+        self.block(id).or_else(|| self.mempool.get(id).cloned())
     }
 
     /// `author`'s feed as held (counted or not), as a [`crate::Feed`].
