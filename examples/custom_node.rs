@@ -143,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let state = bob.handle().state(None).await?;
-        if state["signatures"] == 1 {
+        if state["state"]["signatures"] == 1 {
             println!("Alice: {}", alice.handle().state(None).await?);
             println!("Bob:   {state}");
             break;
