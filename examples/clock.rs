@@ -43,7 +43,10 @@ impl Slice for Clock {
         // The kernel holds blocks dated in the future until their time comes; a tick that
         // claims a time after its own block's is from the future for good.
         if tick > ctx.time() {
-            return Verdict::Reject("TimestampFromFuture".into());
+            return Verdict::Reject(format!(
+                "tick {tick} is later than the block's own time {}",
+                ctx.time()
+            ));
         }
         Verdict::Accept
     }
