@@ -13,7 +13,8 @@
 //! `{"op":"feeds"}`, `{"op":"id"}`, `{"op":"head","author":"<hex>"|null}`,
 //! `{"op":"get","id":"<hex>"}`, `{"op":"export","author":"<hex>"|null}`,
 //! `{"op":"import","blocks":["<hex>", ...]}` (see [`Request`]).
-//! Every answer is one or more JSON lines; a failure is one line `{"error":"..."}`.
+//! Every answer is JSON lines, ended by `{"done":true}` once it is whole; a failure is one
+//! line `{"error":"..."}`.
 //!
 //! A `follow` answer ends only when the node goes away (the connection closes), which the
 //! CLI reports as a failure. An `append` answer that never comes (the connection closed
@@ -41,6 +42,10 @@ pub const SOCKET: &str = "node.sock";
 pub const SOCKET_PATH_FILE: &str = "node.sock.path";
 /// Longest socket path used as is (the kernel's limit is 108 bytes with the terminator).
 const MAX_SOCKET_PATH: usize = 100;
+/// The key of the line that ends every whole answer, `{"done": true}`: a client tells an
+/// answer with no lines from a node that closed the connection before answering, and a whole
+/// listing from one cut short.
+pub const DONE: &str = "done";
 /// Longest request line.
 const MAX_REQUEST: usize = 16 * 1024 * 1024;
 
@@ -527,7 +532,10 @@ async fn serve(stream: UnixStream, handle: Handle) -> std::io::Result<()> {
         }
     };
     match answer(request, &handle, &mut write).await {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            write_line(&mut write, &serde_json::json!({ DONE: true })).await?;
+            write.flush().await
+        }
         Err(Failure::Io(e)) => Err(e),
         Err(Failure::Node(message)) => {
             write_line(&mut write, &serde_json::json!({ "error": message })).await

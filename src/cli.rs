@@ -250,14 +250,23 @@ async fn wait_for_signal(mut term: tokio::signal::unix::Signal) -> anyhow::Resul
     Ok(())
 }
 
-/// Sends a request to the running node and prints every line of the answer; an error line
-/// becomes the command's error. Returns how many lines were printed before the node closed
-/// the connection.
-/// Relays a request's answer to stdout; returns the lines printed. A connection the node
-/// closed or reset before a line came back (it was stopping: the write meets a broken pipe,
-/// the read a reset) is 0 lines, like a node that closed without answering, so the caller
-/// reads the store itself (or checks a dropped append) instead of failing on the race.
-async fn relay(client: Client, request: &Request) -> anyhow::Result<usize> {
+/// What [`relay`] saw of an answer.
+#[derive(Clone, Copy, Debug)]
+struct Relayed {
+    /// Lines printed.
+    printed: usize,
+    /// Whether the node ended the answer with its end line ([`api::DONE`]): the answer is
+    /// whole, even when it has no line.
+    complete: bool,
+}
+
+/// Relays a request's answer to stdout; an error line becomes the command's error. A
+/// connection the node closed or reset before a line came back (it was stopping: the write
+/// meets a broken pipe, the read a reset) is 0 lines and not complete, like a node that closed
+/// without answering, so the caller reads the store itself (or checks a dropped append)
+/// instead of failing on the race. A listing (`cat`, `head`, `peers`, `feeds`) cut off after
+/// some lines fails: the lines printed are not all there is.
+async fn relay(client: Client, request: &Request) -> anyhow::Result<Relayed> {
     fn gone(error: &std::io::Error) -> bool {
         use std::io::ErrorKind::*;
         matches!(
@@ -265,22 +274,32 @@ async fn relay(client: Client, request: &Request) -> anyhow::Result<usize> {
             BrokenPipe | ConnectionReset | ConnectionAborted | NotConnected | UnexpectedEof
         )
     }
+    let unanswered = Relayed {
+        printed: 0,
+        complete: false,
+    };
     let mut lines = match client.request(request).await {
         Ok(lines) => lines,
-        Err(error) if gone(&error) => return Ok(0),
+        Err(error) if gone(&error) => return Ok(unanswered),
         Err(error) => return Err(error.into()),
     };
     let mut printed = 0;
+    let mut complete = false;
     loop {
         let line = match lines.next_line().await {
             Ok(Some(line)) => line,
             Ok(None) => break,
-            Err(error) if printed == 0 && gone(&error) => return Ok(0),
+            Err(error) if printed == 0 && gone(&error) => return Ok(unanswered),
+            Err(error) if gone(&error) => break,
             Err(error) => return Err(error.into()),
         };
         if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(&line) {
             if let (1, Some(serde_json::Value::String(error))) = (map.len(), map.get("error")) {
                 bail!("{error}");
+            }
+            if map.len() == 1 && map.get(api::DONE) == Some(&serde_json::Value::Bool(true)) {
+                complete = true;
+                break;
             }
         }
         let mut out = std::io::stdout().lock();
@@ -289,7 +308,16 @@ async fn relay(client: Client, request: &Request) -> anyhow::Result<usize> {
         out.flush()?;
         printed += 1;
     }
-    Ok(printed)
+    let listing = matches!(
+        request,
+        Request::Cat { follow: false, .. } | Request::Head { .. } | Request::Peers | Request::Feeds
+    );
+    if listing && printed > 0 && !complete {
+        bail!(
+            "the node stopped before it finished answering: the {printed} lines above are not all there is (run the command again; a node of an older blockend never says it is done: restart it)"
+        );
+    }
+    Ok(Relayed { printed, complete })
 }
 
 /// A `--follow` stream relayed from the node: it ends only when the node goes away, which is
@@ -320,12 +348,12 @@ fn no_node_to_follow(dir: &Path) -> anyhow::Error {
 }
 
 /// Whether a read relayed to the node went unanswered because the node was stopping: it said
-/// so, or it closed the connection before a line (its process exited mid-request). The read
-/// then goes to the store itself, read-only (the node's lock does not stand in its way); a
-/// read whose answer is rightly empty reads nothing there either.
-fn node_stopped(answer: &anyhow::Result<usize>) -> bool {
+/// so, or it closed the connection before a line and before its end line (its process exited
+/// mid-request). The read then goes to the store itself, read-only (the node's lock does not
+/// stand in its way). An answer rightly empty ends with the end line, so it is not read again.
+fn node_stopped(answer: &anyhow::Result<Relayed>) -> bool {
     match answer {
-        Ok(printed) => *printed == 0,
+        Ok(relayed) => relayed.printed == 0 && !relayed.complete,
         Err(error) => is_stopped(error),
     }
 }
@@ -351,7 +379,7 @@ async fn append(dir: &Path, body: &str) -> anyhow::Result<()> {
         let sent_at = now_ms();
         let answer = relay(client, &Request::Append { body: body.clone() }).await;
         return match answer {
-            Ok(0) => dropped_append(
+            Ok(Relayed { printed: 0, .. }) => dropped_append(
                 dir,
                 &body,
                 sent_at,
@@ -943,7 +971,7 @@ async fn set_follow(dir: &Path, author: PublicKey, follow: bool) -> anyhow::Resu
             }
         };
         match relay(client, &request).await {
-            Ok(0) => {}
+            Ok(Relayed { printed: 0, .. }) => {}
             Err(error) if is_stopped(&error) => {}
             other => return other.map(drop),
         }

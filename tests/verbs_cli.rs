@@ -506,3 +506,24 @@ fn every_app_prints_state_in_one_shape_and_kv_shows_json_values_without_deleted_
         "{state}"
     );
 }
+
+#[test]
+fn a_listing_the_node_cuts_short_fails_instead_of_passing_for_whole() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    init(&store, "counter");
+    let block = append(&store, r#"{"value": 1}"#);
+    // Stands in for a node that dies after the first line of its answer.
+    let listener = std::os::unix::net::UnixListener::bind(store.join("node.sock")).unwrap();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        let _ = writeln!(&stream, "{block}");
+    });
+    let output = run(&["cat", "--store", s(&store)]);
+    assert!(!output.status.success(), "{output:?}");
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("not all there is"), "{error}");
+}
