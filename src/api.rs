@@ -49,9 +49,11 @@ pub const DONE: &str = "done";
 /// Longest request line.
 const MAX_REQUEST: usize = 16 * 1024 * 1024;
 
-/// One request to a running node.
+/// One request to a running node. A field this build does not know is refused (`bad
+/// request`), so a newer client asking an older node for something it cannot do hears so
+/// instead of getting a different answer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// Create a block with this body.
     Append {
@@ -526,7 +528,10 @@ async fn serve(stream: UnixStream, handle: Handle) -> std::io::Result<()> {
         Err(e) => {
             return write_line(
                 &mut write,
-                &serde_json::json!({ "error": format!("bad request: {e}") }),
+                &serde_json::json!({ "error": format!(
+                    "bad request: {e} (this node runs blockend {}: restart it with this blockend if it is older)",
+                    env!("CARGO_PKG_VERSION")
+                ) }),
             )
             .await;
         }

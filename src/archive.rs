@@ -55,6 +55,16 @@ pub struct Totals {
     pub proofs: u64,
 }
 
+impl std::fmt::Display for Totals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} feeds, {} blocks and {} fork proofs",
+            self.feeds, self.blocks, self.proofs
+        )
+    }
+}
+
 /// One record of an archive.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
@@ -110,10 +120,8 @@ pub enum ArchiveError {
         /// Why.
         error: String,
     },
-    /// The end record's totals differ from what was read, or records follow it.
-    #[error(
-        "the archive's end record says {said:?} but {read:?} were read: the archive is damaged"
-    )]
+    /// The end record's totals differ from what was read.
+    #[error("the archive's end record says {said} but {read} were read: the archive is damaged")]
     Mismatch {
         /// What the end record says.
         said: Totals,
@@ -510,6 +518,21 @@ mod tests {
                 Record::Feed(b),
                 Record::Proof(Box::new(proof))
             ]
+        );
+    }
+
+    #[test]
+    fn an_end_record_that_disagrees_with_the_records_is_refused_in_words() {
+        let mut bytes = archive(&[feed(1, 2)], &[]);
+        // The end record's last field is the proof count, 0: claim one.
+        *bytes.last_mut().unwrap() = 1;
+        let (records, end) = read_all(&bytes);
+        assert_eq!(records.len(), 1);
+        let error = end.unwrap_err();
+        assert!(matches!(error, ArchiveError::Mismatch { .. }), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            "the archive's end record says 1 feeds, 2 blocks and 1 fork proofs but 1 feeds, 2 blocks and 0 fork proofs were read: the archive is damaged"
         );
     }
 

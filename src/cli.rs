@@ -717,6 +717,10 @@ async fn export_from_node(
     Err(stopped())
 }
 
+/// The largest block an import offers (encoded): 1 MiB, sixteen times the kernel's default
+/// body limit. A larger one in an archive is counted invalid and never sent, so a batch's
+/// request to the node stays under the socket's limit whatever the archive holds.
+const IMPORT_MAX_BLOCK_BYTES: usize = 1 << 20;
 /// Most blocks an import hands the kernel at once.
 const IMPORT_BATCH_BLOCKS: usize = archive::CHUNK_BLOCKS;
 /// Most bytes of blocks in one import batch (one block may be larger): hex-encoded in a
@@ -762,6 +766,12 @@ async fn import(dir: &Path, file: &Path) -> anyhow::Result<()> {
             Some(archive::Record::Feed(run)) => {
                 for block in run.into_blocks() {
                     let size = block.encoded_len();
+                    if size > IMPORT_MAX_BLOCK_BYTES {
+                        // Far over any body a kernel takes: refused here, never sent.
+                        counts.offered += 1;
+                        counts.invalid += 1;
+                        continue;
+                    }
                     if !batch.is_empty()
                         && (batch.len() >= IMPORT_BATCH_BLOCKS
                             || batch_bytes + size > IMPORT_BATCH_BYTES)
@@ -779,8 +789,14 @@ async fn import(dir: &Path, file: &Path) -> anyhow::Result<()> {
             }
             Some(archive::Record::Proof(pair)) => {
                 let (a, b) = *pair;
-                batch_bytes += a.encoded_len() + b.encoded_len();
-                batch.extend([a, b]);
+                let size = a.encoded_len() + b.encoded_len();
+                if size > 2 * IMPORT_MAX_BLOCK_BYTES {
+                    counts.offered += 2;
+                    counts.invalid += 2;
+                } else {
+                    batch_bytes += size;
+                    batch.extend([a, b]);
+                }
             }
             None => {}
         }

@@ -742,8 +742,8 @@ impl Handle {
         self.ask(|tx| KernelCmd::Append(body, tx)).await?
     }
 
-    /// The named slice's state (the app's default slice for `None`) with `digest` and
-    /// `set_hash` added.
+    /// The named slice's state (the app's default slice for `None`) as `state` prints it:
+    /// `{"slice", "state", "digest", "set_hash"}` ([`crate::api::state_with_digests`]).
     ///
     /// # Errors
     /// [`Error::State`] when the app has no such slice or its state does not render as JSON.

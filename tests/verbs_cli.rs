@@ -98,6 +98,19 @@ fn id_names_the_author_and_its_peer_id_offline_and_through_a_running_node() {
     );
     let online = ok(&["id", "--store", s(&store)]).remove(0);
     assert_eq!(online, offline);
+    // A request with a field this node does not know (a newer client) is refused, not
+    // answered as if the field were absent.
+    {
+        use std::io::Write;
+        let stream = std::os::unix::net::UnixStream::connect(store.join("node.sock")).unwrap();
+        writeln!(&stream, r#"{{"op":"head","author":null,"newer":true}}"#).unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        assert!(
+            line.contains("bad request") && line.contains("unknown field"),
+            "{line}"
+        );
+    }
     node.stop();
 
     let line = one_line_error(&run(&["id", "--store", s(&dir.path().join("none"))]));
@@ -300,6 +313,17 @@ fn import_verifies_every_block_keeps_what_came_before_damage_and_takes_fork_proo
     let report = import(&store, &file);
     assert_eq!(report["invalid"], 1, "{report}");
     assert!(ok(&["cat", "--store", s(&store)]).is_empty());
+
+    // A block far over any body limit is refused without being sent anywhere.
+    let mut huge = Feed::new();
+    huge.append(&Identity::from_secret([8; 32]), vec![b'x'; 2 << 20], 1_000);
+    let file = dir.path().join("huge.feeds");
+    archive(&file, &[huge], &[]);
+    let report = import(&store, &file);
+    assert_eq!(
+        (&report["offered"], &report["invalid"]),
+        (&1.into(), &1.into())
+    );
 
     // A fork: the author signs two blocks at seq 1. The proof freezes the feed.
     let one = counter_feed(4, &[1_000, 2_000], &[1, 2]);
