@@ -29,13 +29,17 @@ fn parse() -> Result<Args, String> {
                 )
             }
             "--svg" => args.svg = Some(value("--svg")?.into()),
+            "--html" => args.html = Some(value("--html")?.into()),
             flag if flag.starts_with("--") => return Err(format!("unknown flag {flag}")),
             path if args.scenario.as_os_str().is_empty() => args.scenario = path.into(),
             extra => return Err(format!("unexpected argument {extra}")),
         }
     }
     if args.scenario.as_os_str().is_empty() {
-        return Err("usage: scenario SCENARIO.toml [--seed N] [--peers N] [--svg PATH]".into());
+        return Err(
+            "usage: scenario SCENARIO.toml [--seed N] [--peers N] [--svg PATH] [--html PATH]"
+                .into(),
+        );
     }
     Ok(args)
 }

@@ -31,7 +31,7 @@ pub enum Error {
     /// A kernel failed (its store); the run cannot go on.
     #[error("kernel failed: {0}")]
     Kernel(#[from] blockend_kernel::Error),
-    /// An output file (the SVG plot) could not be written.
+    /// An output file (the SVG plot or the HTML report) could not be written.
     #[error("cannot write {path}: {source}")]
     Write {
         /// The file.
