@@ -51,7 +51,8 @@ const MAX_REQUEST: usize = 16 * 1024 * 1024;
 
 /// One request to a running node. A field this build does not know is refused (`bad
 /// request`), so a newer client asking an older node for something it cannot do hears so
-/// instead of getting a different answer.
+/// instead of getting a different answer. (Variants without fields are empty structs, not
+/// unit variants: serde lets unknown fields through on unit variants of a tagged enum.)
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
@@ -74,7 +75,7 @@ pub enum Request {
         by_feed: bool,
     },
     /// The node's author and libp2p peer id.
-    Id,
+    Id {},
     /// The newest block of every feed, or of one ([`head_json`]).
     Head {
         /// Only this author's feed (hex).
@@ -106,9 +107,9 @@ pub enum Request {
         follow: bool,
     },
     /// Connected peers.
-    Peers,
+    Peers {},
     /// Counters.
-    Stats,
+    Stats {},
     /// Follow an author: its feed is kept first when the store is full.
     Follow {
         /// The author (hex).
@@ -120,7 +121,7 @@ pub enum Request {
         author: String,
     },
     /// Every feed in retention order, one line each ([`feed_json`]).
-    Feeds,
+    Feeds {},
 }
 
 /// Where the socket for the store in `dir` lives: `DIR/node.sock`, or a short path in the
@@ -330,6 +331,15 @@ pub fn get_json(kernel: &Kernel, id: &BlockId) -> Option<serde_json::Value> {
 /// The newest block of each feed (or of `author`'s), as `head` prints it: [`get_json`]'s
 /// shape, plus `frozen_at` for a feed a fork froze. Empty for a feed not held.
 pub fn head_json(kernel: &Kernel, author: Option<PublicKey>) -> Vec<serde_json::Value> {
+    render_heads(heads_of(kernel, author))
+}
+
+/// A feed's newest block, its status, and the height its feed is frozen at.
+pub type HeadEntry = (Arc<Block>, BlockStatus, Option<u64>);
+
+/// What [`head_json`] shows, not rendered yet (cheap: a running node collects it on its
+/// kernel thread and renders the bodies elsewhere).
+pub fn heads_of(kernel: &Kernel, author: Option<PublicKey>) -> Vec<HeadEntry> {
     let heads = match author {
         Some(author) => kernel.head(&author).into_iter().collect(),
         None => kernel.heads(),
@@ -339,11 +349,24 @@ pub fn head_json(kernel: &Kernel, author: Option<PublicKey>) -> Vec<serde_json::
     heads
         .iter()
         .filter_map(|head| {
-            let mut object = get_json(kernel, &head.id)?;
-            if let Some(at) = frozen.get(&head.author) {
-                object["frozen_at"] = (*at).into();
+            let block = kernel.held_block(&head.id)?;
+            let status = kernel.status(&head.id)?;
+            Some((block, status, frozen.get(&head.author).copied()))
+        })
+        .collect()
+}
+
+/// [`head_json`] of entries from [`heads_of`].
+pub fn render_heads(entries: Vec<HeadEntry>) -> Vec<serde_json::Value> {
+    entries
+        .into_iter()
+        .map(|(block, status, frozen)| {
+            let mut object = block_json(&block);
+            status_fields(&status, &mut object);
+            if let Some(at) = frozen {
+                object["frozen_at"] = at.into();
             }
-            Some(object)
+            object
         })
         .collect()
 }
@@ -641,12 +664,12 @@ async fn answer<W: AsyncWrite + Unpin>(
                 }
             }
         }
-        Request::Peers => {
+        Request::Peers {} => {
             for peer in handle.peers().await? {
                 write_line(out, &peer).await?;
             }
         }
-        Request::Stats => write_line(out, &handle.stats().await?).await?,
+        Request::Stats {} => write_line(out, &handle.stats().await?).await?,
         Request::Follow { author } => {
             let key = parse_author(&author).map_err(Failure::Node)?;
             let changed = handle.follow(key).await?;
@@ -657,7 +680,7 @@ async fn answer<W: AsyncWrite + Unpin>(
             let changed = handle.unfollow(key).await?;
             write_line(out, &follow_json(&key, false, changed)).await?;
         }
-        Request::Id => {
+        Request::Id {} => {
             let line = serde_json::json!({
                 "author": handle.author().to_hex(),
                 "peer": handle.peer_id().to_base58(),
@@ -670,7 +693,8 @@ async fn answer<W: AsyncWrite + Unpin>(
                 .map(parse_author)
                 .transpose()
                 .map_err(Failure::Node)?;
-            for line in handle.read(move |kernel| head_json(kernel, author)).await? {
+            let entries = handle.read(move |kernel| heads_of(kernel, author)).await?;
+            for line in render_heads(entries) {
                 write_line(out, &line).await?;
             }
         }
@@ -745,7 +769,7 @@ async fn answer<W: AsyncWrite + Unpin>(
             counts.count(&ids, &report);
             write_line(out, &serde_json::json!({ "import": counts })).await?;
         }
-        Request::Feeds => {
+        Request::Feeds {} => {
             for feed in handle.feeds().await? {
                 write_line(out, &feed_json(&feed)).await?;
             }

@@ -264,8 +264,9 @@ struct Relayed {
 /// connection the node closed or reset before a line came back (it was stopping: the write
 /// meets a broken pipe, the read a reset) is 0 lines and not complete, like a node that closed
 /// without answering, so the caller reads the store itself (or checks a dropped append)
-/// instead of failing on the race. A listing (`cat`, `head`, `peers`, `feeds`) cut off after
-/// some lines fails: the lines printed are not all there is.
+/// instead of failing on the race. Any other answer cut off after some lines fails (the lines
+/// printed are not all there is), but for follow streams and single-line answers to writes; a
+/// line cut in the middle is never printed.
 async fn relay(client: Client, request: &Request) -> anyhow::Result<Relayed> {
     fn gone(error: &std::io::Error) -> bool {
         use std::io::ErrorKind::*;
@@ -293,14 +294,20 @@ async fn relay(client: Client, request: &Request) -> anyhow::Result<Relayed> {
             Err(error) if gone(&error) => break,
             Err(error) => return Err(error.into()),
         };
-        if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(&line) {
-            if let (1, Some(serde_json::Value::String(error))) = (map.len(), map.get("error")) {
-                bail!("{error}");
+        match serde_json::from_str(&line) {
+            Ok(serde_json::Value::Object(map)) => {
+                if let (1, Some(serde_json::Value::String(error))) = (map.len(), map.get("error")) {
+                    bail!("{error}");
+                }
+                if map.len() == 1 && map.get(api::DONE) == Some(&serde_json::Value::Bool(true)) {
+                    complete = true;
+                    break;
+                }
             }
-            if map.len() == 1 && map.get(api::DONE) == Some(&serde_json::Value::Bool(true)) {
-                complete = true;
-                break;
-            }
+            Ok(_) => {}
+            // A line cut off as the node died (the last one comes without its newline):
+            // never printed.
+            Err(_) => break,
         }
         let mut out = std::io::stdout().lock();
         out.write_all(line.as_bytes())?;
@@ -308,11 +315,17 @@ async fn relay(client: Client, request: &Request) -> anyhow::Result<Relayed> {
         out.flush()?;
         printed += 1;
     }
-    let listing = matches!(
+    // Follow streams end only when the node goes away (their callers say so); an append,
+    // follow or unfollow whose one line came is done (its caller handles no line at all).
+    let must_be_whole = !matches!(
         request,
-        Request::Cat { follow: false, .. } | Request::Head { .. } | Request::Peers | Request::Feeds
+        Request::Cat { follow: true, .. }
+            | Request::State { follow: true, .. }
+            | Request::Append { .. }
+            | Request::Follow { .. }
+            | Request::Unfollow { .. }
     );
-    if listing && printed > 0 && !complete {
+    if must_be_whole && printed > 0 && !complete {
         bail!(
             "the node stopped before it finished answering: the {printed} lines above are not all there is (run the command again; a node of an older blockend never says it is done: restart it)"
         );
@@ -512,7 +525,7 @@ async fn cat(dir: &Path, listing: Listing, follow: bool) -> anyhow::Result<()> {
 /// node or, without one, from the store's files (no lock, no secret needed).
 async fn id(dir: &Path) -> anyhow::Result<()> {
     if let Some(client) = Client::connect(dir).await {
-        let answer = relay(client, &Request::Id).await;
+        let answer = relay(client, &Request::Id {}).await;
         if !node_stopped(&answer) {
             return answer.map(drop);
         }
@@ -753,6 +766,10 @@ async fn import(dir: &Path, file: &Path) -> anyhow::Result<()> {
     let mut counts = api::ImportCounts::default();
     let mut batch: Vec<blockend::kernel::Block> = Vec::new();
     let mut batch_bytes = 0;
+    // Fork proofs go in batches of their own, after the feed blocks read before them: their
+    // blocks are mostly in the feed runs already, so only the forks they prove are counted.
+    let mut proofs: Vec<blockend::kernel::Block> = Vec::new();
+    let mut proofs_bytes = 0;
     let mut told = 0;
     let failure = 'records: loop {
         let record = match reader.next_record() {
@@ -778,7 +795,7 @@ async fn import(dir: &Path, file: &Path) -> anyhow::Result<()> {
                     {
                         let blocks = std::mem::take(&mut batch);
                         batch_bytes = 0;
-                        if let Err(error) = target.take(dir, blocks, &mut counts).await {
+                        if let Err(error) = target.take(dir, blocks, &mut counts, false).await {
                             break 'records Some(error);
                         }
                         progress("import", counts.offered, about.blocks, &mut told);
@@ -789,34 +806,42 @@ async fn import(dir: &Path, file: &Path) -> anyhow::Result<()> {
             }
             Some(archive::Record::Proof(pair)) => {
                 let (a, b) = *pair;
-                let size = a.encoded_len() + b.encoded_len();
-                if size > 2 * IMPORT_MAX_BLOCK_BYTES {
-                    counts.offered += 2;
-                    counts.invalid += 2;
-                } else {
-                    batch_bytes += size;
-                    batch.extend([a, b]);
+                if a.encoded_len().max(b.encoded_len()) <= IMPORT_MAX_BLOCK_BYTES {
+                    proofs_bytes += a.encoded_len() + b.encoded_len();
+                    proofs.extend([a, b]);
                 }
             }
             None => {}
         }
-        if done || batch.len() >= IMPORT_BATCH_BLOCKS || batch_bytes >= IMPORT_BATCH_BYTES {
+        let proofs_full =
+            proofs.len() + 2 > IMPORT_BATCH_BLOCKS || proofs_bytes >= IMPORT_BATCH_BYTES;
+        if done || proofs_full || batch.len() >= IMPORT_BATCH_BLOCKS {
+            // Feed blocks first: a proof's blocks link to them.
             let blocks = std::mem::take(&mut batch);
             batch_bytes = 0;
-            if let Err(error) = target.take(dir, blocks, &mut counts).await {
+            if let Err(error) = target.take(dir, blocks, &mut counts, false).await {
                 break Some(error);
             }
             progress("import", counts.offered, about.blocks, &mut told);
+        }
+        if done || proofs_full {
+            let blocks = std::mem::take(&mut proofs);
+            proofs_bytes = 0;
+            if let Err(error) = target.take(dir, blocks, &mut counts, true).await {
+                break Some(error);
+            }
         }
         if done {
             break None;
         }
     };
     // Whatever stopped the import, what came before is in: flush it, then report.
-    if failure.is_some() && !batch.is_empty() {
-        let blocks = std::mem::take(&mut batch);
-        if let Err(error) = target.take(dir, blocks, &mut counts).await {
-            tracing::warn!(%error, "the blocks read before the failure were not imported");
+    if failure.is_some() {
+        for (blocks, are_proofs) in [(std::mem::take(&mut batch), false), (proofs, true)] {
+            if let Err(error) = target.take(dir, blocks, &mut counts, are_proofs).await {
+                tracing::warn!(%error, "the blocks read before the failure were not imported");
+                break;
+            }
         }
     }
     target.close();
@@ -844,15 +869,35 @@ enum ImportTarget {
 }
 
 impl ImportTarget {
+    /// Hands one batch over and adds what became of it to `counts`; of a batch of fork
+    /// proofs (`proofs`), only the forks found and the invalid blocks.
     async fn take(
         &mut self,
         dir: &Path,
         blocks: Vec<blockend::kernel::Block>,
         counts: &mut api::ImportCounts,
+        proofs: bool,
     ) -> anyhow::Result<()> {
         if blocks.is_empty() {
             return Ok(());
         }
+        let mut batch = api::ImportCounts::default();
+        self.hand_over(dir, blocks, &mut batch).await?;
+        if proofs {
+            counts.forks += batch.forks;
+            counts.invalid += batch.invalid;
+        } else {
+            counts.add(&batch);
+        }
+        Ok(())
+    }
+
+    async fn hand_over(
+        &mut self,
+        dir: &Path,
+        blocks: Vec<blockend::kernel::Block>,
+        counts: &mut api::ImportCounts,
+    ) -> anyhow::Result<()> {
         let ids: Vec<_> = blocks.iter().map(|b| b.id()).collect();
         match self {
             Self::Kernel(kernel) => {
@@ -929,7 +974,14 @@ async fn state(dir: &Path, slice: Option<String>, follow: bool) -> anyhow::Resul
 
 async fn peers(dir: &Path) -> anyhow::Result<()> {
     if let Some(client) = Client::connect(dir).await {
-        return relay(client, &Request::Peers).await.map(drop);
+        let answer = relay(client, &Request::Peers {}).await;
+        if node_stopped(&answer) {
+            bail!(
+                "the node on {} stopped before it answered: peers are a running node's connections",
+                dir.display()
+            );
+        }
+        return answer.map(drop);
     }
     if !store::exists(dir) {
         store::app_of(dir)?;
@@ -943,7 +995,7 @@ async fn peers(dir: &Path) -> anyhow::Result<()> {
 
 async fn stats(dir: &Path) -> anyhow::Result<()> {
     if let Some(client) = Client::connect(dir).await {
-        let answer = relay(client, &Request::Stats).await;
+        let answer = relay(client, &Request::Stats {}).await;
         if !node_stopped(&answer) {
             return answer.map(drop);
         }
@@ -957,7 +1009,7 @@ async fn stats(dir: &Path) -> anyhow::Result<()> {
 
 async fn feeds(dir: &Path) -> anyhow::Result<()> {
     if let Some(client) = Client::connect(dir).await {
-        let answer = relay(client, &Request::Feeds).await;
+        let answer = relay(client, &Request::Feeds {}).await;
         if !node_stopped(&answer) {
             return answer.map(drop);
         }

@@ -531,6 +531,40 @@ fn every_app_prints_state_in_one_shape_and_kv_shows_json_values_without_deleted_
     );
 }
 
+/// Stands in for a node on the store's socket for one request: reads it, writes `answer`
+/// (nothing more: no end line), and closes.
+fn dying_node(store: &Path, answer: Vec<u8>) -> std::thread::JoinHandle<()> {
+    use std::io::Write;
+    let path = store.join("node.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        let _ = (&stream).write_all(&answer);
+    })
+}
+
+#[test]
+fn a_node_that_dies_mid_answer_never_passes_a_cut_line_for_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    init(&store, "counter");
+    append(&store, r#"{"value": 1}"#);
+    // Half a state line, no newline: never printed; the store itself answers.
+    let served = dying_node(&store, br#"{"slice":"counter","state":{"total":"#.to_vec());
+    let shown = ok(&["state", "--store", s(&store)]);
+    served.join().unwrap();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!(shown[0]["state"]["total"], 1);
+    // Peers are a node's to tell: a node gone before answering is an error, not "no peers".
+    let served = dying_node(&store, Vec::new());
+    let line = one_line_error(&run(&["peers", "--store", s(&store)]));
+    served.join().unwrap();
+    assert!(line.contains("stopped before it answered"), "{line}");
+}
+
 #[test]
 fn a_listing_the_node_cuts_short_fails_instead_of_passing_for_whole() {
     use std::io::Write;

@@ -394,8 +394,11 @@ impl Report {
         };
         // Buckets grow with the time (see `Histogram`): one bar each, equal widths, so the
         // axis is logarithmic. Only the span from the first to the last non-empty bucket.
-        let buckets: Vec<(f64, f64, u64)> = (first..=last)
-            .map(|i| (i as f64, (i + 1) as f64, hist.counts[i]))
+        let buckets: Vec<(f64, f64, u64, String)> = (first..=last)
+            .map(|i| {
+                let label = format!("{} to {}", ms(hist.edges[i]), ms(hist.edges[i + 1]));
+                (i as f64, (i + 1) as f64, hist.counts[i], label)
+            })
             .collect();
         // Every edge gets a tick; 1 and 5 times a power of ten (and the first) a label.
         let x_ticks: Vec<(f64, String)> = (first..=last + 1)
@@ -425,8 +428,11 @@ impl Report {
         };
         // Hop 0 (a peer's own block) is never a delivery: the axis starts at hop 1.
         let first = 1.min(last);
-        let buckets: Vec<(f64, f64, u64)> = (first..=last)
-            .map(|h| (h as f64 - 0.5, h as f64 + 0.5, self.hop_histogram[h]))
+        let buckets: Vec<(f64, f64, u64, String)> = (first..=last)
+            .map(|h| {
+                let label = format!("hop {h}");
+                (h as f64 - 0.5, h as f64 + 0.5, self.hop_histogram[h], label)
+            })
             .collect();
         let step = nice(last as f64, 12).0.max(1.0);
         let x_ticks: Vec<(f64, String)> = (first..=last)

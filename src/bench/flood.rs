@@ -79,7 +79,7 @@ async fn victim_stats(dir: &Path) -> anyhow::Result<serde_json::Value> {
     let client = api::Client::connect(dir)
         .await
         .context("the node under flood has no socket")?;
-    let mut lines = client.request(&api::Request::Stats).await?;
+    let mut lines = client.request(&api::Request::Stats {}).await?;
     let line = lines
         .next_line()
         .await?

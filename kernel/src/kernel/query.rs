@@ -265,13 +265,14 @@ impl Kernel {
     pub fn status(&self, id: &BlockId) -> Option<BlockStatus> {
         if let Some(block) = self.index.blocks.get(id) {
             return Some(match self.fold.status(id) {
+                // Without its body a block contributes nothing, whatever the fold last said.
+                _ if block.body().is_none() => BlockStatus::Collected,
                 Some(Status::Counted) => BlockStatus::Counted,
                 Some(Status::Rejected { slice, reason }) => BlockStatus::Rejected {
                     slice: self.fold.slices[*slice].name().to_owned(),
                     reason: reason.to_string(),
                 },
                 Some(Status::Collected) => BlockStatus::Collected,
-                _ if block.body().is_none() => BlockStatus::Collected,
                 // Not judged yet counts as ignored: no slice took it in the last fold.
                 Some(Status::Ignored) | None => BlockStatus::Ignored,
             });

@@ -83,11 +83,11 @@ impl Plot {
     }
 }
 
-/// A bar per bucket `(from, to, count)` over `x_range`, counts on the y axis.
+/// A bar per bucket `(from, to, count, what it covers)` over `x_range`, counts on the y axis.
 pub(super) fn histogram(
     id: &str,
     label: &str,
-    buckets: &[(f64, f64, u64)],
+    buckets: &[(f64, f64, u64, String)],
     x_range: (f64, f64),
     x_ticks: &[(f64, String)],
     x_title: &str,
@@ -98,17 +98,16 @@ pub(super) fn histogram(
     let mut svg = open(id, label);
     let y_ticks: Vec<(f64, String)> = steps(step.max(1.0), y_max).map(|v| (v, num(v))).collect();
     plot.axes(&mut svg, x_ticks, &y_ticks, x_title, "deliveries");
-    for &(from, to, n) in buckets.iter().filter(|b| b.2 > 0) {
-        let (x, y) = (plot.x(from), plot.y(n as f64));
+    for (from, to, n, what) in buckets.iter().filter(|b| b.2 > 0) {
+        let (x, y) = (plot.x(*from), plot.y(*n as f64));
         svg.push_str(&format!(
             "<rect class=\"data\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{h:.1}\" \
-             fill=\"#0969da\" stroke=\"#fff\" stroke-width=\"0.5\"><title>{from}–{to}: {n}\
+             fill=\"#0969da\" stroke=\"#fff\" stroke-width=\"0.5\"><title>{what}: {n}\
              </title></rect>\n",
-            w = plot.x(to) - x,
+            w = plot.x(*to) - x,
             h = plot.y(0.0) - y,
-            from = num(from.max(0.0)),
-            to = num(to),
-            n = count(n),
+            what = super::escape(what),
+            n = count(*n),
         ));
     }
     svg.push_str("</svg>");
