@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use blockend_sim::cli::{self, Args};
 
@@ -54,19 +54,22 @@ fn browse(page: &Path, profile: &Path, extra: &[String], stdout: &Path) {
         .stderr(Stdio::null())
         .spawn()
         .expect("chromium starts");
-    let deadline = Instant::now() + BROWSER_DEADLINE;
-    loop {
-        match child.try_wait().expect("chromium can be waited for") {
-            Some(status) => {
-                assert!(status.success(), "chromium {extra:?} exited with {status}");
-                return;
-            }
-            None if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("chromium {extra:?} did not finish within {BROWSER_DEADLINE:?}");
-            }
-            None => std::thread::sleep(Duration::from_millis(50)),
+    // Waited for on a thread, so the deadline is a channel's timeout, not a polling loop.
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(BROWSER_DEADLINE) {
+        Ok(status) => {
+            let status = status.expect("chromium can be waited for");
+            assert!(status.success(), "chromium {extra:?} exited with {status}");
+        }
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("chromium {extra:?} did not finish within {BROWSER_DEADLINE:?}");
         }
     }
 }
