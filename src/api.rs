@@ -449,11 +449,7 @@ impl ImportCounts {
 /// # Errors
 /// A one-line message when it is not 64 hex digits.
 pub fn parse_block_id(hex_id: &str) -> Result<BlockId, String> {
-    let bytes = hex::decode(hex_id).map_err(|e| format!("block id {hex_id:?} is not hex: {e}"))?;
-    let id: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| format!("block id {hex_id:?} is not 32 bytes (64 hex digits)"))?;
-    Ok(BlockId(id))
+    hex32(hex_id, "block id").map(BlockId)
 }
 
 /// Parses an author given in hex.
@@ -461,11 +457,23 @@ pub fn parse_block_id(hex_id: &str) -> Result<BlockId, String> {
 /// # Errors
 /// A one-line message when it is not 64 hex digits.
 pub fn parse_author(hex_key: &str) -> Result<PublicKey, String> {
-    let bytes = hex::decode(hex_key).map_err(|e| format!("author {hex_key:?} is not hex: {e}"))?;
-    let key: [u8; 32] = bytes
+    hex32(hex_key, "author").map(PublicKey)
+}
+
+/// An optional author given in hex (a `--author` flag, a request's `author`).
+///
+/// # Errors
+/// As [`parse_author`].
+pub fn parse_optional_author(hex_key: Option<&str>) -> Result<Option<PublicKey>, String> {
+    hex_key.map(parse_author).transpose()
+}
+
+/// 32 bytes given as 64 hex digits; `what` names them in the error.
+fn hex32(text: &str, what: &str) -> Result<[u8; 32], String> {
+    let bytes = hex::decode(text).map_err(|e| format!("{what} {text:?} is not hex: {e}"))?;
+    bytes
         .try_into()
-        .map_err(|_| format!("author {hex_key:?} is not 32 bytes (64 hex digits)"))?;
-    Ok(PublicKey(key))
+        .map_err(|_| format!("{what} {text:?} is not 32 bytes (64 hex digits)"))
 }
 
 /// The server side: listens in the store directory until dropped.
@@ -605,11 +613,7 @@ async fn answer<W: AsyncWrite + Unpin>(
             since,
             by_feed,
         } => {
-            let author = author
-                .as_deref()
-                .map(parse_author)
-                .transpose()
-                .map_err(Failure::Node)?;
+            let author = parse_optional_author(author.as_deref()).map_err(Failure::Node)?;
             let since = since
                 .as_deref()
                 .map(parse_block_id)
@@ -688,11 +692,7 @@ async fn answer<W: AsyncWrite + Unpin>(
             write_line(out, &line).await?;
         }
         Request::Head { author } => {
-            let author = author
-                .as_deref()
-                .map(parse_author)
-                .transpose()
-                .map_err(Failure::Node)?;
+            let author = parse_optional_author(author.as_deref()).map_err(Failure::Node)?;
             let entries = handle.read(move |kernel| heads_of(kernel, author)).await?;
             for line in render_heads(entries) {
                 write_line(out, &line).await?;
@@ -706,53 +706,33 @@ async fn answer<W: AsyncWrite + Unpin>(
             }
         }
         Request::Export { author } => {
-            let author = author
-                .as_deref()
-                .map(parse_author)
-                .transpose()
-                .map_err(Failure::Node)?;
-            let (authors, about) = handle
-                .read(move |kernel| {
-                    let authors = crate::archive::authors(kernel, author);
-                    let about = crate::archive::about(kernel, &authors);
-                    (authors, about)
-                })
+            let author = parse_optional_author(author.as_deref()).map_err(Failure::Node)?;
+            let mut cursor = handle
+                .read(move |kernel| crate::archive::ExportCursor::new(kernel, author))
                 .await?;
-            write_line(out, &serde_json::json!({ "about": about })).await?;
-            let mut written = crate::archive::Totals::default();
-            let mut proofs = Vec::new();
-            for author in authors {
-                let mut from = 0;
-                let mut counted = false;
-                loop {
-                    let run = handle
-                        .read(move |kernel| crate::archive::run_of(kernel, &author, from))
-                        .await?;
-                    let Some(last) = run.last() else {
-                        break;
-                    };
-                    from = last.seq() + 1;
-                    written.blocks += run.len() as u64;
-                    if !counted {
-                        written.feeds += 1;
-                        counted = true;
+            write_line(out, &serde_json::json!({ "about": cursor.about() })).await?;
+            loop {
+                // One bounded read of the kernel per record, the cursor going there and back.
+                let (moved, record) = handle
+                    .read(move |kernel| {
+                        let record = cursor.next(kernel);
+                        (cursor, record)
+                    })
+                    .await?;
+                cursor = moved;
+                let line = match record {
+                    None => break,
+                    Some(crate::archive::Record::Feed(run)) => {
+                        serde_json::json!({ "feed": hex::encode(run.encode()) })
                     }
-                    let line = serde_json::json!({ "feed": hex::encode(run.encode()) });
-                    write_line(out, &line).await?;
-                }
-                if let Some((a, b)) = handle
-                    .read(move |kernel| kernel.fork_proof(&author))
-                    .await?
-                {
-                    proofs.push((a, b));
-                }
-            }
-            for (a, b) in proofs {
-                written.proofs += 1;
-                let line = serde_json::json!({ "proof": [hex::encode(a.encode()), hex::encode(b.encode())] });
+                    Some(crate::archive::Record::Proof(pair)) => {
+                        let (a, b) = *pair;
+                        serde_json::json!({ "proof": [hex::encode(a.encode()), hex::encode(b.encode())] })
+                    }
+                };
                 write_line(out, &line).await?;
             }
-            write_line(out, &serde_json::json!({ "end": written })).await?;
+            write_line(out, &serde_json::json!({ "end": cursor.written() })).await?;
         }
         Request::Import { blocks } => {
             let mut decoded = Vec::with_capacity(blocks.len());

@@ -408,7 +408,7 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> Result<(), ArchiveError> 
 /// What `author`'s feed holds from `from_seq` on, as one bounded run ([`CHUNK_BLOCKS`],
 /// about [`CHUNK_BYTES`]): every block held, counted or not, collected ones as headers.
 /// Empty past the feed's end.
-pub fn run_of(kernel: &Kernel, author: &PublicKey, from_seq: u64) -> Feed {
+fn run_of(kernel: &Kernel, author: &PublicKey, from_seq: u64) -> Feed {
     let blocks = kernel
         .blocks_from(author, from_seq, CHUNK_BLOCKS, CHUNK_BYTES)
         .into_iter()
@@ -417,38 +417,96 @@ pub fn run_of(kernel: &Kernel, author: &PublicKey, from_seq: u64) -> Feed {
     Feed::from_blocks(blocks).expect("the kernel holds linked feeds")
 }
 
-/// The authors an export covers: `author` alone, or every feed held, in feed order.
-pub fn authors(kernel: &Kernel, author: Option<PublicKey>) -> Vec<PublicKey> {
-    match author {
-        Some(author) => vec![author],
-        None => {
-            let mut authors: Vec<PublicKey> =
-                kernel.heads().into_iter().map(|h| h.author).collect();
-            // A feed frozen at genesis holds no block but its proof.
-            for (frozen, _) in kernel.frozen_feeds() {
-                if !authors.contains(&frozen) {
-                    authors.push(frozen);
-                }
-            }
-            authors
-        }
-    }
+/// An export in progress: every feed's runs in turn, then the fork proofs of frozen feeds,
+/// one record per [`ExportCursor::next`]. Each step reads one bounded piece of the kernel,
+/// so a running node serves an export between its other work (the CLI without a node walks
+/// the same cursor), and both write the same archive.
+#[derive(Clone, Debug)]
+pub struct ExportCursor {
+    authors: Vec<PublicKey>,
+    feed: usize,
+    from: u64,
+    proof: usize,
+    about: Totals,
+    written: Totals,
 }
 
-/// What an export of `authors` is expected to hold.
-pub fn about(kernel: &Kernel, authors: &[PublicKey]) -> Totals {
-    let mut totals = Totals::default();
-    for author in authors {
-        if let Some(head) = kernel.head(author) {
-            totals.feeds += 1;
-            // The kernel's feeds run from seq 0 (collected blocks stay as headers).
-            totals.blocks += head.seq + 1;
+impl ExportCursor {
+    /// An export of `author`'s feed, or of every feed held (in feed order; a feed frozen at
+    /// genesis, which holds no block but its proof, included).
+    pub fn new(kernel: &Kernel, author: Option<PublicKey>) -> Self {
+        let authors = match author {
+            Some(author) => vec![author],
+            None => {
+                let mut authors: Vec<PublicKey> =
+                    kernel.heads().into_iter().map(|h| h.author).collect();
+                let held: std::collections::BTreeSet<PublicKey> = authors.iter().copied().collect();
+                authors.extend(
+                    kernel
+                        .frozen_feeds()
+                        .into_iter()
+                        .map(|(frozen, _)| frozen)
+                        .filter(|frozen| !held.contains(frozen)),
+                );
+                authors
+            }
+        };
+        let mut about = Totals::default();
+        for author in &authors {
+            if let Some(head) = kernel.head(author) {
+                // The kernel's feeds run from seq 0 (collected blocks stay as headers).
+                about.feeds += 1;
+                about.blocks += head.seq + 1;
+            }
+            if kernel.fork_proof(author).is_some() {
+                about.proofs += 1;
+            }
         }
-        if kernel.fork_proof(author).is_some() {
-            totals.proofs += 1;
+        Self {
+            authors,
+            feed: 0,
+            from: 0,
+            proof: 0,
+            about,
+            written: Totals::default(),
         }
     }
-    totals
+
+    /// What the export is expected to hold, as the kernel stood when it began.
+    pub fn about(&self) -> Totals {
+        self.about
+    }
+
+    /// What the records returned so far hold.
+    pub fn written(&self) -> Totals {
+        self.written
+    }
+
+    /// The next record, or `None` once every feed and proof was returned.
+    pub fn next(&mut self, kernel: &Kernel) -> Option<Record> {
+        while let Some(author) = self.authors.get(self.feed) {
+            let run = run_of(kernel, author, self.from);
+            let Some(last) = run.last() else {
+                self.feed += 1;
+                self.from = 0;
+                continue;
+            };
+            if self.from == 0 {
+                self.written.feeds += 1;
+            }
+            self.from = last.seq() + 1;
+            self.written.blocks += run.len() as u64;
+            return Some(Record::Feed(run));
+        }
+        while let Some(author) = self.authors.get(self.proof) {
+            self.proof += 1;
+            if let Some((a, b)) = kernel.fork_proof(author) {
+                self.written.proofs += 1;
+                return Some(Record::Proof(Box::new(((*a).clone(), (*b).clone()))));
+            }
+        }
+        None
+    }
 }
 
 #[cfg(test)]

@@ -482,12 +482,8 @@ struct Listing {
 }
 
 async fn cat(dir: &Path, listing: Listing, follow: bool) -> anyhow::Result<()> {
-    let key = listing
-        .author
-        .as_deref()
-        .map(api::parse_author)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let key =
+        api::parse_optional_author(listing.author.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
     let since = listing
         .since
         .as_deref()
@@ -544,11 +540,7 @@ async fn id(dir: &Path) -> anyhow::Result<()> {
 }
 
 async fn head(dir: &Path, author: Option<String>) -> anyhow::Result<()> {
-    let key = author
-        .as_deref()
-        .map(api::parse_author)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let key = api::parse_optional_author(author.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
     if let Some(client) = Client::connect(dir).await {
         let answer = relay(client, &Request::Head { author }).await;
         // No line at all may be the answer (no such feed) or a node that closed the
@@ -604,11 +596,7 @@ fn progress(verb: &str, done: u64, about: u64, last_told: &mut u64) {
 
 async fn export(dir: &Path, author: Option<String>) -> anyhow::Result<()> {
     use std::io::IsTerminal;
-    let key = author
-        .as_deref()
-        .map(api::parse_author)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let key = api::parse_optional_author(author.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
     if std::io::stdout().is_terminal() {
         bail!(
             "export writes a binary archive to stdout: redirect it to a file (blockend export --store {} > FILE)",
@@ -643,28 +631,16 @@ fn export_from_kernel(
     author: Option<PublicKey>,
     out: impl Write,
 ) -> anyhow::Result<archive::Totals> {
-    let authors = archive::authors(kernel, author);
-    let about = archive::about(kernel, &authors);
+    let mut cursor = archive::ExportCursor::new(kernel, author);
+    let about = cursor.about();
     let mut writer = archive::Writer::new(out, about)?;
     let mut told = 0;
-    let mut done = 0;
-    for author in &authors {
-        let mut from = 0;
-        loop {
-            let run = archive::run_of(kernel, author, from);
-            let Some(last) = run.last() else {
-                break;
-            };
-            from = last.seq() + 1;
-            writer.feed(&run)?;
-            done += run.len() as u64;
-            progress("export", done, about.blocks, &mut told);
+    while let Some(record) = cursor.next(kernel) {
+        match record {
+            archive::Record::Feed(run) => writer.feed(&run)?,
+            archive::Record::Proof(pair) => writer.proof(&pair.0, &pair.1)?,
         }
-    }
-    for author in &authors {
-        if let Some((a, b)) = kernel.fork_proof(author) {
-            writer.proof(&a, &b)?;
-        }
+        progress("export", cursor.written().blocks, about.blocks, &mut told);
     }
     Ok(writer.finish()?)
 }

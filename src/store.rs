@@ -357,11 +357,10 @@ pub fn bootstrap_peers(
 /// read-only by a user who may not read the secret key signs with a throwaway key, so its
 /// [`Kernel::author`] is not the store's; the own feed is then told apart by this.
 pub fn own_author(dir: &Path, kernel: &Kernel) -> PublicKey {
-    fs::read_to_string(dir.join(AUTHOR_FILE))
+    recorded_author(dir)
         .ok()
-        .and_then(|text| hex::decode(text.trim()).ok())
-        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-        .map_or_else(|| kernel.author(), PublicKey)
+        .flatten()
+        .unwrap_or_else(|| kernel.author())
 }
 
 /// The author `DIR/author` records, read without opening the store (no lock, no secret);
@@ -382,10 +381,7 @@ pub fn recorded_author(dir: &Path) -> Result<Option<PublicKey>, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(io(path, Access::Read, source)),
     };
-    Ok(hex::decode(text.trim())
-        .ok()
-        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-        .map(PublicKey))
+    Ok(crate::api::parse_author(text.trim()).ok())
 }
 
 /// Records the store's author in `DIR/author` when it does not name it yet.
